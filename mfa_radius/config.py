@@ -1,0 +1,279 @@
+"""The TOML configuration: typed sections, validated once, errors that name file, line and key.
+
+Every setting has a default except where noted; `[storage] database` and `[storage] key_file` are
+enough to run. Unknown keys are errors (a misspelt key silently ignored is a security bug in an
+authentication server).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, get_args, get_origin, get_type_hints
+
+from .errors import ConfigError
+
+DEFAULT_PATH = "/etc/mfa-radius/mfa-radius.toml"
+ENV_VAR = "MFA_RADIUS_CONFIG"
+
+
+def _choice(*allowed: str) -> dict:
+    return {"choices": allowed}
+
+
+def _min(low: float) -> dict:
+    return {"min": low}
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    database: str = "/var/lib/mfa-radius/mfa.db"
+    key_file: str = "/etc/mfa-radius/secret.key"
+    # "full" survives power loss; "normal" survives a process crash only (FACTS.md).
+    synchronous: str = field(default="full", metadata=_choice("full", "normal"))
+    busy_timeout: float = field(default=10.0, metadata=_min(0.1))
+
+
+@dataclass(frozen=True)
+class OtpConfig:
+    totp_window: int = field(default=1, metadata=_min(0))
+    hotp_window: int = field(default=10, metadata=_min(1))
+    resync_window: int = field(default=1000, metadata=_min(1))
+    issuer: str = "mfa-radius"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    lockout_failures: int = field(default=5, metadata=_min(1))
+    lockout_delay: float = field(default=30.0, metadata=_min(1))
+    lockout_max_delay: float = field(default=3600.0, metadata=_min(1))
+    nullok: bool = False
+    nullok_groups: list[str] = field(default_factory=list)
+    exempt_users: list[str] = field(default_factory=list)
+    privileged_users: list[str] = field(default_factory=lambda: ["root"])
+    privileged_groups: list[str] = field(default_factory=lambda: ["sudo", "wheel"])
+    max_devices: int = field(default=8, metadata=_min(1))
+    recovery_codes: int = field(default=10, metadata=_min(1))
+
+
+@dataclass(frozen=True)
+class RadiusClient:
+    name: str
+    address: str
+    secret: str = ""
+    secret_file: str = ""
+    # None: inherit [radius] require_message_authenticator.
+    require_message_authenticator: bool | None = None
+
+
+@dataclass(frozen=True)
+class RadiusReply:
+    """Reply attributes added to an Access-Accept for a user or the members of a group."""
+
+    attributes: dict[str, Any]
+    user: str = ""
+    group: str = ""
+
+
+@dataclass(frozen=True)
+class RadiusConfig:
+    listen: list[str] = field(default_factory=lambda: ["127.0.0.1:1812"])
+    password_backend: str = field(default="pam", metadata=_choice("pam", "none"))
+    pam_service: str = "mfa-radius"
+    pam_workers: int = field(default=4, metadata=_min(1))
+    require_message_authenticator: bool = True
+    challenge_timeout: float = field(default=120.0, metadata=_min(1))
+    password_split: str = field(default="suffix", metadata=_choice("suffix", "delimiter"))
+    delimiter: str = ","
+    duplicate_ttl: float = field(default=30.0, metadata=_min(5))
+    clients: list[RadiusClient] = field(default_factory=list)
+    replies: list[RadiusReply] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PamConfig:
+    socket: str = "/run/mfa-radius/pam.sock"
+    # Non-root callers (screen lockers): "self" may ask about their own user only, "none" not at all.
+    unprivileged_callers: str = field(default="self", metadata=_choice("self", "none"))
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str = ""
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    otp: OtpConfig = field(default_factory=OtpConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    radius: RadiusConfig = field(default_factory=RadiusConfig)
+    pam: PamConfig = field(default_factory=PamConfig)
+
+
+_SECTIONS = {"storage": StorageConfig, "otp": OtpConfig, "policy": PolicyConfig,
+             "radius": RadiusConfig, "pam": PamConfig}
+
+
+def resolve_path(explicit: str | None) -> str:
+    """The config path: --config, else $MFA_RADIUS_CONFIG, else the default."""
+    return explicit or os.environ.get(ENV_VAR) or DEFAULT_PATH
+
+
+def load(path: str) -> Config:
+    """Read and validate `path`; raise ConfigError naming the file, line and key."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (use --config FILE or {ENV_VAR})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+        data = tomllib.loads(text)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    return from_dict(data, path=path, text=text)
+
+
+def from_dict(data: dict, path: str = "<config>", text: str = "") -> Config:
+    """Build a Config from parsed TOML, refusing unknown keys and wrong types."""
+    sections = {}
+    for name, value in data.items():
+        if name not in _SECTIONS:
+            raise ConfigError(_where(path, text, None, name) + f"unknown section [{name}]"
+                              f" (known: {', '.join(sorted(_SECTIONS))})")
+        if not isinstance(value, dict):
+            raise ConfigError(_where(path, text, None, name) + f"[{name}] must be a table")
+        sections[name] = _build(_SECTIONS[name], value, name, path, text)
+    cfg = Config(path=path, **sections)
+    _check_semantics(cfg, path, text)
+    return cfg
+
+
+def _build(cls: type, values: dict, dotted: str, path: str, text: str):
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    section, _, _ = dotted.partition(".")
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(_where(path, text, section, key) + f"unknown key '{dotted}.{key}'"
+                              f" (known: {', '.join(sorted(fields))})")
+        kwargs[key] = _coerce(hints[key], value, f"{dotted}.{key}", fields[key].metadata,
+                              path, text, section, key)
+    missing = [f.name for f in fields.values()
+               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+               and f.name not in kwargs]
+    if missing:
+        raise ConfigError(_where(path, text, section, None) + f"'{dotted}' is missing required key "
+                          f"'{missing[0]}'")
+    return cls(**kwargs)
+
+
+def _coerce(hint, value, dotted, meta, path, text, section, key):
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(_where(path, text, section, key) +
+                           f"'{dotted}' must be {expected}, not {type(value).__name__} {value!r}")
+
+    origin = get_origin(hint)
+    args = get_args(hint)
+    if origin is not None and type(None) in args:  # X | None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(inner, value, dotted, meta, path, text, section, key)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        value = float(value)
+    elif hint is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+    elif origin is list:
+        if not isinstance(value, list):
+            raise bad("a list")
+        (item,) = args
+        if dataclasses.is_dataclass(item):
+            out = []
+            for i, entry in enumerate(value):
+                if not isinstance(entry, dict):
+                    raise bad("a list of tables")
+                out.append(_build(item, entry, f"{dotted}[{i}]", path, text))
+            return out
+        if item is str and not all(isinstance(v, str) for v in value):
+            raise bad("a list of strings")
+        return list(value)
+    elif origin is dict:
+        if not isinstance(value, dict):
+            raise bad("a table")
+        return dict(value)
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(_where(path, text, section, key) +
+                          f"'{dotted}' must be one of {', '.join(meta['choices'])}, not {value!r}")
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(_where(path, text, section, key) +
+                          f"'{dotted}' must be at least {meta['min']}, not {value!r}")
+    return value
+
+
+def _check_semantics(cfg: Config, path: str, text: str) -> None:
+    names = set()
+    for client in cfg.radius.clients:
+        where = _where(path, text, "radius", "clients")
+        if client.name in names:
+            raise ConfigError(where + f"duplicate RADIUS client name '{client.name}'")
+        names.add(client.name)
+        if bool(client.secret) == bool(client.secret_file):
+            raise ConfigError(where + f"RADIUS client '{client.name}' needs exactly one of "
+                              "'secret' or 'secret_file'")
+    for reply in cfg.radius.replies:
+        if bool(reply.user) == bool(reply.group):
+            raise ConfigError(_where(path, text, "radius", "replies") +
+                              "each [[radius.replies]] needs exactly one of 'user' or 'group'")
+    if cfg.policy.lockout_max_delay < cfg.policy.lockout_delay:
+        raise ConfigError(_where(path, text, "policy", "lockout_max_delay") +
+                          "'policy.lockout_max_delay' must not be below 'policy.lockout_delay'")
+
+
+def _where(path: str, text: str, section: str | None, key: str | None) -> str:
+    """'FILE:LINE: ' for the key inside its section (or the section header), best effort."""
+    line = _find_line(text, section, key) if text else None
+    return f"{path}:{line}: " if line else f"{path}: "
+
+
+_HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\-]+)\s*\]\]?")
+
+
+def _find_line(text: str, section: str | None, key: str | None) -> int | None:
+    current = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        header = _HEADER.match(line)
+        if header:
+            current = header.group(1)
+            if key is None or section is None:
+                if current == (section or key) or current.startswith(f"{section or key}."):
+                    return number
+            elif current == f"{section}.{key}":
+                return number
+            continue
+        if section and key and current.split(".")[0] == section and re.match(
+                rf"^\s*{re.escape(key)}\s*=", line):
+            return number
+    return None
+
+
+def describe(cfg: Config) -> dict:
+    """The effective settings as plain data (secrets masked), for check-config."""
+    data = dataclasses.asdict(cfg)
+    for client in data["radius"]["clients"]:
+        if client["secret"]:
+            client["secret"] = "********"
+    return data

@@ -1,0 +1,278 @@
+"""The device lifecycle, as AWS IAM names it: create, import, enable, resync, deactivate, delete, list.
+
+These functions are what the CLI calls; a script can call them with the same names.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from . import recovery
+from .config import Config
+from .errors import DeviceError
+from .otp import ALGORITHMS, DIGITS, OtpKey, is_code, time_step
+from .sealing import Sealer
+from .store import Store
+
+SERIAL = re.compile(r"^[\w+=/:,.@-]{1,256}$", re.ASCII)
+USER = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
+SEED_BYTES = 20  # 160 bits, what RFC 4226 recommends and authenticator apps expect
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A device to add: from create-virtual, a CSV line or a PSKC key package."""
+
+    serial: str
+    seed: bytes
+    kind: str = "totp"
+    digits: int = 6
+    algorithm: str = "SHA1"
+    period: int = 30
+    counter: int = 0
+    user: str | None = None
+    virtual: bool = False
+
+
+def check_serial(serial: str) -> str:
+    if not SERIAL.match(serial or ""):
+        raise DeviceError(f"invalid serial {serial[:40]!r}: use 1-256 characters of letters, "
+                          "digits and +=/:,.@_-")
+    return serial
+
+
+def check_user(user: str) -> str:
+    if not USER.match(user or "") or user != user.strip():
+        raise DeviceError("invalid user name: 1-256 printable characters, no surrounding spaces")
+    return user
+
+
+def check_spec(spec: DeviceSpec) -> None:
+    check_serial(spec.serial)
+    if spec.kind not in ("totp", "hotp"):
+        raise DeviceError(f"{spec.serial}: type must be totp or hotp, not {spec.kind!r}")
+    if spec.digits not in DIGITS:
+        raise DeviceError(f"{spec.serial}: digits must be 6 or 8, not {spec.digits}")
+    if spec.algorithm not in ALGORITHMS:
+        raise DeviceError(f"{spec.serial}: algorithm must be SHA1, SHA256 or SHA512, "
+                          f"not {spec.algorithm!r}")
+    if spec.kind == "totp" and not 1 <= spec.period <= 3600:
+        raise DeviceError(f"{spec.serial}: period must be 1-3600 seconds, not {spec.period}")
+    if spec.counter < 0:
+        raise DeviceError(f"{spec.serial}: counter must not be negative")
+    if len(spec.seed) < 10:
+        raise DeviceError(f"{spec.serial}: seed is too short ({len(spec.seed) * 8} bits; "
+                          "at least 80 are needed, 160 recommended)")
+    if spec.user is not None:
+        check_user(spec.user)
+
+
+class Devices:
+    """Lifecycle operations over one store and sealer."""
+
+    def __init__(self, config: Config, store: Store, sealer: Sealer):
+        self.config = config
+        self.store = store
+        self.sealer = sealer
+
+    # ---- create / import -------------------------------------------------------------------
+
+    def create_virtual(self, serial: str, *, kind: str = "totp", digits: int = 6,
+                       algorithm: str = "SHA1", period: int = 30,
+                       issuer: str | None = None) -> dict:
+        """Create an unassigned virtual device with a fresh seed; return its secret and URI."""
+        seed = secrets.token_bytes(SEED_BYTES)
+        spec = DeviceSpec(serial, seed, kind, digits, algorithm, period, virtual=True)
+        self.add([spec])
+        secret = base64.b32encode(seed).decode().rstrip("=")
+        return {"serial": serial, "type": kind, "digits": digits, "algorithm": algorithm,
+                "period": period if kind == "totp" else None, "secret": secret,
+                "otpauth_uri": provisioning_uri(spec, secret, issuer or self.config.otp.issuer)}
+
+    def add(self, specs: list[DeviceSpec]) -> int:
+        """Add devices in ONE transaction: all of them or, on any problem, none."""
+        seen_serials, seen_fps = {}, {}
+        rows = []
+        now = time.time()
+        assigned: dict[str, int] = {}
+        for spec in specs:
+            check_spec(spec)
+            fp = self.sealer.fingerprint(spec.seed)
+            if spec.serial in seen_serials:
+                raise DeviceError(f"serial {spec.serial} appears twice in the input")
+            if fp in seen_fps:
+                raise DeviceError(f"devices {seen_fps[fp]} and {spec.serial} have the same seed "
+                                  "(one seed, one device)")
+            seen_serials[spec.serial] = True
+            seen_fps[fp] = spec.serial
+            if spec.user:
+                assigned[spec.user] = assigned.get(spec.user, 0) + 1
+            rows.append({"serial": spec.serial, "kind": spec.kind, "virtual": int(spec.virtual),
+                         "digits": spec.digits, "algorithm": spec.algorithm,
+                         "period": spec.period, "counter": spec.counter, "last_step": -1,
+                         "drift": 0, "seed": self.sealer.seal(spec.seed, spec.serial),
+                         "fingerprint": fp, "user": spec.user, "created_at": now,
+                         "enabled_at": now if spec.user else None, "last_used_at": None})
+        with self.store.errors("adding devices"), self.store.transaction():
+            taken_serials, taken_fps = self.store.clashes(list(seen_serials), list(seen_fps))
+            if taken_serials:
+                raise DeviceError(f"serial {sorted(taken_serials)[0]} already exists"
+                                  + (f" (and {len(taken_serials) - 1} more)"
+                                     if len(taken_serials) > 1 else ""))
+            if taken_fps:
+                serial = seen_fps[sorted(taken_fps)[0]]
+                raise DeviceError(f"device {serial}: its seed is already held by another device "
+                                  "(one seed, one device)")
+            for user, count in assigned.items():
+                if self.store.count_user_devices(user) + count > self.config.policy.max_devices:
+                    raise DeviceError(f"user {user} would hold more than "
+                                      f"{self.config.policy.max_devices} devices")
+                self.store.ensure_user(user, now)
+            try:
+                return self.store.insert_devices(rows)
+            except sqlite3.IntegrityError:
+                raise DeviceError("a serial or seed was added by someone else meanwhile; "
+                                  "nothing was imported, try again") from None
+
+    # ---- enable / resync / deactivate / delete -------------------------------------------
+
+    def enable(self, user: str, serial: str, code1: str, code2: str,
+               now: float | None = None) -> dict:
+        """Assign an unassigned device to `user` if code1, code2 are two consecutive codes of it."""
+        check_user(user)
+        now = time.time() if now is None else now
+        with self.store.errors("enabling device"), self.store.transaction():
+            device = self._device(serial)
+            if device["user"] is not None:
+                who = "this user" if device["user"] == user else "another user"
+                raise DeviceError(f"device {serial} is already assigned to {who}; "
+                                  "deactivate it first")
+            if self.store.count_user_devices(user) >= self.config.policy.max_devices:
+                raise DeviceError(f"user {user} already holds {self.config.policy.max_devices} "
+                                  "devices (the maximum)")
+            position = self._find_pair(device, code1, code2, now, after_use=False)
+            self.store.ensure_user(user, now)
+            if not self.store.assign_device(device["id"], user, now=now, **position):
+                raise DeviceError(f"device {serial} was assigned by someone else meanwhile")
+        return {"user": user, "serial": serial, "status": "assigned"}
+
+    def resync(self, user: str, serial: str, code1: str, code2: str,
+               now: float | None = None) -> dict:
+        """Re-align a drifted TOTP clock or a far-ahead HOTP counter from two consecutive codes."""
+        now = time.time() if now is None else now
+        with self.store.errors("resynchronising device"), self.store.transaction():
+            device = self._device(serial)
+            if device["user"] != user:
+                raise DeviceError(f"device {serial} is not assigned to {user}")
+            position = self._find_pair(device, code1, code2, now, after_use=True)
+            self.store.resync_device(device["id"], **position)
+        return {"user": user, "serial": serial, "status": "resynchronised",
+                **({"drift_steps": position["drift"]} if "drift" in position else
+                   {"counter": position["counter"]})}
+
+    def deactivate(self, user: str, serial: str) -> dict:
+        with self.store.errors("deactivating device"), self.store.transaction():
+            device = self._device(serial)
+            if device["user"] != user or not self.store.unassign_device(device["id"], user):
+                raise DeviceError(f"device {serial} is not assigned to {user}")
+        return {"user": user, "serial": serial, "status": "unassigned"}
+
+    def delete(self, serial: str) -> dict:
+        with self.store.errors("deleting device"), self.store.transaction():
+            device = self._device(serial)
+            if device["user"] is not None or not self.store.delete_device(device["id"]):
+                raise DeviceError(f"device {serial} is assigned; deactivate it before deleting it")
+        return {"serial": serial, "status": "deleted"}
+
+    def list(self, user: str | None = None, status: str = "any") -> list[dict]:
+        with self.store.errors("listing devices"):
+            rows = self.store.list_devices(user, status)
+        return [public_view(r) for r in rows]
+
+    # ---- recovery codes --------------------------------------------------------------------
+
+    def issue_recovery_codes(self, user: str, count: int | None = None) -> list[str]:
+        """Replace the user's recovery codes with `count` new ones; returned once, stored hashed."""
+        check_user(user)
+        count = self.config.policy.recovery_codes if count is None else count
+        if not 1 <= count <= 100:
+            raise DeviceError("count must be between 1 and 100")
+        codes = recovery.generate(count)
+        hashed = recovery.hash_codes(codes)
+        now = time.time()
+        with self.store.errors("issuing recovery codes"), self.store.transaction():
+            self.store.ensure_user(user, now)
+            self.store.replace_recovery_codes(user, hashed, now)
+        return codes
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def _device(self, serial: str) -> dict:
+        check_serial(serial)
+        device = self.store.device(serial)
+        if device is None:
+            raise DeviceError(f"no device with serial {serial}")
+        return device
+
+    def _find_pair(self, device: dict, code1: str, code2: str, now: float,
+                   after_use: bool) -> dict:
+        """Where two consecutive codes sit, searched over the wide resync window only."""
+        code1, code2 = code1.strip(), code2.strip()
+        digits = device["digits"]
+        if not (is_code(code1, digits) and is_code(code2, digits)):
+            raise DeviceError(f"codes must be {digits} digits each")
+        if code1 == code2:
+            raise DeviceError("the two codes must be consecutive codes, not the same code twice")
+        key = OtpKey(self.sealer.unseal(device["seed"], device["serial"]), device["algorithm"],
+                     digits)
+        window = self.config.otp.resync_window
+        if device["kind"] == "totp":
+            current = time_step(now, device["period"])
+            first = current - window
+            if after_use:
+                first = max(first, device["last_step"] + 1)
+            step = key.find_pair(code1, code2, first, current + window)
+            if step is None:
+                raise DeviceError(f"device {device['serial']}: the codes are not two consecutive "
+                                  "codes of this device (wait for a new code and type the next "
+                                  "two as they appear)")
+            return {"last_step": step + 1, "drift": step + 1 - current}
+        start = device["counter"]
+        counter = key.find_pair(code1, code2, start, start + window)
+        if counter is None:
+            raise DeviceError(f"device {device['serial']}: the codes are not two consecutive "
+                              f"codes of this device within {window} counters")
+        return {"counter": counter + 2}
+
+
+def provisioning_uri(spec: DeviceSpec, secret_b32: str, issuer: str) -> str:
+    """The otpauth:// Key URI that authenticator apps scan (built by pyotp)."""
+    import pyotp
+
+    digest = getattr(hashlib, spec.algorithm.lower())
+    if spec.kind == "totp":
+        otp = pyotp.TOTP(secret_b32, digits=spec.digits, digest=digest, interval=spec.period,
+                         name=spec.serial, issuer=issuer or None)
+        return otp.provisioning_uri()
+    otp = pyotp.HOTP(secret_b32, digits=spec.digits, digest=digest, name=spec.serial,
+                     issuer=issuer or None, initial_count=spec.counter)
+    return otp.provisioning_uri(initial_count=spec.counter)
+
+
+def public_view(row: dict) -> dict:
+    """A device row without its sealed seed or fingerprint."""
+    return {"serial": row["serial"], "type": row["kind"], "user": row["user"],
+            "status": "assigned" if row["user"] is not None else "unassigned",
+            "virtual": bool(row["virtual"]), "digits": row["digits"],
+            "algorithm": row["algorithm"],
+            "period": row["period"] if row["kind"] == "totp" else None,
+            "counter": row["counter"] if row["kind"] == "hotp" else None,
+            "drift_steps": row["drift"] if row["kind"] == "totp" else None,
+            "created_at": row["created_at"], "enabled_at": row["enabled_at"],
+            "last_used_at": row["last_used_at"]}

@@ -1,0 +1,33 @@
+"""Exceptions that reach an admin as one clear line (never a traceback)."""
+
+
+class MfaError(Exception):
+    """Base class: the message is what the admin reads."""
+
+    exit_code = 1
+
+
+class ConfigError(MfaError):
+    """The configuration file is missing, malformed or has a wrong/unknown key."""
+
+    exit_code = 2
+
+
+class KeyFileError(MfaError):
+    """The sealing key file is missing, unreadable, malformed or too open."""
+
+    exit_code = 2
+
+
+class StoreError(MfaError):
+    """The database is missing, corrupt, read-only or full."""
+
+    exit_code = 2
+
+
+class DeviceError(MfaError):
+    """A device lifecycle operation was refused (bad serial, wrong codes, ...)."""
+
+
+class ImportFormatError(MfaError):
+    """A seed file (CSV or PSKC) could not be imported; nothing was written."""

@@ -1,0 +1,103 @@
+"""Seeds at rest: AES-256-GCM under a key file, and a keyed fingerprint for "one seed, one device".
+
+The key file holds 32 random bytes, base64 encoded, and must be readable by its owner only. Two
+sub-keys are derived from it (one for sealing, one for fingerprints) so that a fingerprint can never
+be used as a sealing key or the other way round.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import stat
+
+from .errors import KeyFileError
+
+KEY_BYTES = 32
+_NONCE = 12
+_VERSION = b"\x01"
+
+
+def create_key_file(path: str) -> None:
+    """Write a new random key to `path` with mode 0600; refuse to overwrite an existing one."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyFileError(f"{path}: key file already exists; refusing to overwrite it "
+                           "(every sealed seed depends on it)") from None
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot create key file: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(base64.b64encode(secrets.token_bytes(KEY_BYTES)) + b"\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_key_file(path: str) -> bytes:
+    """Return the 32-byte key, refusing a file that group or others can read or write."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: key file not found (create it with 'mfa-radius init')") from None
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot open key file: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise KeyFileError(f"{path}: key file is not a regular file")
+        if info.st_mode & 0o077:
+            raise KeyFileError(f"{path}: key file is accessible by group or others (mode "
+                               f"{stat.S_IMODE(info.st_mode):04o}); fix it with: chmod 600 {path}")
+        raw = fh.read(4096)
+    try:
+        key = base64.b64decode(raw.strip(), validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != KEY_BYTES:
+        raise KeyFileError(f"{path}: key file is malformed (expected {KEY_BYTES} bytes, base64)")
+    return key
+
+
+class Sealer:
+    """Seal and unseal seeds; fingerprint them without revealing them."""
+
+    def __init__(self, master_key: bytes):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        seal_key = hmac.digest(master_key, b"mfa-radius seal v1", hashlib.sha256)
+        self._aead = AESGCM(seal_key)
+        self._fp_key = hmac.digest(master_key, b"mfa-radius fingerprint v1", hashlib.sha256)
+
+    @classmethod
+    def from_file(cls, path: str) -> "Sealer":
+        return cls(read_key_file(path))
+
+    def seal(self, seed: bytes, serial: str) -> bytes:
+        """Encrypt `seed`, bound to the device's serial (moving a blob to another row fails)."""
+        nonce = secrets.token_bytes(_NONCE)
+        return _VERSION + nonce + self._aead.encrypt(nonce, seed, _aad(serial))
+
+    def unseal(self, blob: bytes, serial: str) -> bytes:
+        """Decrypt a sealed seed; raise KeyFileError when the key is not the one that sealed it."""
+        from cryptography.exceptions import InvalidTag
+
+        if blob[:1] != _VERSION or len(blob) < 1 + _NONCE + 16:
+            raise KeyFileError(f"device {serial}: sealed seed is malformed")
+        try:
+            return self._aead.decrypt(blob[1:1 + _NONCE], blob[1 + _NONCE:], _aad(serial))
+        except InvalidTag:
+            raise KeyFileError(f"device {serial}: seed does not open with this key file "
+                               "(wrong key file, or the database was tampered with)") from None
+
+    def fingerprint(self, seed: bytes) -> str:
+        """A keyed digest of the seed: equal seeds give equal fingerprints, nothing else leaks."""
+        return hmac.digest(self._fp_key, seed, hashlib.sha256).hex()
+
+
+def _aad(serial: str) -> bytes:
+    return b"mfa-radius seed v1:" + serial.encode("utf-8")

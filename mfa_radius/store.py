@@ -1,0 +1,329 @@
+"""The only module that speaks SQL: schema, migrations, and every query the rest of the code needs.
+
+One SQLite file in WAL mode. Anything that consumes a code runs inside a short `BEGIN IMMEDIATE`
+transaction and uses conditional UPDATEs (`... WHERE last_step < ?`), so two processes (the daemon
+and a PAM fallback, or two CLI calls) can never both accept one code.
+Schema changes are numbered migrations keyed on `PRAGMA user_version`; they run under sqlite-utils,
+imported only when a migration is due (it costs ~90 ms to import).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from typing import Iterable, Iterator
+
+from .errors import StoreError
+
+SCHEMA_VERSION = 1
+
+DEVICE_COLUMNS = ("id", "serial", "kind", "virtual", "digits", "algorithm", "period", "counter",
+                  "last_step", "drift", "seed", "fingerprint", "user", "created_at", "enabled_at",
+                  "last_used_at")
+_DEVICE_SELECT = "SELECT " + ", ".join(DEVICE_COLUMNS) + " FROM devices"
+USER_COLUMNS = ("name", "failures", "locked_until", "last_success", "last_failure", "created_at")
+_USER_SELECT = "SELECT " + ", ".join(USER_COLUMNS) + " FROM users"
+
+
+def _migrate_1(db) -> None:
+    db["devices"].create({
+        "id": int, "serial": str, "kind": str, "virtual": int, "digits": int, "algorithm": str,
+        "period": int, "counter": int, "last_step": int, "drift": int, "seed": bytes,
+        "fingerprint": str, "user": str, "created_at": float, "enabled_at": float,
+        "last_used_at": float,
+    }, pk="id", not_null={"serial", "kind", "digits", "algorithm", "period", "counter",
+                           "last_step", "drift", "seed", "fingerprint", "created_at", "virtual"},
+        defaults={"virtual": 0, "period": 30, "counter": 0, "last_step": -1, "drift": 0})
+    db["devices"].create_index(["serial"], unique=True)
+    db["devices"].create_index(["fingerprint"], unique=True)
+    db["devices"].create_index(["user"])
+    db["users"].create({
+        "name": str, "failures": int, "locked_until": float, "last_success": float,
+        "last_failure": float, "created_at": float,
+    }, pk="name", not_null={"failures", "locked_until", "created_at"},
+        defaults={"failures": 0, "locked_until": 0.0})
+    db["recovery_codes"].create({
+        "id": int, "user": str, "salt": bytes, "hash": bytes, "created_at": float, "used_at": float,
+    }, pk="id", not_null={"user", "salt", "hash", "created_at"})
+    db["recovery_codes"].create_index(["user"])
+    db["audit"].create({
+        "id": int, "time": float, "user": str, "method": str, "serial": str, "source": str,
+        "result": str, "reason": str,
+    }, pk="id", not_null={"time", "result", "reason"})
+    db["audit"].create_index(["time"])
+    db["audit"].create_index(["user", "time"])
+
+
+MIGRATIONS = {1: _migrate_1}
+
+
+class Store:
+    """A connection to the database file, with the queries the verifier and the CLI use."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str):
+        self.conn = conn
+        self.path = path
+
+    # ---- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str, *, create: bool = False, synchronous: str = "full",
+             busy_timeout: float = 10.0) -> "Store":
+        """Open (or with `create`, create 0600) the database and bring its schema up to date."""
+        if not os.path.exists(path):
+            if not create:
+                raise StoreError(f"{path}: database not found (create it with 'mfa-radius init')")
+            os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except OSError as exc:
+                raise StoreError(f"{path}: cannot create database: {exc.strerror}") from None
+        try:
+            conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
+                                   check_same_thread=False)
+            store = cls(conn, path)
+            with store.errors("open"):
+                conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode.lower() != "wal":
+                    raise StoreError(f"{path}: cannot switch the database to WAL mode "
+                                     f"(journal_mode is {mode}); is the directory writable?")
+                conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+                conn.execute("PRAGMA foreign_keys = ON")
+                store._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open database: {exc}") from None
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextlib.contextmanager
+    def errors(self, doing: str) -> Iterator[None]:
+        """Turn SQLite errors into one clear StoreError line naming the file."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            text = str(exc)
+            if "not a database" in text or "malformed" in text:
+                hint = "the file is corrupt or not an mfa-radius database; restore it from a backup"
+            elif "readonly" in text:
+                hint = "the database (or its directory) is read-only"
+            elif "disk is full" in text or "disk I/O" in text:
+                hint = "the disk is full or failing"
+            elif "locked" in text or "busy" in text:
+                hint = "the database stayed locked by another process"
+            else:
+                hint = text
+            raise StoreError(f"{self.path}: {doing} failed: {hint}") from None
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: database schema v{version} is newer than this "
+                             f"mfa-radius (v{SCHEMA_VERSION}); upgrade mfa-radius")
+        import sqlite_utils
+
+        db = sqlite_utils.Database(self.conn)
+        with self.transaction():
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[step](db)
+                self.conn.execute(f"PRAGMA user_version = {step}")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A `BEGIN IMMEDIATE` transaction: committed on success, rolled back on any error."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.rollback()
+            raise
+        self.conn.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits (the cache-invalidation signal)."""
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]
+
+    # ---- hot path: reads ---------------------------------------------------------------------
+
+    def user_row(self, name: str) -> dict | None:
+        row = self.conn.execute(_USER_SELECT + " WHERE name = ?", (name,)).fetchone()
+        return dict(zip(USER_COLUMNS, row)) if row else None
+
+    def user_devices(self, name: str) -> list[dict]:
+        rows = self.conn.execute(_DEVICE_SELECT + " WHERE user = ? ORDER BY id", (name,))
+        return [dict(zip(DEVICE_COLUMNS, r)) for r in rows]
+
+    def has_recovery_codes(self, name: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM recovery_codes WHERE user = ? AND used_at IS NULL"
+                                 " LIMIT 1", (name,)).fetchone() is not None
+
+    def recovery_codes(self, name: str) -> list[tuple[int, bytes, bytes]]:
+        """(id, salt, hash) of the user's unused recovery codes."""
+        return self.conn.execute("SELECT id, salt, hash FROM recovery_codes WHERE user = ? AND "
+                                 "used_at IS NULL ORDER BY id", (name,)).fetchall()
+
+    # ---- hot path: writes (inside transaction()) -------------------------------------------
+
+    def consume_totp(self, device_id: int, step: int, drift: int, now: float) -> bool:
+        """Record `step` as used unless it (or a later one) already was; True if it was fresh."""
+        cur = self.conn.execute("UPDATE devices SET last_step = ?, drift = ?, last_used_at = ? "
+                                "WHERE id = ? AND last_step < ?",
+                                (step, drift, now, device_id, step))
+        return cur.rowcount == 1
+
+    def consume_hotp(self, device_id: int, counter: int, now: float) -> bool:
+        """Move the next expected counter past `counter` unless it already is; True if fresh."""
+        cur = self.conn.execute("UPDATE devices SET counter = ?, last_used_at = ? "
+                                "WHERE id = ? AND counter <= ?",
+                                (counter + 1, now, device_id, counter))
+        return cur.rowcount == 1
+
+    def consume_recovery_code(self, code_id: int, now: float) -> bool:
+        cur = self.conn.execute("UPDATE recovery_codes SET used_at = ? WHERE id = ? AND "
+                                "used_at IS NULL", (now, code_id))
+        return cur.rowcount == 1
+
+    def set_user_state(self, name: str, failures: int, locked_until: float, *,
+                       success_at: float | None = None, failure_at: float | None = None) -> None:
+        self.conn.execute(
+            "INSERT INTO users (name, failures, locked_until, last_success, last_failure, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+            "failures = excluded.failures, locked_until = excluded.locked_until, "
+            "last_success = coalesce(excluded.last_success, last_success), "
+            "last_failure = coalesce(excluded.last_failure, last_failure)",
+            (name, failures, locked_until, success_at, failure_at, time.time()))
+
+    def add_audit(self, rows: Iterable[tuple]) -> None:
+        """rows: (time, user, method, serial, source, result, reason)."""
+        self.conn.executemany("INSERT INTO audit (time, user, method, serial, source, result, "
+                              "reason) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    # ---- device lifecycle ------------------------------------------------------------------
+
+    def device(self, serial: str) -> dict | None:
+        row = self.conn.execute(_DEVICE_SELECT + " WHERE serial = ?", (serial,)).fetchone()
+        return dict(zip(DEVICE_COLUMNS, row)) if row else None
+
+    def insert_devices(self, devices: Iterable[dict]) -> int:
+        """Insert device rows (inside a transaction). Raises sqlite3.IntegrityError on a clash."""
+        cols = [c for c in DEVICE_COLUMNS if c != "id"]
+        sql = (f"INSERT INTO devices ({', '.join(cols)}) VALUES "
+               f"({', '.join('?' for _ in cols)})")
+        before = self.conn.total_changes
+        self.conn.executemany(sql, ([d.get(c) for c in cols] for d in devices))
+        return self.conn.total_changes - before
+
+    def clashes(self, serials: list[str], fingerprints: list[str]) -> tuple[set, set]:
+        """Which of these serials and fingerprints are already held by a device."""
+        taken_serials, taken_fps = set(), set()
+        for chunk in _chunks(serials):
+            q = f"SELECT serial FROM devices WHERE serial IN ({','.join('?' * len(chunk))})"
+            taken_serials.update(r[0] for r in self.conn.execute(q, chunk))
+        for chunk in _chunks(fingerprints):
+            q = f"SELECT fingerprint FROM devices WHERE fingerprint IN ({','.join('?' * len(chunk))})"
+            taken_fps.update(r[0] for r in self.conn.execute(q, chunk))
+        return taken_serials, taken_fps
+
+    def assign_device(self, device_id: int, user: str, *, now: float, counter: int | None = None,
+                      last_step: int | None = None, drift: int | None = None) -> bool:
+        """Assign an unassigned device; False if it was assigned meanwhile."""
+        cur = self.conn.execute(
+            "UPDATE devices SET user = ?, enabled_at = ?, counter = coalesce(?, counter), "
+            "last_step = coalesce(?, last_step), drift = coalesce(?, drift) "
+            "WHERE id = ? AND user IS NULL", (user, now, counter, last_step, drift, device_id))
+        return cur.rowcount == 1
+
+    def resync_device(self, device_id: int, *, counter: int | None = None,
+                      last_step: int | None = None, drift: int | None = None) -> None:
+        self.conn.execute("UPDATE devices SET counter = coalesce(?, counter), "
+                          "last_step = coalesce(?, last_step), drift = coalesce(?, drift) "
+                          "WHERE id = ?", (counter, last_step, drift, device_id))
+
+    def unassign_device(self, device_id: int, user: str) -> bool:
+        cur = self.conn.execute("UPDATE devices SET user = NULL, enabled_at = NULL, drift = 0 "
+                                "WHERE id = ? AND user = ?", (device_id, user))
+        return cur.rowcount == 1
+
+    def delete_device(self, device_id: int) -> bool:
+        cur = self.conn.execute("DELETE FROM devices WHERE id = ? AND user IS NULL", (device_id,))
+        return cur.rowcount == 1
+
+    def count_user_devices(self, user: str) -> int:
+        return self.conn.execute("SELECT count(*) FROM devices WHERE user = ?",
+                                 (user,)).fetchone()[0]
+
+    def list_devices(self, user: str | None = None, status: str = "any") -> list[dict]:
+        where, args = [], []
+        if user is not None:
+            where.append("user = ?")
+            args.append(user)
+        if status == "assigned":
+            where.append("user IS NOT NULL")
+        elif status == "unassigned":
+            where.append("user IS NULL")
+        sql = _DEVICE_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY serial"
+        return [dict(zip(DEVICE_COLUMNS, r)) for r in self.conn.execute(sql, args)]
+
+    # ---- users, recovery codes, audit ------------------------------------------------------
+
+    def ensure_user(self, name: str, now: float) -> None:
+        self.conn.execute("INSERT INTO users (name, created_at) VALUES (?, ?) "
+                          "ON CONFLICT(name) DO NOTHING", (name, now))
+
+    def unlock_user(self, name: str) -> bool:
+        cur = self.conn.execute("UPDATE users SET failures = 0, locked_until = 0 WHERE name = ?",
+                                (name,))
+        return cur.rowcount == 1
+
+    def replace_recovery_codes(self, user: str, hashed: list[tuple[bytes, bytes]],
+                               now: float) -> None:
+        self.conn.execute("DELETE FROM recovery_codes WHERE user = ?", (user,))
+        self.conn.executemany("INSERT INTO recovery_codes (user, salt, hash, created_at) "
+                              "VALUES (?, ?, ?, ?)", ((user, s, h, now) for s, h in hashed))
+
+    def user_names(self) -> list[str]:
+        """Every user the database knows: with a users row or an assigned device."""
+        rows = self.conn.execute("SELECT name FROM users UNION SELECT user FROM devices "
+                                 "WHERE user IS NOT NULL ORDER BY 1")
+        return [r[0] for r in rows]
+
+    def user_summary(self, name: str) -> dict:
+        row = self.user_row(name) or {"name": name, "failures": 0, "locked_until": 0.0,
+                                      "last_success": None, "last_failure": None,
+                                      "created_at": None}
+        row["devices"] = [d["serial"] for d in self.user_devices(name)]
+        row["recovery_codes_left"] = self.conn.execute(
+            "SELECT count(*) FROM recovery_codes WHERE user = ? AND used_at IS NULL",
+            (name,)).fetchone()[0]
+        return row
+
+    def audit_events(self, user: str | None = None, since: float | None = None,
+                     limit: int = 1000) -> list[dict]:
+        where, args = [], []
+        if user is not None:
+            where.append("user = ?")
+            args.append(user)
+        if since is not None:
+            where.append("time >= ?")
+            args.append(since)
+        sql = ("SELECT time, user, method, serial, source, result, reason FROM audit" +
+               (" WHERE " + " AND ".join(where) if where else "") +
+               " ORDER BY time DESC, id DESC LIMIT ?")
+        keys = ("time", "user", "method", "serial", "source", "result", "reason")
+        rows = [dict(zip(keys, r)) for r in self.conn.execute(sql, [*args, limit])]
+        rows.reverse()
+        return rows
+
+
+def _chunks(items: list, size: int = 500) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

@@ -1,0 +1,304 @@
+"""The shared verifier: given a user, a code and who is asking, accept or reject, and why.
+
+Used by the RADIUS server, the PAM socket front, the PAM in-process fallback and the CLI. It knows
+nothing of UDP or PAM. A daemon hands it a batch of attempts (everything that arrived in one loop
+tick) and it decides them all and records them in ONE transaction (group commit); everyone else
+passes a batch of one.
+
+Users and their devices are cached in memory with their seeds unsealed and HMACs prepared; the
+cache is dropped whenever another process has committed (`PRAGMA data_version`), which is checked
+under the write lock, so the decision is always made on current state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from . import recovery
+from .accounts import Accounts
+from .config import Config
+from .errors import KeyFileError, MfaError, StoreError
+from .otp import OtpKey, is_code, time_step
+from .sealing import Sealer
+from .store import Store
+
+log = logging.getLogger("mfa_radius.verifier")
+
+MAX_USER_LEN = 256
+_CACHE_MAX = 50000
+# Work done for users without devices, so that they take as long as users with one.
+_DUMMY_KEY = OtpKey(b"\x00" * 20)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One code to check. `source` says who asks, e.g. "radius:vpn1 nas=10.0.0.1" or "pam:sshd"."""
+
+    user: str
+    code: str
+    source: str = "cli"
+    now: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    accepted: bool
+    reason: str  # ok, exempt, no_device_allowed, bad_code, replay, locked, no_device, malformed, error
+    method: str | None = None  # totp, hotp, recovery
+    serial: str | None = None
+    retry_after: float = 0.0  # seconds, when locked
+
+    @property
+    def result(self) -> str:
+        return "accept" if self.accepted else "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class UserStatus:
+    """What the fronts need before they prompt: does this user have a second factor at all?"""
+
+    enrolled: bool  # has an assigned device or unused recovery codes
+    exempt: bool  # listed in policy.exempt_users: no second factor asked
+    privileged: bool  # root, policy.privileged_users or a member of policy.privileged_groups
+    allowed_without_device: bool  # policy lets this unenrolled user through (nullok)
+    locked_for: float  # seconds left of a lockout, 0 when not locked
+
+
+@dataclass(slots=True)
+class _Device:
+    id: int
+    serial: str
+    kind: str
+    digits: int
+    period: int
+    counter: int
+    last_step: int
+    drift: int
+    key: OtpKey
+
+
+@dataclass(slots=True)
+class _User:
+    name: str
+    known: bool  # has a users row
+    failures: int
+    locked_until: float
+    has_recovery: bool
+    devices: list[_Device] = field(default_factory=list)
+
+
+class Verifier:
+    def __init__(self, config: Config, store: Store, sealer: Sealer,
+                 accounts: Accounts | None = None):
+        self.config = config
+        self.store = store
+        self.sealer = sealer
+        self.accounts = accounts or Accounts()
+        self._cache: dict[str, _User] = {}
+        self._version: int | None = None
+
+    @classmethod
+    def open(cls, config: Config, accounts: Accounts | None = None) -> "Verifier":
+        """Open the key file and the database named by the config (both must exist)."""
+        sealer = Sealer.from_file(config.storage.key_file)
+        store = Store.open(config.storage.database, synchronous=config.storage.synchronous,
+                           busy_timeout=config.storage.busy_timeout)
+        return cls(config, store, sealer, accounts)
+
+    def reconfigure(self, config: Config) -> None:
+        """Swap in a new (validated) config; policy applies from the next attempt."""
+        self.config = config
+
+    # ---- policy questions ------------------------------------------------------------------
+
+    def is_privileged(self, user: str) -> bool:
+        policy = self.config.policy
+        if user == "root" or user in policy.privileged_users:
+            return True
+        return bool(self.accounts.groups(user) & set(policy.privileged_groups))
+
+    def allowed_without_device(self, user: str) -> bool:
+        policy = self.config.policy
+        if self.is_privileged(user):
+            return False
+        return policy.nullok or bool(self.accounts.groups(user) & set(policy.nullok_groups))
+
+    def status(self, user: str, now: float | None = None) -> UserStatus:
+        now = time.time() if now is None else now
+        with self.store.errors("reading user"):
+            self._refresh()
+            state = self._user(user)
+        return UserStatus(
+            enrolled=bool(state.devices) or state.has_recovery,
+            exempt=user in self.config.policy.exempt_users,
+            privileged=self.is_privileged(user),
+            allowed_without_device=self.allowed_without_device(user),
+            locked_for=max(0.0, state.locked_until - now),
+        )
+
+    # ---- verification ----------------------------------------------------------------------
+
+    def verify(self, attempt: Attempt) -> Decision:
+        return self.verify_batch([attempt])[0]
+
+    def verify_batch(self, attempts: list[Attempt]) -> list[Decision]:
+        """Decide every attempt and record them all in one transaction.
+
+        A decision to accept is returned only after the transaction that records the code as used
+        has committed; if anything fails, every attempt of the batch is refused (fail closed).
+        """
+        try:
+            with self.store.errors("verification"), self.store.transaction():
+                self._refresh()
+                audit: list[tuple] = []
+                decisions = [self._decide(a, audit) for a in attempts]
+                self.store.add_audit(audit)
+            return decisions
+        except (StoreError, KeyFileError) as exc:
+            log.error("refusing %d attempt(s): %s", len(attempts), exc)
+        except Exception:  # noqa: BLE001 - a bug must refuse, never accept
+            log.exception("refusing %d attempt(s): internal error", len(attempts))
+        self._cache.clear()
+        self._version = None
+        return [Decision(False, "error") for _ in attempts]
+
+    def _decide(self, attempt: Attempt, audit: list[tuple]) -> Decision:
+        now = time.time() if attempt.now is None else attempt.now
+        user = attempt.user
+        decision = self._check(user, attempt.code.strip(), now)
+        audit.append((now, user[:MAX_USER_LEN], decision.method, decision.serial,
+                      attempt.source[:512], decision.result, decision.reason))
+        return decision
+
+    def _check(self, user: str, code: str, now: float) -> Decision:
+        if not user or len(user) > MAX_USER_LEN or not code or len(code) > 64:
+            return Decision(False, "malformed")
+        if user in self.config.policy.exempt_users:
+            return Decision(True, "exempt")
+        state = self._user(user)
+        if state.locked_until > now:
+            return Decision(False, "locked", retry_after=state.locked_until - now)
+        if not state.devices and not state.has_recovery:
+            _DUMMY_KEY.find(code, 0, 2 * self.config.otp.totp_window)
+            if self.allowed_without_device(user):
+                return Decision(True, "no_device_allowed")
+            return Decision(False, "no_device")
+
+        replay_of: _Device | None = None
+        for device in state.devices:
+            if not is_code(code, device.digits):
+                continue
+            matched, replay = self._match(device, code, now)
+            if matched is not None:
+                if self._consume(device, matched, now):
+                    return self._success(state, device.kind, device.serial, now)
+                replay = True
+            if replay:
+                replay_of = device
+        if state.has_recovery and recovery.looks_like_recovery_code(code):
+            code_id = recovery.match(code, self.store.recovery_codes(user))
+            if code_id is not None and self.store.consume_recovery_code(code_id, now):
+                state.has_recovery = self.store.has_recovery_codes(user)
+                return self._success(state, "recovery", None, now)
+        if replay_of is not None:
+            # A used code is not a guess: it does not count towards the lockout.
+            return Decision(False, "replay", replay_of.kind, replay_of.serial)
+        return self._failure(state, now)
+
+    def _match(self, device: _Device, code: str, now: float) -> tuple[int | None, bool]:
+        """(counter or step to consume, whether the code is a replay of a used one)."""
+        if device.kind == "totp":
+            window = self.config.otp.totp_window
+            centre = time_step(now, device.period) + device.drift
+            step = device.key.find(code, centre - window, centre + window)
+            if step is None:
+                return None, False
+            if step <= device.last_step:
+                return None, True
+            return step, False
+        window = self.config.otp.hotp_window
+        counter = device.key.find(code, device.counter, device.counter + window - 1)
+        if counter is not None:
+            return counter, False
+        behind = device.key.find(code, max(0, device.counter - window), device.counter - 1)
+        return None, behind is not None
+
+    def _consume(self, device: _Device, matched: int, now: float) -> bool:
+        if device.kind == "totp":
+            drift = matched - time_step(now, device.period)
+            if not self.store.consume_totp(device.id, matched, drift, now):
+                return False
+            device.last_step, device.drift = matched, drift
+        else:
+            if not self.store.consume_hotp(device.id, matched, now):
+                return False
+            device.counter = matched + 1
+        return True
+
+    def _success(self, state: _User, method: str, serial: str | None, now: float) -> Decision:
+        if state.failures or state.locked_until:
+            state.failures, state.locked_until = 0, 0.0
+            self.store.set_user_state(state.name, 0, 0.0, success_at=now)
+            state.known = True
+        return Decision(True, "ok", method, serial)
+
+    def _failure(self, state: _User, now: float) -> Decision:
+        policy = self.config.policy
+        state.failures += 1
+        over = state.failures - policy.lockout_failures
+        if over >= 0:
+            delay = min(policy.lockout_delay * (2 ** min(over, 32)), policy.lockout_max_delay)
+            state.locked_until = now + delay
+        self.store.set_user_state(state.name, state.failures, state.locked_until, failure_at=now)
+        state.known = True
+        if over >= 0:
+            log.warning("user %s locked for %.0f s after %d failures", _safe(state.name),
+                        state.locked_until - now, state.failures)
+        return Decision(False, "bad_code")
+
+    # ---- cache -----------------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        version = self.store.data_version()
+        if version != self._version:
+            self._cache.clear()
+            self._version = version
+
+    def _user(self, name: str) -> _User:
+        state = self._cache.get(name)
+        if state is None:
+            state = self._load(name)
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[name] = state
+        return state
+
+    def _load(self, name: str) -> _User:
+        row = self.store.user_row(name)
+        devices = []
+        for d in self.store.user_devices(name):
+            seed = self.sealer.unseal(d["seed"], d["serial"])
+            devices.append(_Device(d["id"], d["serial"], d["kind"], d["digits"], d["period"],
+                                   d["counter"], d["last_step"], d["drift"],
+                                   OtpKey(seed, d["algorithm"], d["digits"])))
+        return _User(name=name, known=row is not None,
+                     failures=row["failures"] if row else 0,
+                     locked_until=row["locked_until"] if row else 0.0,
+                     has_recovery=self.store.has_recovery_codes(name), devices=devices)
+
+    def forget(self, user: str | None = None) -> None:
+        """Drop cached state (all of it, or one user's) after an admin change in this process."""
+        if user is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(user, None)
+
+
+def _safe(text: str) -> str:
+    """A user-supplied string made safe for one log line."""
+    return text.encode("unicode_escape", "backslashreplace").decode("ascii")[:MAX_USER_LEN]
+
+
+__all__ = ["Attempt", "Decision", "UserStatus", "Verifier", "MfaError"]
