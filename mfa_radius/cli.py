@@ -1,0 +1,475 @@
+"""`mfa-radius`: the admin CLI. Thin: parse, call the library, print text or --json.
+
+The verbs mirror the device lifecycle (mfa_radius.devices.Devices); every error is one line on stderr.
+Exit codes: 0 success, 1 refused or failed, 2 usage, configuration, key file or database error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import sys
+import time
+
+import click
+
+from . import config as config_mod
+from .errors import MfaError
+
+_DEBUG_ENV = "MFA_RADIUS_DEBUG"
+
+
+class _Group(click.Group):
+    """Turns every MfaError (and any bug) into one line on stderr instead of a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MfaError as exc:
+            click.echo(f"mfa-radius: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("mfa-radius: interrupted", err=True)
+            ctx.exit(130)
+        except BrokenPipeError:
+            # The reader (head, less) went away: stop quietly, as other Unix tools do.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(1)
+        except Exception as exc:  # noqa: BLE001 - never a traceback for an admin
+            if os.environ.get(_DEBUG_ENV):
+                raise
+            click.echo(f"mfa-radius: internal error: {type(exc).__name__}: {exc} "
+                       f"(set {_DEBUG_ENV}=1 for a traceback)", err=True)
+            ctx.exit(1)
+
+
+class _Context:
+    def __init__(self, path: str):
+        self.path = path
+        self._config = None
+
+    @property
+    def config(self) -> config_mod.Config:
+        if self._config is None:
+            self._config = config_mod.load(self.path)
+        return self._config
+
+    def devices(self):
+        from .state import open_devices
+
+        return open_devices(self.config)
+
+
+pass_ctx = click.make_pass_decorator(_Context)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", metavar="FILE",
+              help=f"Config file (default: ${config_mod.ENV_VAR} or {config_mod.DEFAULT_PATH}).")
+@click.version_option(package_name="mfa-radius")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """Second-factor (TOTP/HOTP tokens) administration for the mfa-radius server."""
+    ctx.obj = _Context(config_mod.resolve_path(config_path))
+
+
+# ---- set-up -------------------------------------------------------------------------------------
+
+@main.command()
+@pass_ctx
+def init(ctx: _Context) -> None:
+    """Create the key file and the database named in the config (mode 0600)."""
+    from .state import init as do_init
+
+    for line in do_init(ctx.config):
+        click.echo(line)
+
+
+@main.command("check-config")
+@click.option("--json", "as_json", is_flag=True, help="Print the effective settings as JSON.")
+@pass_ctx
+def check_config(ctx: _Context, as_json: bool) -> None:
+    """Validate the config file and print the effective settings."""
+    settings = config_mod.describe(ctx.config)
+    if as_json:
+        _print_json(settings)
+        return
+    click.echo(f"{ctx.path}: OK")
+    for section, values in settings.items():
+        if section == "path":
+            continue
+        click.echo(f"[{section}]")
+        for key, value in values.items():
+            click.echo(f"  {key} = {json.dumps(value)}")
+
+
+@main.command()
+@click.option("--debug", is_flag=True, help="Log why each request was decided (never secrets).")
+@pass_ctx
+def serve(ctx: _Context, debug: bool) -> None:
+    """Run the RADIUS server and the PAM socket (foreground)."""
+    from .daemon import run
+
+    sys.exit(run(ctx.path, debug=debug))
+
+
+# ---- devices ------------------------------------------------------------------------------------
+
+@main.group()
+def device() -> None:
+    """Token devices: create, import, enable, resync, deactivate, delete, list."""
+
+
+@device.command("create-virtual")
+@click.argument("serial")
+@click.option("--type", "kind", type=click.Choice(["totp", "hotp"]), default="totp",
+              show_default=True)
+@click.option("--digits", type=click.Choice(["6", "8"]), default="6", show_default=True)
+@click.option("--algorithm", type=click.Choice(["SHA1", "SHA256", "SHA512"], case_sensitive=False),
+              default="SHA1", show_default=True)
+@click.option("--period", type=click.IntRange(1, 3600), default=30, show_default=True,
+              help="TOTP time step in seconds.")
+@click.option("--issuer", help="Issuer shown by the authenticator app (default: [otp] issuer).")
+@click.option("--qr", is_flag=True, help="Print a QR code of the otpauth:// URI in the terminal.")
+@click.option("--qr-png", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
+              help="Write the QR code as a PNG file (mode 0600).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def create_virtual(ctx: _Context, serial, kind, digits, algorithm, period, issuer, qr, qr_png,
+                   as_json) -> None:
+    """Create an unassigned virtual device (an authenticator app) and show its seed once."""
+    info = ctx.devices().create_virtual(serial, kind=kind, digits=int(digits),
+                                        algorithm=algorithm.upper(), period=period, issuer=issuer)
+    if qr_png:
+        _write_qr_png(info["otpauth_uri"], qr_png)
+    if as_json:
+        _print_json(info)
+    else:
+        click.echo(f"serial:      {info['serial']}")
+        click.echo(f"secret:      {info['secret']}")
+        click.echo(f"otpauth URI: {info['otpauth_uri']}")
+        if qr_png:
+            click.echo(f"QR code:     {qr_png}")
+        click.echo(f"Next: mfa-radius device enable USER {serial} CODE1 CODE2")
+    if qr:
+        import segno
+
+        segno.make(info["otpauth_uri"], error="m").terminal(out=sys.stdout, compact=True)
+
+
+@device.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["csv", "pskc"]), required=True)
+@click.option("--pskc-key", metavar="HEX", help="Pre-shared key of an encrypted PSKC file.")
+@click.option("--pskc-password", metavar="PW",
+              help="Password of a PBKDF2-protected PSKC file ('-' reads it from stdin).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def import_devices(ctx: _Context, file, fmt, pskc_key, pskc_password, as_json) -> None:
+    """Import hardware tokens from a vendor seed file, all or nothing."""
+    from . import importers
+    from .errors import ImportFormatError
+
+    started = time.monotonic()
+    if fmt == "csv":
+        if pskc_key or pskc_password:
+            raise click.UsageError("--pskc-key/--pskc-password only apply to --format pskc")
+        try:
+            with open(file, encoding="utf-8-sig") as fh:
+                text = fh.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ImportFormatError(f"{file}: cannot read: {getattr(exc, 'strerror', None) or exc}")
+        specs = importers.parse_csv(text, file)
+    else:
+        if pskc_key and pskc_password:
+            raise click.UsageError("give --pskc-key or --pskc-password, not both")
+        key = None
+        if pskc_key:
+            try:
+                key = bytes.fromhex(pskc_key)
+            except ValueError:
+                raise click.UsageError("--pskc-key must be hexadecimal") from None
+        if pskc_password == "-":
+            pskc_password = sys.stdin.readline().rstrip("\n")
+        specs = importers.parse_pskc(file, key=key, password=pskc_password)
+    count = ctx.devices().add(specs)
+    assigned = sum(1 for s in specs if s.user)
+    result = {"imported": count, "assigned": assigned, "seconds": round(time.monotonic() - started, 3)}
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(f"imported {count} device(s) from {file}"
+                   + (f", {assigned} assigned to users" if assigned else "")
+                   + f" in {result['seconds']} s")
+
+
+@device.command()
+@click.argument("user")
+@click.argument("serial")
+@click.argument("code1")
+@click.argument("code2")
+@pass_ctx
+def enable(ctx: _Context, user, serial, code1, code2) -> None:
+    """Assign SERIAL to USER, proven by two consecutive codes from the device."""
+    ctx.devices().enable(user, serial, code1, code2)
+    click.echo(f"device {serial} enabled for {user}")
+
+
+@device.command()
+@click.argument("user")
+@click.argument("serial")
+@click.argument("code1")
+@click.argument("code2")
+@pass_ctx
+def resync(ctx: _Context, user, serial, code1, code2) -> None:
+    """Resynchronise a drifted device from two consecutive codes."""
+    result = ctx.devices().resync(user, serial, code1, code2)
+    detail = (f"clock offset now {result['drift_steps']} step(s)" if "drift_steps" in result
+              else f"counter now {result['counter']}")
+    click.echo(f"device {serial} resynchronised for {user}: {detail}")
+
+
+@device.command()
+@click.argument("user")
+@click.argument("serial")
+@pass_ctx
+def deactivate(ctx: _Context, user, serial) -> None:
+    """Unassign a (lost) device from USER: its codes stop working at once."""
+    ctx.devices().deactivate(user, serial)
+    click.echo(f"device {serial} deactivated for {user} (now unassigned)")
+
+
+@device.command()
+@click.argument("serial")
+@pass_ctx
+def delete(ctx: _Context, serial) -> None:
+    """Delete an unassigned device and its seed."""
+    ctx.devices().delete(serial)
+    click.echo(f"device {serial} deleted")
+
+
+@device.command("list")
+@click.option("--user")
+@click.option("--status", type=click.Choice(["assigned", "unassigned", "any"]), default="any",
+              show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def list_devices(ctx: _Context, user, status, as_json) -> None:
+    """List devices."""
+    rows = ctx.devices().list(user=user, status=status)
+    if as_json:
+        _print_json([{**r, "created_at": _iso(r["created_at"]), "enabled_at": _iso(r["enabled_at"]),
+                      "last_used_at": _iso(r["last_used_at"])} for r in rows])
+        return
+    _table(["SERIAL", "TYPE", "STATUS", "USER", "LAST USED"],
+           [[r["serial"], r["type"] + (" (virtual)" if r["virtual"] else ""), r["status"],
+             r["user"] or "-", _iso(r["last_used_at"]) or "never"] for r in rows])
+
+
+# ---- users --------------------------------------------------------------------------------------
+
+@main.group()
+def user() -> None:
+    """Users: list, show, unlock, recovery codes."""
+
+
+@user.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def user_list(ctx: _Context, as_json) -> None:
+    """List the users the database knows."""
+    rows = _report(ctx)
+    if as_json:
+        _print_json(rows)
+        return
+    _table(["USER", "MFA", "DEVICES", "LOCKED"],
+           [[r["user"], "yes" if r["mfa_active"] else "no", ",".join(r["devices"]) or "-",
+             "yes" if r["locked"] else "no"] for r in rows])
+
+
+@user.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def user_show(ctx: _Context, name, as_json) -> None:
+    """Show one user's devices, lockout state and recovery codes left."""
+    devices = ctx.devices()
+    info = _user_report(devices.store, name, time.time())
+    info["device_details"] = devices.list(user=name)
+    for d in info["device_details"]:
+        for k in ("created_at", "enabled_at", "last_used_at"):
+            d[k] = _iso(d[k])
+    if as_json:
+        _print_json(info)
+        return
+    for key in ("user", "mfa_active", "devices", "recovery_codes_left", "failures", "locked",
+                "locked_until", "last_success"):
+        value = info[key]
+        click.echo(f"{key + ':':<21}{', '.join(value) if isinstance(value, list) else value}")
+
+
+@user.command("unlock")
+@click.argument("name")
+@pass_ctx
+def user_unlock(ctx: _Context, name) -> None:
+    """Clear USER's failure count and lockout."""
+    devices = ctx.devices()
+    with devices.store.errors("unlocking user"), devices.store.transaction():
+        known = devices.store.unlock_user(name)
+    click.echo(f"user {name} unlocked" if known else f"user {name} was not locked")
+
+
+@user.command("recovery-codes")
+@click.argument("name")
+@click.option("--count", type=click.IntRange(1, 100), default=None,
+              help="How many codes (default: [policy] recovery_codes).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def user_recovery_codes(ctx: _Context, name, count, as_json) -> None:
+    """Issue new one-time recovery codes for NAME (replacing older ones); shown only once."""
+    codes = ctx.devices().issue_recovery_codes(name, count)
+    if as_json:
+        _print_json({"user": name, "codes": codes})
+        return
+    click.echo(f"Recovery codes for {name} (each works once; older codes no longer work):")
+    for code in codes:
+        click.echo(f"  {code}")
+
+
+# ---- verify, report, audit ---------------------------------------------------------------------
+
+@main.command()
+@click.argument("name")
+@click.argument("code")
+@pass_ctx
+def verify(ctx: _Context, name, code) -> None:
+    """Check CODE for user NAME (consumes it). Exit 0 accepted, 1 refused."""
+    from .verifier import Attempt, Verifier
+
+    verifier = Verifier.open(ctx.config)
+    decision = verifier.verify(Attempt(name, code, source=f"cli uid={os.getuid()}"))
+    if decision.accepted:
+        how = f" ({decision.method}, device {decision.serial})" if decision.serial else (
+            f" ({decision.method})" if decision.method else f" ({decision.reason})")
+        click.echo(f"accepted{how}")
+        return
+    if decision.reason == "error":
+        raise MfaError("refused: the verifier could not read or write its database (see log)")
+    extra = f", retry in {decision.retry_after:.0f} s" if decision.reason == "locked" else ""
+    click.echo(f"refused: {decision.reason}{extra}", err=True)
+    sys.exit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def report(ctx: _Context, as_json) -> None:
+    """The credential report: every known user, MFA state, last success, lockout."""
+    rows = _report(ctx)
+    if as_json:
+        _print_json(rows)
+        return
+    _table(["USER", "MFA", "DEVICES", "SMS", "RECOVERY", "LAST SUCCESS", "LOCKED"],
+           [[r["user"], "yes" if r["mfa_active"] else "no", str(len(r["devices"])),
+             "yes" if r["sms"] else "no", str(r["recovery_codes_left"]),
+             r["last_success"] or "never", "yes" if r["locked"] else "no"] for r in rows])
+
+
+@main.command()
+@click.option("--user", "name")
+@click.option("--since", metavar="TIME",
+              help="ISO date/time (UTC unless an offset is given) or an age: 30m, 12h, 7d.")
+@click.option("--limit", type=click.IntRange(1, 1000000), default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def audit(ctx: _Context, name, since, limit, as_json) -> None:
+    """Authentication events (never the codes)."""
+    from .state import open_store
+
+    store = open_store(ctx.config)
+    with store.errors("reading audit"):
+        rows = store.audit_events(name, _parse_since(since), limit)
+    for r in rows:
+        r["time"] = _iso(r["time"])
+    if as_json:
+        _print_json(rows)
+        return
+    _table(["TIME", "USER", "RESULT", "REASON", "METHOD", "SOURCE"],
+           [[r["time"], r["user"] or "-", r["result"], r["reason"], r["method"] or "-",
+             r["source"] or "-"] for r in rows])
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+def _report(ctx: _Context) -> list[dict]:
+    from .state import open_store
+
+    store = open_store(ctx.config)
+    now = time.time()
+    with store.errors("reading users"):
+        return [_user_report(store, name, now) for name in store.user_names()]
+
+
+def _user_report(store, name: str, now: float) -> dict:
+    with store.errors("reading user"):
+        s = store.user_summary(name)
+        last_used = [d["last_used_at"] for d in store.user_devices(name) if d["last_used_at"]]
+    last = max([t for t in [s["last_success"], *last_used] if t], default=None)
+    return {"user": name, "mfa_active": bool(s["devices"]), "devices": s["devices"],
+            "sms": False, "recovery_codes_left": s["recovery_codes_left"],
+            "last_success": _iso(last), "failures": s["failures"],
+            "locked": s["locked_until"] > now,
+            "locked_until": _iso(s["locked_until"]) if s["locked_until"] > now else None}
+
+
+_AGE = re.compile(r"^(\d+)\s*([smhdw])$")
+
+
+def _parse_since(text: str | None) -> float | None:
+    if not text:
+        return None
+    age = _AGE.match(text.strip())
+    if age:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[age.group(2)]
+        return time.time() - int(age.group(1)) * unit
+    try:
+        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use an ISO date/time or an age like 30m, 12h, 7d",
+                                 param_hint="--since") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.timestamp()
+
+
+def _iso(ts: float | None) -> str | None:
+    if not ts:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds").replace(
+        "+00:00", "Z")
+
+
+def _print_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    for row in [headers, *rows]:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def _write_qr_png(uri: str, path: str) -> None:
+    import segno
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        segno.make(uri, error="m").save(fh, kind="png", scale=8, border=4)
+
+
+if __name__ == "__main__":
+    main()
