@@ -403,6 +403,21 @@ def audit(ctx: _Context, name, since, limit, as_json) -> None:
              r["source"] or "-"] for r in rows])
 
 
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@pass_ctx
+def backup(ctx: _Context, file) -> None:
+    """Write a consistent copy of the live database to FILE (mode 0600); safe while serving.
+
+    The key file is not included: back it up separately (the copy is useless without it).
+    """
+    from .state import open_store
+
+    open_store(ctx.config).backup(file)
+    click.echo(f"database backed up to {file} (the key file {ctx.config.storage.key_file} "
+               "is not in it: keep a copy of it elsewhere)")
+
+
 # ---- helpers ------------------------------------------------------------------------------------
 
 def _report(ctx: _Context) -> list[dict]:

@@ -152,6 +152,27 @@ class Store:
         """Changes whenever another connection commits (the cache-invalidation signal)."""
         return self.conn.execute("PRAGMA data_version").fetchone()[0]
 
+    def backup(self, dest: str) -> None:
+        """A consistent copy of the live database (SQLite online backup), created 0600."""
+        if os.path.exists(dest):
+            raise StoreError(f"{dest}: already exists; refusing to overwrite it")
+        try:
+            os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as exc:
+            raise StoreError(f"{dest}: cannot create backup: {exc.strerror}") from None
+        target = sqlite3.connect(dest)
+        try:
+            with self.errors("backup"):
+                self.conn.backup(target, pages=1024)
+                check = target.execute("PRAGMA integrity_check").fetchone()[0]
+            if check != "ok":
+                raise StoreError(f"{dest}: backup failed its integrity check: {check}")
+        except BaseException:
+            target.close()
+            os.remove(dest)
+            raise
+        target.close()
+
     # ---- hot path: reads ---------------------------------------------------------------------
 
     def user_row(self, name: str) -> dict | None:

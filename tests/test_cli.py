@@ -326,3 +326,16 @@ def test_database_file_holds_no_clear_seed(cfg_path, tmp_path):
     assert seed not in dump and info["secret"].encode() not in dump
     with sqlite3.connect(tmp_path / "mfa.db") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_backup_is_a_consistent_private_copy(cfg_path, tmp_path):
+    create(cfg_path, "p1")
+    dest = tmp_path / "backup.db"
+    result = run_cli(cfg_path, "backup", str(dest))
+    assert result.returncode == 0, result.stderr
+    assert os.stat(dest).st_mode & 0o777 == 0o600
+    with sqlite3.connect(dest) as db:
+        assert db.execute("SELECT serial FROM devices").fetchall() == [("p1",)]
+    again = run_cli(cfg_path, "backup", str(dest))
+    assert_one_line_error(again, 2)
+    assert "already exists" in again.stderr
