@@ -41,7 +41,7 @@ class DeviceSpec:
 
 
 def check_serial(serial: str) -> str:
-    if not SERIAL.match(serial or ""):
+    if not SERIAL.fullmatch(serial or ""):
         raise DeviceError(f"invalid serial {serial[:40]!r}: use 1-256 characters of letters, "
                           "digits and +=/:,.@_-")
     return serial
