@@ -46,10 +46,12 @@ def read_key_file(path: str) -> bytes:
         raise KeyFileError(f"{path}: key file not found (create it with 'mfa-radius init')") from None
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot open key file: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        # Checked before fdopen, which raises IsADirectoryError on a directory.
+        os.close(fd)
+        raise KeyFileError(f"{path}: key file is not a regular file")
     with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fh.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise KeyFileError(f"{path}: key file is not a regular file")
         if info.st_mode & 0o077:
             raise KeyFileError(f"{path}: key file is accessible by group or others (mode "
                                f"{stat.S_IMODE(info.st_mode):04o}); fix it with: chmod 600 {path}")
