@@ -75,8 +75,8 @@ class Store:
         if not os.path.exists(path):
             if not create:
                 raise StoreError(f"{path}: database not found (create it with 'mfa-radius init')")
-            os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
             try:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             except OSError as exc:
                 raise StoreError(f"{path}: cannot create database: {exc.strerror}") from None
