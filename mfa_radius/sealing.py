@@ -24,8 +24,8 @@ _VERSION = b"\x01"
 def create_key_file(path: str) -> None:
     """Write a new random key to `path` with mode 0600; refuse to overwrite an existing one."""
     parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
     try:
+        os.makedirs(parent, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise KeyFileError(f"{path}: key file already exists; refusing to overwrite it "
