@@ -26,6 +26,9 @@ def create_key_file(path: str) -> None:
     parent = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot create key file: {exc.strerror}") from None
+    try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise KeyFileError(f"{path}: key file already exists; refusing to overwrite it "
