@@ -1,34 +1,271 @@
-"""The daemon's Unix-socket front for the PAM module (skeleton; the full server follows)."""
+"""The daemon's Unix-socket front for the PAM module: status and verify requests, as pam_sss asks sssd.
+
+Runs inside the daemon's event loop and calls the verifier on that loop's thread (the verifier is
+not thread-safe). The socket is world-connectable (0666) so screen lockers running as the user can
+ask; who may ask about whom is decided per connection from SO_PEERCRED: uid 0 about anyone, any
+other uid about its own user name only (`[pam] unprivileged_callers = "self"`) or not at all
+("none"). A world-writable socket without that check would let any local user test codes for
+any account (FACTS.md).
+
+Caps, so that no caller can stall or flood the others: a maximum of concurrent connections, a
+read timeout per connection, a request size cap and a token bucket per caller uid.
+
+Standalone (tests, or a host that runs no RADIUS): `python -m mfa_radius.pam_server --config FILE`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import pwd
+import socket
+import stat
+import struct
+import time
 
+from . import pam_protocol as proto
 from .config import Config
+from .pam_local import status_fields, verify_fields
+from .verifier import Verifier, _safe
+
+log = logging.getLogger("mfa_radius.pam")
+
+_PEERCRED = struct.Struct("3i")
+
+
+class _Bucket:
+    """A token bucket: `burst` requests at once, then `rate` a second."""
+
+    __slots__ = ("tokens", "stamp")
+
+    def __init__(self, burst: float, now: float):
+        self.tokens = burst
+        self.stamp = now
 
 
 class PamSocketServer:
-    def __init__(self, config: Config, verifier):
+    """Serve PAM status/verify requests on `[pam] socket` for the lifetime of the event loop."""
+
+    # Root is every sshd/login/su: generous, only there to keep the loop responsive. Other uids
+    # are one user's screen locker: a few tries, then one every two seconds.
+    ROOT_RATE, ROOT_BURST = 200.0, 400.0
+    USER_RATE, USER_BURST = 0.5, 10.0
+
+    def __init__(self, config: Config, verifier: Verifier, *, max_connections: int = 64,
+                 read_timeout: float = 5.0):
         self.config = config
         self.verifier = verifier
+        self.max_connections = max_connections
+        self.read_timeout = read_timeout
         self._server: asyncio.AbstractServer | None = None
+        self._path: str | None = None
+        self._inode: tuple[int, int] | None = None
+        self._active = 0
+        self._buckets: dict[int, _Bucket] = {}
+
+    # ---- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Bind the socket (directory 0755, socket 0666) and start accepting."""
         path = self.config.pam.socket
-        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        if os.path.exists(path):
-            os.unlink(path)
-        self._server = await asyncio.start_unix_server(self._handle, path=path)
-        os.chmod(path, 0o666)
-
-    async def _handle(self, reader, writer) -> None:
-        writer.close()
+        directory = os.path.dirname(path) or "."
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Bind under a temporary name, set the mode, then rename: the socket never appears with
+        # the wrong mode, and a stale socket from a crashed daemon is replaced atomically.
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}")
+        try:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            sock.bind(tmp)
+            os.chmod(tmp, 0o666)
+            os.rename(tmp, path)
+            sock.listen(128)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            raise
+        st = os.stat(path)
+        self._path, self._inode = path, (st.st_dev, st.st_ino)
+        self._server = await asyncio.start_unix_server(self._handle, sock=sock,
+                                                       limit=proto.MAX_REQUEST)
+        log.info("PAM socket listening on %s (unprivileged callers: %s)", path,
+                 self.config.pam.unprivileged_callers)
 
     def reconfigure(self, config: Config) -> None:
+        if config.pam.socket != self.config.pam.socket:
+            log.warning("[pam] socket changed to %s: takes effect after a restart "
+                        "(still serving %s)", config.pam.socket, self._path)
         self.config = config
 
     def close(self) -> None:
+        """Stop accepting and remove the socket file if it is still ours."""
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self._path and self._inode:
+            try:
+                st = os.stat(self._path)
+                if (st.st_dev, st.st_ino) == self._inode and stat.S_ISSOCK(st.st_mode):
+                    os.unlink(self._path)
+            except OSError:
+                pass
+            self._path = self._inode = None
+
+    # ---- one connection --------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._active += 1
+        try:
+            if self._active > self.max_connections:
+                reply = self._error("busy", "Authentication service busy, try again.")
+            else:
+                reply = await self._serve_one(reader, writer)
+            writer.write(reply)
+            await asyncio.wait_for(writer.drain(), self.read_timeout)
+        except (OSError, asyncio.TimeoutError, ConnectionError):
+            pass
+        except Exception:  # noqa: BLE001 - one bad connection must not take the front down
+            log.exception("PAM socket: internal error on one connection")
+        finally:
+            self._active -= 1
+            writer.close()
+
+    async def _serve_one(self, reader, writer) -> bytes:
+        uid = self._peer_uid(writer)
+        if uid is None:
+            return self._error("denied", "")
+        try:
+            line = await asyncio.wait_for(reader.readline(), self.read_timeout)
+        except asyncio.TimeoutError:
+            log.warning("PAM socket: uid %d sent no request within %.0f s", uid, self.read_timeout)
+            return b""
+        except (ValueError, asyncio.LimitOverrunError):
+            log.warning("PAM socket: uid %d sent an oversized request", uid)
+            return self._error("malformed", "")
+        if not line:
+            return b""
+        try:
+            op, fields = proto.decode(line)
+        except (ValueError, UnicodeDecodeError):
+            log.warning("PAM socket: uid %d sent a malformed request", uid)
+            return self._error("malformed", "")
+        if op not in proto.OPS or not set(fields) <= proto.FIELDS or not fields.get("user"):
+            log.warning("PAM socket: uid %d sent a malformed request", uid)
+            return self._error("malformed", "")
+        if not self._take_token(uid):
+            log.warning("PAM socket: uid %d throttled", uid)
+            return self._error("throttled", "Too many attempts, try again later.")
+        user = fields["user"]
+        if not self._authorised(uid, user):
+            log.warning("PAM socket: uid %d may not ask about user %s (unprivileged_callers=%s)",
+                        uid, _safe(user), self.config.pam.unprivileged_callers)
+            return self._error("denied", "")
+        if op == "status":
+            return self._status(user)
+        if op == "verify":
+            return self._verify(uid, fields)
+        return self._error("unsupported", "")
+
+    def _status(self, user: str) -> bytes:
+        try:
+            return proto.encode("ok", status_fields(self.verifier, user))
+        except Exception as exc:  # noqa: BLE001 - a broken store is reported, never guessed at
+            log.error("PAM status for %s failed: %s", _safe(user), exc)
+            return self._error("error", "")
+
+    def _verify(self, uid: int, fields: dict) -> bytes:
+        return proto.encode("ok", verify_fields(self.verifier, fields, uid))
+
+    # ---- authorisation and throttling ------------------------------------------------------
+
+    @staticmethod
+    def _peer_uid(writer) -> int | None:
+        sock = writer.get_extra_info("socket")
+        try:
+            _pid, uid, _gid = _PEERCRED.unpack(
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+        except (OSError, AttributeError, struct.error):
+            return None
+        return uid
+
+    def _authorised(self, uid: int, user: str) -> bool:
+        if uid == 0:
+            return True
+        if self.config.pam.unprivileged_callers != "self":
+            return False
+        try:
+            return pwd.getpwuid(uid).pw_name == user
+        except KeyError:
+            return False
+
+    def _take_token(self, uid: int) -> bool:
+        rate, burst = ((self.ROOT_RATE, self.ROOT_BURST) if uid == 0
+                       else (self.USER_RATE, self.USER_BURST))
+        now = time.monotonic()
+        bucket = self._buckets.get(uid)
+        if bucket is None:
+            if len(self._buckets) > 10000:
+                self._buckets.clear()
+            bucket = self._buckets[uid] = _Bucket(burst, now)
+        bucket.tokens = min(burst, bucket.tokens + (now - bucket.stamp) * rate)
+        bucket.stamp = now
+        if bucket.tokens < 1:
+            return False
+        bucket.tokens -= 1
+        return True
+
+    @staticmethod
+    def _error(reason: str, message: str) -> bytes:
+        return proto.encode("error", {"reason": reason, "message": message})
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+    """Serve only the PAM socket until `stop` is set (or SIGTERM/SIGINT)."""
+    import signal
+
+    verifier = Verifier.open(config)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = PamSocketServer(config, verifier)
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        verifier.store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from . import config as config_mod
+    from .errors import MfaError
+
+    parser = argparse.ArgumentParser(prog="python -m mfa_radius.pam_server",
+                                     description="Serve only the PAM socket (no RADIUS).")
+    parser.add_argument("--config", help="config file (default: $MFA_RADIUS_CONFIG or "
+                        f"{config_mod.DEFAULT_PATH})")
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = config_mod.load(config_mod.resolve_path(args.config))
+        asyncio.run(serve(cfg))
+    except MfaError as exc:
+        print(f"mfa-radius: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

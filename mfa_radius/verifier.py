@@ -64,6 +64,7 @@ class UserStatus:
     privileged: bool  # root, policy.privileged_users or a member of policy.privileged_groups
     allowed_without_device: bool  # policy lets this unenrolled user through (nullok)
     locked_for: float  # seconds left of a lockout, 0 when not locked
+    digits: tuple[int, ...] = ()  # code lengths of the user's devices (PAM forward_pass splits)
 
 
 @dataclass(slots=True)
@@ -136,6 +137,7 @@ class Verifier:
             privileged=self.is_privileged(user),
             allowed_without_device=self.allowed_without_device(user),
             locked_for=max(0.0, state.locked_until - now),
+            digits=tuple(sorted({d.digits for d in state.devices})),
         )
 
     # ---- verification ----------------------------------------------------------------------

@@ -1,0 +1,123 @@
+"""PAM decisions as wire fields: shared by the socket front and the module's in-process fallback.
+
+`pam_module/pam_mfa.py` imports this lazily when the daemon's socket is unavailable and
+`fallback=local`: `request(op, fields, config_path)` then answers exactly as the daemon would,
+with the same verifier on the same database (SQLite's write lock keeps a code single-use across
+the two). It costs a login tens of milliseconds more than the socket (imports, config parse, key
+unseal) and needs the key file readable by the login process: root's sshd, login, su and sudo.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from .config import Config
+from .verifier import Attempt, Verifier, _safe
+
+log = logging.getLogger("mfa_radius.pam")
+
+
+def status_fields(verifier: Verifier, user: str) -> dict:
+    """The `status` reply: does this user need a code, and may they be let through without one?"""
+    st = verifier.status(user)
+    if st.exempt:
+        status = "exempt"
+    elif st.locked_for > 0:
+        status = "locked"
+    elif st.enrolled:
+        status = "enrolled"
+    elif st.allowed_without_device:
+        status = "allowed_without_device"
+    elif st.privileged:
+        status = "required"
+    else:
+        status = "no_device"
+    return {"status": status, "retry_after": math.ceil(st.locked_for),
+            "digits": ",".join(map(str, st.digits))}
+
+
+def verify_fields(verifier: Verifier, fields: dict, uid: int, log_decision: bool = True) -> dict:
+    """Verify one code and log one line (never the code); the `verify` reply.
+
+    The in-process fallback passes log_decision=False: the PAM module logs that line itself.
+    """
+    user, code = fields["user"], fields.get("code", "")
+    service = fields.get("service", "")[:64]
+    rhost = fields.get("rhost", "")[:256]
+    tty = fields.get("tty", "")[:64]
+    source = (f"pam:{service} uid={uid}" + (f" rhost={rhost}" if rhost else "")
+              + (f" tty={tty}" if tty else ""))
+    decision = verifier.verify(Attempt(user, code, source))
+    if log_decision:
+        log.info("pam service=%s user=%s rhost=%s tty=%s uid=%d result=%s reason=%s%s",
+                 _safe(service) or "-", _safe(user), _safe(rhost) or "-", _safe(tty) or "-", uid,
+                 decision.result, decision.reason,
+                 f" method={decision.method}" if decision.accepted and decision.method else "")
+    return {"result": decision.result, "reason": decision.reason,
+            "message": user_message(decision.reason, decision.retry_after),
+            "retry_after": math.ceil(decision.retry_after)}
+
+
+def user_message(reason: str, retry_after: float) -> str:
+    """What the person at the prompt is told: only what helps them, never why a code was wrong."""
+    if reason == "locked":
+        return f"Too many failed attempts: try again in {math.ceil(retry_after)} seconds."
+    if reason == "error":
+        return "Verification is unavailable, contact your administrator."
+    return ""
+
+
+# ---- the in-process fallback ----------------------------------------------------------------
+
+_verifier: Verifier | None = None
+
+
+_sink = None  # the PAM module's syslog writer (it logs to /dev/log without openlog)
+
+
+class _SinkHandler(logging.Handler):
+    """Log lines to the PAM module's syslog writer: in a login process stderr is the terminal."""
+
+    _LEVELS = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+               logging.CRITICAL: 2}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.exc_info and record.exc_info[0]:
+                text += f" ({record.exc_info[0].__name__}: {record.exc_info[1]})"
+            if _sink is not None:
+                _sink(self._LEVELS.get(record.levelno, 6), "(in-process) " + text)
+        except Exception:  # noqa: BLE001 - logging must never break a login
+            pass
+
+
+def _open(config_path: str) -> Verifier:
+    global _verifier
+    if _verifier is None:
+        from . import config as config_mod
+
+        root = logging.getLogger("mfa_radius")
+        if not any(isinstance(h, _SinkHandler) for h in root.handlers):
+            root.addHandler(_SinkHandler())
+            root.setLevel(logging.INFO)
+            root.propagate = False
+        cfg: Config = config_mod.load(config_mod.resolve_path(config_path or None))
+        _verifier = Verifier.open(cfg)
+    return _verifier
+
+
+def request(op: str, fields: dict, config_path: str = "", uid: int = 0, log=None) -> dict:
+    """Answer one request in-process, as the socket would; raises MfaError if it cannot.
+
+    `log(priority, line)` receives the log lines (syslog priorities), e.g. the module's writer.
+    """
+    global _sink
+    _sink = log
+    verifier = _open(config_path)
+    if op == "status":
+        return status_fields(verifier, fields["user"])
+    if op == "verify":
+        return verify_fields(verifier, fields, uid, log_decision=False)
+    raise ValueError(f"unsupported request {op!r}")
