@@ -88,6 +88,9 @@ class RadiusConfig:
     challenge_timeout: float = field(default=120.0, metadata=_min(1))
     password_split: str = field(default="suffix", metadata=_choice("suffix", "delimiter"))
     delimiter: str = ","
+    # Length of the code at the end of password+code (suffix mode).
+    code_digits: int = field(default=6, metadata=_min(4))
+    challenge_message: str = "Enter the verification code from your device"
     duplicate_ttl: float = field(default=30.0, metadata=_min(5))
     clients: list[RadiusClient] = field(default_factory=list)
     replies: list[RadiusReply] = field(default_factory=list)

@@ -1,0 +1,1 @@
+"""The RADIUS front: wire format, clients, duplicates, challenges, password backends, packet loop."""

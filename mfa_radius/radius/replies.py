@@ -1,0 +1,90 @@
+"""Reply attributes per user or group (`[[radius.replies]]`), encoded once at (re)load.
+
+    [[radius.replies]]
+    group = "vpn-admins"
+    attributes = { Class = "admins", Filter-Id = "full-access", Session-Timeout = 28800 }
+
+Names and types come from the shipped dictionary (pyrad format, so admins can add vendor
+attributes there). A value may be a list for an attribute sent more than once. An Access-Accept
+carries the user's own entries, then those of each matching group, in config order.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from ..config import Config
+from ..errors import ConfigError
+from . import codec
+
+DICTIONARY = os.path.join(os.path.dirname(__file__), "dictionary")
+# Attributes the server itself owns: an admin setting them would break the protocol.
+_RESERVED = {"User-Name", "User-Password", "CHAP-Password", "State", "Proxy-State",
+             "Message-Authenticator", "EAP-Message"}
+
+
+@lru_cache(maxsize=1)
+def dictionary():
+    from pyrad.dictionary import Dictionary
+
+    return Dictionary(DICTIONARY)
+
+
+class ReplyTable:
+    def __init__(self, by_user: dict[str, bytes], by_group: list[tuple[str, bytes]]):
+        self.by_user = by_user
+        self.by_group = by_group
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "ReplyTable":
+        by_user: dict[str, bytes] = {}
+        by_group: list[tuple[str, bytes]] = []
+        for i, entry in enumerate(cfg.radius.replies):
+            where = f"{cfg.path}: [[radius.replies]] #{i + 1} ({entry.user or entry.group})"
+            encoded = b"".join(encode(name, value, where)
+                               for name, value in entry.attributes.items())
+            if entry.user:
+                by_user[entry.user] = by_user.get(entry.user, b"") + encoded
+            else:
+                by_group.append((entry.group, encoded))
+        return cls(by_user, by_group)
+
+    def for_user(self, user: str, accounts) -> bytes:
+        attrs = self.by_user.get(user, b"")
+        if self.by_group:
+            groups = accounts.groups(user)
+            attrs += b"".join(a for group, a in self.by_group if group in groups)
+        return attrs
+
+
+def encode(name: str, value, where: str) -> bytes:
+    """The wire form of `name = value` (one attribute, or several for a list)."""
+    from pyrad import tools
+
+    if isinstance(value, list):
+        return b"".join(encode(name, v, where) for v in value)
+    d = dictionary()
+    if name not in d.attributes:
+        raise ConfigError(f"{where}: unknown RADIUS attribute {name!r} (add it to {DICTIONARY})")
+    if name in _RESERVED:
+        raise ConfigError(f"{where}: attribute {name!r} is set by the server, not in replies")
+    attr = d.attributes[name]
+    if attr.vendor:
+        raise ConfigError(f"{where}: vendor attribute {name!r} is not supported in replies yet")
+    try:
+        if isinstance(value, str) and attr.values.HasForward(value):
+            raw = attr.values.GetForward(value)
+        elif attr.type == "string" and isinstance(value, str):
+            raw = value.encode("utf-8")
+        elif attr.type == "octets" and isinstance(value, str) and not value.startswith("0x"):
+            raw = value.encode("utf-8")
+        elif attr.type in ("integer", "date") and (isinstance(value, bool)
+                                                    or not isinstance(value, int)):
+            raise ValueError(f"needs an integer{' or a value name' if attr.values else ''}")
+        else:
+            raw = tools.EncodeAttr(attr.type, value)
+        return codec.encode_attr(attr.code, raw)
+    except (ValueError, TypeError, OverflowError, OSError) as exc:
+        raise ConfigError(f"{where}: bad value {value!r} for {name} ({attr.type}): {exc}") \
+            from None

@@ -1,0 +1,375 @@
+"""The RADIUS packet loop: UDP in, one verifier batch per loop tick, signed replies out.
+
+Each readable socket is drained with `recvfrom` until it would block; every request of that tick
+that needs a code checked joins ONE `verifier.verify_batch` call (one transaction, group commit),
+then the replies go out. Password checks (PAM) run in a thread pool and join the next batch when
+they finish. The verifier is only ever called on the loop thread.
+
+Drops are silent on the wire (RFC 2865: unknown clients, wrong secrets, malformed packets) and
+logged at most once per source every few seconds, so a flood cannot fill the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import time
+from dataclasses import dataclass
+
+from ..config import Config
+from ..errors import ConfigError, MfaError
+from ..verifier import Attempt, Decision, Verifier
+from . import codec
+from .challenge import ChallengeStore
+from .clients import Client, ClientTable
+from .dedup import CONFLICT, IN_PROGRESS, NEW, DuplicateCache
+from .passwords import Overloaded, backend
+from .replies import ReplyTable
+
+log = logging.getLogger("mfa_radius.radius")
+
+MAX_PER_TICK = 1024  # datagrams read per readable event, so one busy socket cannot starve others
+RECV_SIZE = codec.MAX_PACKET
+CHALLENGE_MESSAGE = "Enter the verification code from your device"
+
+
+@dataclass(slots=True)
+class Job:
+    """One Access-Request being decided."""
+
+    sock: socket.socket
+    addr: tuple
+    client: Client
+    request: codec.Request
+    key: tuple
+    started: float
+    user: str = ""
+
+
+class DropLog:
+    """One log line per (source, reason) every `interval` seconds, with the count suppressed."""
+
+    def __init__(self, interval: float = 10.0, max_sources: int = 1024):
+        self.interval = interval
+        self.max_sources = max_sources
+        self._seen: dict[tuple[str, str], list] = {}
+
+    def drop(self, source: str, reason: str, detail: str = "") -> None:
+        now = time.monotonic()
+        key = (source, reason)
+        entry = self._seen.get(key)
+        if entry is not None and now < entry[0]:
+            entry[1] += 1
+            return
+        suppressed = entry[1] if entry else 0
+        if len(self._seen) >= self.max_sources:
+            self._seen.clear()
+        self._seen[key] = [now + self.interval, 0]
+        more = f" ({suppressed} more since last report)" if suppressed else ""
+        log.warning("dropped request from %s: %s%s%s", source, reason,
+                    f": {detail}" if detail else "", more)
+
+
+def parse_listen(address: str) -> tuple[int, tuple]:
+    """'127.0.0.1:1812' or '[::1]:1812' -> (family, sockaddr); ConfigError when malformed."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"[radius] listen: {address!r} is not HOST:PORT "
+                          "(e.g. 127.0.0.1:1812 or [::1]:1812)")
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"[radius] listen: {address!r}: {host!r} is not an IP address") from None
+    if ip.version == 6 and not bracketed:
+        raise ConfigError(f"[radius] listen: {address!r}: write IPv6 addresses as [ADDR]:PORT")
+    if ip.version == 6:
+        return socket.AF_INET6, (str(ip), int(port), 0, 0)
+    return socket.AF_INET, (str(ip), int(port))
+
+
+def bind_socket(address: str) -> socket.socket:
+    family, sockaddr = parse_listen(address)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            # One socket per configured address: never answer IPv4 through a v4-mapped socket.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setblocking(False)
+        sock.bind(sockaddr)
+    except OSError as exc:
+        sock.close()
+        raise MfaError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+    return sock
+
+
+class RadiusServer:
+    def __init__(self, config: Config, verifier: Verifier, passwords=None):
+        self.verifier = verifier
+        self.passwords = passwords if passwords is not None else backend(config)
+        self.sockets: list[socket.socket] = []
+        self.dedup = DuplicateCache(config.radius.duplicate_ttl)
+        self.challenges = ChallengeStore(config.radius.challenge_timeout)
+        self.drops = DropLog()
+        self._queue: list[tuple[Job, Attempt]] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._apply(config)
+
+    # ---- configuration ---------------------------------------------------------------------
+
+    def _apply(self, config: Config) -> None:
+        """Build everything derived from the config first, then swap it in (all or nothing)."""
+        clients = ClientTable.from_config(config)
+        replies = ReplyTable.from_config(config)
+        r = config.radius
+        self.config = config
+        self.clients = clients
+        self.replies = replies
+        self.dedup.ttl = r.duplicate_ttl
+        self.challenges.timeout = r.challenge_timeout
+        self._challenge_attrs_tail = (
+            codec.encode_attr(codec.REPLY_MESSAGE, r.challenge_message.encode("utf-8"))
+            + codec.encode_attr(codec.SESSION_TIMEOUT,
+                                int(r.challenge_timeout).to_bytes(4, "big")))
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded config (clients, secrets, replies, timeouts); ConfigError keeps the old.
+
+        Listen addresses and the password backend change on restart only.
+        """
+        self._apply(config)
+
+    # ---- sockets ---------------------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Bind every `[radius] listen` address (before start, so errors reach the admin)."""
+        try:
+            for address in self.config.radius.listen:
+                self.sockets.append(bind_socket(address))
+        except MfaError:
+            self.close()
+            raise
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        for sock in self.sockets:
+            self._loop.add_reader(sock.fileno(), self._on_readable, sock)
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            if self._loop is not None:
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
+        self.sockets = []
+        for task in list(self._tasks):
+            task.cancel()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self.passwords.close()
+
+    def addresses(self) -> list[str]:
+        out = []
+        for sock in self.sockets:
+            host, port = sock.getsockname()[:2]
+            out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        return out
+
+    # ---- receiving -------------------------------------------------------------------------
+
+    def _on_readable(self, sock: socket.socket) -> None:
+        for _ in range(MAX_PER_TICK):
+            try:
+                data, addr = sock.recvfrom(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                log.warning("receive error: %s", exc)
+                break
+            try:
+                self._datagram(sock, data, addr)
+            except Exception:  # noqa: BLE001 - one bad packet must never stop the server
+                log.exception("internal error on a packet from %s", addr[0])
+        self._schedule_flush()
+
+    def _datagram(self, sock: socket.socket, data: bytes, addr: tuple) -> None:
+        host = addr[0]
+        client = self.clients.lookup(host)
+        if client is None:
+            self.drops.drop(host, "unknown client")
+            return
+        header = codec.peek_header(data)
+        if header is None:
+            self.drops.drop(host, f"malformed (client {client.name})", "shorter than a header")
+            return
+        key = (host, addr[1], header[1], header[2])
+        now = time.monotonic()
+        cached = self.dedup.lookup(key, data, now)
+        if cached is not NEW:
+            if cached is IN_PROGRESS:
+                log.debug("client %s: duplicate of a request in progress, dropped", client.name)
+            elif cached is CONFLICT:
+                self.drops.drop(host, f"ID and authenticator reused (client {client.name})")
+            else:
+                log.debug("client %s: duplicate, cached reply sent again", client.name)
+                self._send(sock, cached, addr)
+            return
+        try:
+            request = codec.parse_request(data, client.secret, client.require_ma)
+        except codec.Malformed as exc:
+            self.drops.drop(host, f"malformed (client {client.name})", str(exc))
+            return
+        self.dedup.start(key, data, now)
+        job = Job(sock, addr, client, request, key, now)
+        if request.code == codec.STATUS_SERVER:
+            self._reply(job, codec.ACCESS_ACCEPT, b"", "accept", "status_server")
+            return
+        self._access_request(job)
+
+    # ---- deciding --------------------------------------------------------------------------
+
+    def _access_request(self, job: Job) -> None:
+        request = job.request
+        raw_user = request.get(codec.USER_NAME)
+        try:
+            job.user = raw_user.decode("utf-8") if raw_user else ""
+        except UnicodeDecodeError:
+            job.user = raw_user.decode("utf-8", "backslashreplace")
+            return self._reject(job, "malformed")
+        if not job.user or "\x00" in job.user:
+            return self._reject(job, "malformed")
+        hidden = request.get(codec.USER_PASSWORD)
+        if hidden is None:
+            return self._reject(job, "no_user_password")
+        password = codec.decrypt_password(hidden, request.authenticator, job.client.secret)
+        state = request.get(codec.STATE)
+        if state is not None:
+            challenge = self.challenges.take(state, job.user, job.client.name, time.time())
+            if challenge is None:
+                return self._reject(job, "unknown_state")
+            return self._verify(job, password)
+        if not self.passwords.needs_password:
+            return self._verify(job, password)
+        try:
+            status = self.verifier.status(job.user)
+        except MfaError as exc:
+            log.error("status of a user failed: %s", exc)
+            return self._reject(job, "error")
+        if status.locked_for > 0:
+            return self._reject(job, "locked")
+        task = self._loop.create_task(self._password_step(job, password, status))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _password_step(self, job: Job, typed: bytes, status) -> None:
+        """Check the primary password (off the loop), then ask for the code or decide."""
+        no_code_needed = status.exempt or (not status.enrolled and status.allowed_without_device)
+        try:
+            split = self._split(typed)
+            if split is not None:
+                password, code = split
+                if await self.passwords.check(job.user, password):
+                    return self._verify(job, code)
+            if await self.passwords.check(job.user, typed):
+                if no_code_needed:
+                    # The verifier records it and answers exempt / no_device_allowed.
+                    return self._verify(job, b"-")
+                return self._challenge(job)
+            return self._reject(job, "bad_password")
+        except Overloaded as exc:
+            self.dedup.abandon(job.key)
+            self.drops.drop(job.addr[0], "overloaded", str(exc))
+        except asyncio.CancelledError:
+            self.dedup.abandon(job.key)
+            raise
+        except Exception:  # noqa: BLE001 - fail closed
+            log.exception("password check failed for client %s", job.client.name)
+            self._reject(job, "error")
+
+    def _split(self, typed: bytes) -> tuple[bytes, bytes] | None:
+        """(password, code) from password+code as typed, or None when it cannot hold a code."""
+        r = self.config.radius
+        if r.password_split == "delimiter":
+            password, sep, code = typed.rpartition(r.delimiter.encode("utf-8"))
+            return (password, code) if sep and password and code else None
+        digits = r.code_digits
+        if len(typed) <= digits or not typed[-digits:].isdigit():
+            return None
+        return typed[:-digits], typed[-digits:]
+
+    def _verify(self, job: Job, code: bytes) -> None:
+        try:
+            text = code.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._reject(job, "malformed")
+        source = f"radius:{job.client.name} nas={job.addr[0]}"
+        self._queue.append((job, Attempt(job.user, text, source)))
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._queue and self._flush_handle is None and self._loop is not None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Decide every queued attempt in ONE verifier call, then send the replies."""
+        self._flush_handle = None
+        batch, self._queue = self._queue, []
+        if not batch:
+            return
+        decisions = self.verifier.verify_batch([attempt for _, attempt in batch])
+        for (job, _), decision in zip(batch, decisions):
+            try:
+                self._decided(job, decision)
+            except Exception:  # noqa: BLE001
+                log.exception("internal error replying to client %s", job.client.name)
+
+    def _decided(self, job: Job, decision: Decision) -> None:
+        if decision.accepted:
+            attrs = self.replies.for_user(job.user, self.verifier.accounts)
+            self._reply(job, codec.ACCESS_ACCEPT, attrs, "accept", decision.reason)
+        else:
+            self._reject(job, decision.reason)
+
+    def _challenge(self, job: Job) -> None:
+        state = self.challenges.issue(job.user, job.client.name, time.time())
+        attrs = codec.encode_attr(codec.STATE, state) + self._challenge_attrs_tail
+        self._reply(job, codec.ACCESS_CHALLENGE, attrs, "challenge", "password_ok")
+
+    def _reject(self, job: Job, reason: str) -> None:
+        # Only Message-Authenticator and Proxy-State: every reject looks the same on the wire,
+        # so a reject tells nobody whether the user exists or which factor was wrong.
+        self._reply(job, codec.ACCESS_REJECT, b"", "reject", reason)
+
+    # ---- replying --------------------------------------------------------------------------
+
+    def _reply(self, job: Job, code: int, attrs: bytes, result: str, reason: str) -> None:
+        try:
+            reply = codec.build_reply(code, job.request, job.client.secret, attrs)
+        except ValueError as exc:  # too many Proxy-State or reply attributes for one packet
+            log.error("client %s: cannot build reply: %s", job.client.name, exc)
+            reply = codec.build_reply(codec.ACCESS_REJECT, job.request, job.client.secret)
+            result, reason = "reject", "reply_too_long"
+        now = time.monotonic()
+        self.dedup.finish(job.key, reply, now)
+        self._send(job.sock, reply, job.addr)
+        # Appliances probe with Status-Server every few seconds: not a decision worth a line.
+        level = logging.DEBUG if code == codec.ACCESS_ACCEPT and not job.user else logging.INFO
+        log.log(level, "client=%s user=%s result=%s reason=%s ms=%.1f", job.client.name,
+                 _escape(job.user) if job.user else "-", result, reason,
+                 (now - job.started) * 1000)
+
+    def _send(self, sock: socket.socket, reply: bytes, addr: tuple) -> None:
+        try:
+            sock.sendto(reply, addr)
+        except OSError as exc:
+            self.drops.drop(addr[0], "send failed", str(exc))
+
+
+def _escape(text: str) -> str:
+    """A user name as one safe log token: quoted, control and non-ASCII characters escaped."""
+    return '"' + text[:256].encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'

@@ -1,0 +1,93 @@
+"""The duplicate cache (RFC 5080) and the challenge State store: pure data, explicit clocks."""
+
+from __future__ import annotations
+
+from mfa_radius.radius.challenge import STATE_BYTES, ChallengeStore
+from mfa_radius.radius.dedup import CONFLICT, IN_PROGRESS, NEW, DuplicateCache
+
+KEY = ("127.0.0.1", 5000, 7, b"A" * 16)
+
+
+def test_duplicate_in_progress_then_cached_reply():
+    cache = DuplicateCache(ttl=30)
+    assert cache.lookup(KEY, b"req", 0) is NEW
+    cache.start(KEY, b"req", 0)
+    assert cache.lookup(KEY, b"req", 1) is IN_PROGRESS
+    cache.finish(KEY, b"reply", 2)
+    assert cache.lookup(KEY, b"req", 3) == b"reply"
+    assert cache.lookup(KEY, b"req", 31.9) == b"reply"
+    assert cache.lookup(KEY, b"req", 32.1) is NEW  # ttl counts from the reply
+
+
+def test_same_key_other_bytes_is_a_conflict_not_a_hit():
+    cache = DuplicateCache()
+    cache.start(KEY, b"req", 0)
+    cache.finish(KEY, b"reply", 0)
+    assert cache.lookup(KEY, b"other", 1) is CONFLICT
+
+
+def test_other_port_id_or_authenticator_is_new():
+    cache = DuplicateCache()
+    cache.start(KEY, b"req", 0)
+    cache.finish(KEY, b"reply", 0)
+    for other in (("127.0.0.1", 5001, 7, b"A" * 16), ("127.0.0.1", 5000, 8, b"A" * 16),
+                  ("127.0.0.1", 5000, 7, b"B" * 16), ("127.0.0.2", 5000, 7, b"A" * 16)):
+        assert cache.lookup(other, b"req", 1) is NEW
+
+
+def test_in_progress_entries_do_not_expire_by_time():
+    cache = DuplicateCache(ttl=5)
+    cache.start(KEY, b"req", 0)
+    assert cache.lookup(KEY, b"req", 100) is IN_PROGRESS
+    cache.abandon(KEY)
+    assert cache.lookup(KEY, b"req", 100) is NEW
+
+
+def test_cap_evicts_oldest():
+    cache = DuplicateCache(ttl=30, max_entries=3)
+    keys = [("h", 1, i, b"x" * 16) for i in range(5)]
+    for k in keys:
+        cache.start(k, b"r", 0)
+        cache.finish(k, b"reply", 0)
+    assert len(cache) == 3
+    assert cache.lookup(keys[0], b"r", 1) is NEW
+    assert cache.lookup(keys[4], b"r", 1) == b"reply"
+
+
+def test_challenge_single_use_and_bound():
+    store = ChallengeStore(timeout=120)
+    state = store.issue("alice", "vpn", now=0)
+    assert len(state) == STATE_BYTES >= 16
+    assert store.take(state, "alice", "vpn", now=1) is not None
+    assert store.take(state, "alice", "vpn", now=2) is None  # single use
+
+
+def test_challenge_wrong_user_or_client_burns_it():
+    store = ChallengeStore()
+    for user, client in (("bob", "vpn"), ("alice", "wifi")):
+        state = store.issue("alice", "vpn", now=0)
+        assert store.take(state, user, client, now=1) is None
+        assert store.take(state, "alice", "vpn", now=1) is None
+
+
+def test_challenge_expires():
+    store = ChallengeStore(timeout=120)
+    state = store.issue("alice", "vpn", now=0)
+    assert store.take(state, "alice", "vpn", now=120.5) is None
+    store.issue("alice", "vpn", now=0)
+    store.issue("alice", "vpn", now=200)
+    assert len(store) == 1  # expired ones are swept on use
+
+
+def test_challenge_cap_and_randomness():
+    store = ChallengeStore(max_entries=10)
+    states = {store.issue("u", "c", now=0) for _ in range(50)}
+    assert len(states) == 50
+    assert len(store) == 10
+
+
+def test_challenge_carries_data_for_later_steps():
+    store = ChallengeStore()
+    state = store.issue("alice", "vpn", now=0, kind="sms", data={"sent": "+4912345"})
+    challenge = store.take(state, "alice", "vpn", now=1)
+    assert challenge.kind == "sms" and challenge.data == {"sent": "+4912345"}
