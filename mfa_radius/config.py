@@ -88,7 +88,7 @@ class RadiusConfig:
     challenge_timeout: float = field(default=120.0, metadata=_min(1))
     password_split: str = field(default="suffix", metadata=_choice("suffix", "delimiter"))
     delimiter: str = ","
-    # Length of the code at the end of password+code (suffix mode).
+    # Code length at the end of password+code (suffix mode) for users without a device.
     code_digits: int = field(default=6, metadata=_min(4))
     challenge_message: str = "Enter the verification code from your device"
     duplicate_ttl: float = field(default=30.0, metadata=_min(5))
@@ -104,6 +104,69 @@ class PamConfig:
 
 
 @dataclass(frozen=True)
+class SmsGateway:
+    """One way out for SMS codes; the [[sms.gateways]] are tried in order until one succeeds.
+
+    Which keys apply depends on `type` (see _GATEWAY_KEYS); a key of another type is an error.
+    """
+
+    type: str = field(metadata=_choice("file", "http", "twilio", "command"))
+    name: str = ""  # for the logs; default: TYPE-N
+    timeout: float = field(default=10.0, metadata=_min(0.1))
+    # file
+    path: str = ""
+    # http
+    url: str = ""
+    method: str = field(default="POST", metadata=_choice("GET", "POST", "PUT"))
+    headers: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    json: dict[str, Any] = field(default_factory=dict)
+    form: dict[str, Any] = field(default_factory=dict)
+    auth: str = field(default="none", metadata=_choice("none", "basic", "bearer"))
+    username: str = ""
+    secret_file: str = ""
+    success_codes: list[int] = field(default_factory=lambda: [200, 201, 202, 204])
+    # twilio
+    account_sid: str = ""
+    auth_token_file: str = ""
+    from_number: str = ""
+    messaging_service_sid: str = ""
+    api_url: str = "https://api.twilio.com"
+    # command
+    command: list[str] = field(default_factory=list)
+
+
+_GATEWAY_KEYS = {
+    "file": {"path"},
+    "http": {"url", "method", "headers", "params", "json", "form", "auth", "username",
+             "secret_file", "success_codes", "timeout"},
+    "twilio": {"account_sid", "auth_token_file", "from_number", "messaging_service_sid",
+               "api_url", "timeout"},
+    "command": {"command", "timeout"},
+}
+
+
+@dataclass(frozen=True)
+class SmsConfig:
+    code_ttl: int = field(default=300, metadata=_min(30))
+    # At most send_limit codes per user within send_window seconds, and a cap for everyone.
+    send_limit: int = field(default=3, metadata=_min(1))
+    send_window: int = field(default=600, metadata=_min(1))
+    global_limit_per_minute: int = field(default=30, metadata=_min(1))
+    # Fields: {code} (required), {user}, {host}; at most one SMS (160 GSM characters).
+    message: str = "Your login code is {code}"
+    host: str = ""  # what {host} says; default: this machine's host name
+    gateways: list[SmsGateway] = field(default_factory=list)
+
+    def host_name(self) -> str:
+        if self.host:
+            return self.host
+        import socket
+
+        return socket.gethostname()
+
+
+@dataclass(frozen=True)
 class Config:
     path: str = ""
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -111,10 +174,11 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     radius: RadiusConfig = field(default_factory=RadiusConfig)
     pam: PamConfig = field(default_factory=PamConfig)
+    sms: SmsConfig = field(default_factory=SmsConfig)
 
 
 _SECTIONS = {"storage": StorageConfig, "otp": OtpConfig, "policy": PolicyConfig,
-             "radius": RadiusConfig, "pam": PamConfig}
+             "radius": RadiusConfig, "pam": PamConfig, "sms": SmsConfig}
 
 
 def resolve_path(explicit: str | None) -> str:
@@ -153,6 +217,7 @@ def from_dict(data: dict, path: str = "<config>", text: str = "") -> Config:
         sections[name] = _build(_SECTIONS[name], value, name, path, text)
     cfg = Config(path=path, **sections)
     _check_semantics(cfg, path, text)
+    _check_sms(cfg, data.get("sms", {}).get("gateways", []), path, text)
     return cfg
 
 
@@ -244,6 +309,71 @@ def _check_semantics(cfg: Config, path: str, text: str) -> None:
     if cfg.policy.lockout_max_delay < cfg.policy.lockout_delay:
         raise ConfigError(_where(path, text, "policy", "lockout_max_delay") +
                           "'policy.lockout_max_delay' must not be below 'policy.lockout_delay'")
+
+
+def _check_sms(cfg: Config, raw_gateways: list, path: str, text: str) -> None:
+    from .sms.policy import phone_problem, template_problem
+
+    sms = cfg.sms
+    problem = template_problem(sms.message, sms.host_name())
+    if problem:
+        raise ConfigError(_where(path, text, "sms", "message") + f"'sms.message' {problem}")
+    names = set()
+    for i, (gw, raw) in enumerate(zip(sms.gateways, raw_gateways)):
+        label = f"sms.gateways[{i}] ({gw.type})"
+
+        def bad(message: str, key: str = "gateways") -> ConfigError:
+            return ConfigError(_where(path, text, "sms", key) + f"{label}: {message}")
+
+        stray = sorted(set(raw) - _GATEWAY_KEYS[gw.type] - {"type", "name"})
+        if stray:
+            raise bad(f"key '{stray[0]}' does not apply to a {gw.type} gateway (its keys: "
+                      f"{', '.join(sorted(_GATEWAY_KEYS[gw.type] | {'name'}))})", stray[0])
+        name = gw.name or f"{gw.type}-{i + 1}"
+        if name in names:
+            raise bad(f"duplicate gateway name '{name}'", "name")
+        names.add(name)
+        if gw.type == "file" and not os.path.isabs(gw.path):
+            raise bad("'path' must be an absolute file path", "path")
+        if gw.type == "command":
+            if not gw.command or not os.path.isabs(gw.command[0]):
+                raise bad("'command' must be a list whose first item is an absolute path "
+                          '(e.g. ["/usr/local/bin/send-sms", "{phone}", "{message}"]); it runs '
+                          "without a shell", "command")
+        if gw.type == "http":
+            if not gw.url.startswith(("http://", "https://")):
+                raise bad("'url' must start with http:// or https://", "url")
+            if gw.json and gw.form:
+                raise bad("use either 'json' or 'form' for the body, not both", "form")
+            if gw.method == "GET" and (gw.json or gw.form):
+                raise bad("a GET request has no body: put the fields in 'params'", "method")
+            templates = repr([gw.params, gw.json, gw.form, gw.url])
+            if "{phone}" not in templates or "{message}" not in templates:
+                raise bad("the request must carry {phone} and {message} (in 'url', 'params', "
+                          "'json' or 'form')")
+            if not all(isinstance(v, str) for v in gw.headers.values()):
+                raise bad("'headers' values must be strings", "headers")
+            if gw.auth in ("basic", "bearer") and not gw.secret_file:
+                raise bad(f"auth = \"{gw.auth}\" needs 'secret_file' (the password or token)",
+                          "auth")
+            if gw.auth == "basic" and not gw.username:
+                raise bad('auth = "basic" needs \'username\'', "auth")
+            if gw.auth == "none" and (gw.secret_file or gw.username):
+                raise bad("'username' and 'secret_file' need auth = \"basic\" or \"bearer\"",
+                          "auth")
+            if not gw.success_codes or not all(
+                    isinstance(c, int) and not isinstance(c, bool) and 100 <= c <= 599
+                    for c in gw.success_codes):
+                raise bad("'success_codes' must be a list of HTTP status codes", "success_codes")
+        if gw.type == "twilio":
+            if not gw.account_sid or not gw.auth_token_file:
+                raise bad("needs 'account_sid' and 'auth_token_file'")
+            if bool(gw.from_number) == bool(gw.messaging_service_sid):
+                raise bad("needs exactly one of 'from_number' or 'messaging_service_sid'")
+            if gw.from_number and phone_problem(gw.from_number):
+                raise bad(f"'from_number' {phone_problem(gw.from_number)}", "from_number")
+            if not gw.api_url.startswith(("http://", "https://")):
+                raise bad("'api_url' must start with http:// or https://", "api_url")
 
 
 def _where(path: str, text: str, section: str | None, key: str | None) -> str:

@@ -245,7 +245,11 @@ class RadiusServer:
             return self._reject(job, "malformed")
         hidden = request.get(codec.USER_PASSWORD)
         if hidden is None:
-            return self._reject(job, "no_user_password")
+            # CHAP and EAP cannot carry a one-time code through a PAM password check: PAP only.
+            reason = ("chap_unsupported" if request.get(codec.CHAP_PASSWORD) is not None else
+                      "eap_unsupported" if request.get(codec.EAP_MESSAGE) is not None else
+                      "no_user_password")
+            return self._reject(job, reason)
         password = codec.decrypt_password(hidden, request.authenticator, job.client.secret)
         state = request.get(codec.STATE)
         if state is not None:
@@ -270,11 +274,11 @@ class RadiusServer:
         """Check the primary password (off the loop), then ask for the code or decide."""
         no_code_needed = status.exempt or (not status.enrolled and status.allowed_without_device)
         try:
-            split = self._split(typed)
-            if split is not None:
-                password, code = split
-                if await self.passwords.check(job.user, password):
-                    return self._verify(job, code)
+            # One split per code length of the user's devices (6 and 8 digits may both occur).
+            splits = {self._split(typed, d) for d in sorted(status.digits, reverse=True) or (None,)}
+            for split in sorted(splits - {None}):
+                if await self.passwords.check(job.user, split[0]):
+                    return self._verify(job, split[1])
             if await self.passwords.check(job.user, typed):
                 if no_code_needed:
                     # The verifier records it and answers exempt / no_device_allowed.
@@ -291,13 +295,16 @@ class RadiusServer:
             log.exception("password check failed for client %s", job.client.name)
             self._reject(job, "error")
 
-    def _split(self, typed: bytes) -> tuple[bytes, bytes] | None:
-        """(password, code) from password+code as typed, or None when it cannot hold a code."""
+    def _split(self, typed: bytes, digits: int | None = None) -> tuple[bytes, bytes] | None:
+        """(password, code) from password+code as typed, or None when it cannot hold a code.
+
+        Suffix mode takes the last `digits` characters (default `[radius] code_digits`).
+        """
         r = self.config.radius
         if r.password_split == "delimiter":
             password, sep, code = typed.rpartition(r.delimiter.encode("utf-8"))
             return (password, code) if sep and password and code else None
-        digits = r.code_digits
+        digits = digits or r.code_digits
         if len(typed) <= digits or not typed[-digits:].isdigit():
             return None
         return typed[:-digits], typed[-digits:]
