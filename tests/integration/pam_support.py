@@ -50,7 +50,7 @@ def require_root(*tools: str) -> None:
 class PamEnv:
     """A config, key and database in a world-traversable directory, and the PAM services using it."""
 
-    def __init__(self, extra_toml: str = ""):
+    def __init__(self, extra_toml: str = "", pam_toml: str = ""):
         self.dir = Path(tempfile.mkdtemp(prefix="mfa-pam-", dir="/tmp"))
         os.chmod(self.dir, 0o755)  # non-root callers must reach the socket
         self.socket = self.dir / "run" / "pam.sock"
@@ -63,7 +63,10 @@ class PamEnv:
             "[otp]\n"
             "totp_window = 4\n"
             "[pam]\n"
-            f'socket = "{self.socket}"\n' + extra_toml)
+            f'socket = "{self.socket}"\n' + pam_toml +
+            "[radius]\n"  # only used when the test runs the whole daemon (`mfa-radius serve`)
+            f'listen = ["127.0.0.1:{_free_udp_port()}"]\n'
+            'password_backend = "none"\n' + extra_toml)
         self.cfg = config_mod.load(str(self.config))
         init(self.cfg)
         self.devices = open_devices(self.cfg)
@@ -105,9 +108,12 @@ class PamEnv:
 
     # ---- the daemon's socket front, standalone -----------------------------------------------
 
-    def start_server(self) -> None:
+    def start_server(self, daemon: bool = False) -> None:
+        """The PAM socket alone (python -m mfa_radius.pam_server) or the whole `mfa-radius serve`."""
+        cmd = ([str(Path(PYTHON).parent / "mfa-radius"), "--config", str(self.config), "serve"]
+               if daemon else [PYTHON, "-m", "mfa_radius.pam_server", "--config", str(self.config)])
         self.server = subprocess.Popen(
-            [PYTHON, "-m", "mfa_radius.pam_server", "--config", str(self.config)],
+            cmd,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
         deadline = time.time() + 15
         while time.time() < deadline:
@@ -133,6 +139,12 @@ class PamEnv:
             path.unlink(missing_ok=True)
         self.devices.store.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def pamtester(service: str, user: str, *answers: str, as_user: str | None = None,

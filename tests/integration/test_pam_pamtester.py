@@ -29,11 +29,11 @@ def env(syslog):
     e.close()
 
 
-@pytest.fixture(params=["socket", "local"])
+@pytest.fixture(params=["socket", "daemon", "local"])
 def mode(request, env):
-    """Run the test once through the daemon's socket and once through the in-process fallback."""
-    if request.param == "socket":
-        env.start_server()
+    """Run the test through the socket served alone, by `mfa-radius serve`, and in-process."""
+    if request.param != "local":
+        env.start_server(daemon=request.param == "daemon")
     return request.param
 
 
@@ -57,7 +57,7 @@ def test_accept_wrong_replay(env, mode, syslog):
         assert "user=alice" in joined and "result=accept reason=ok" in joined
         assert "reason=replay" in joined and "reason=bad_code" in joined
         assert all("<8" in line[:3] for line in lines)  # facility authpriv (10 << 3)
-    if mode == "socket":
+    if mode != "local":
         out = env.stop_server()
         assert "result=accept reason=ok" in out and "reason=replay" in out
         assert code not in out
@@ -210,7 +210,7 @@ def test_non_root_caller_may_ask_only_about_itself(env):
 
 def test_unprivileged_callers_none(syslog):
     require_root()
-    e = PamEnv('[pam]\nunprivileged_callers = "none"\n'.replace("[pam]\n", ""))
+    e = PamEnv(pam_toml='unprivileged_callers = "none"\n')
     try:
         e.start_server()
         assert ask_as("nobody", e.socket, "status\tuser=nobody\n").startswith(
