@@ -1,0 +1,50 @@
+"""Helpers shared by the core tests: a fresh config/key/database, directly assigned devices."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from mfa_radius import config as config_mod
+from mfa_radius.devices import DeviceSpec, Devices
+from mfa_radius.otp import OtpKey, time_step
+from mfa_radius.state import init, open_devices
+from mfa_radius.verifier import Attempt, Verifier
+
+# The middle of a 30 s step, far from any real clock: tests pass `now=` explicitly.
+NOW = 1_800_000_015.0
+STEP = time_step(NOW, 30)
+
+
+def make_config(tmp_path: Path, extra: str = "", name: str = "mfa-radius.toml"):
+    """A config in `tmp_path` with `extra` TOML appended, after init (key file + database)."""
+    path = tmp_path / name
+    path.write_text(
+        "[storage]\n"
+        f'database = "{tmp_path}/mfa.db"\n'
+        f'key_file = "{tmp_path}/secret.key"\n'
+        'synchronous = "normal"\n' + extra)
+    cfg = config_mod.load(str(path))
+    init(cfg)
+    return cfg
+
+
+def assign(devices: Devices, user: str | None, serial: str, *, kind: str = "totp",
+           digits: int = 6, algorithm: str = "SHA1", period: int = 30,
+           counter: int = 0) -> OtpKey:
+    """Add a device with a fresh seed (assigned to `user` at once); return a key for its codes."""
+    seed = secrets.token_bytes(20)
+    devices.add([DeviceSpec(serial, seed, kind, digits, algorithm, period, counter, user)])
+    return OtpKey(seed, algorithm, digits)
+
+
+def totp_at(key: OtpKey, now: float, offset: int = 0, period: int = 30) -> str:
+    """The code `offset` steps away from the step containing `now`."""
+    return key.code(time_step(now, period) + offset)
+
+
+def verify(verifier: Verifier, user: str, code: str, now: float = NOW, source: str = "test"):
+    return verifier.verify(Attempt(user, code, source, now))
+
+
+__all__ = ["NOW", "STEP", "make_config", "assign", "totp_at", "verify", "open_devices"]

@@ -1,0 +1,148 @@
+"""Several processes verifying the same code at the same instant against one database file.
+
+Each round, N processes wait on a barrier and then verify the same code: exactly one must accept.
+One process keeps a long-lived Verifier (with its in-memory cache, as the daemon does), the others
+open a fresh one per round (as the PAM fallback and the CLI do).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import secrets
+
+import pytest
+
+from mfa_radius import config as config_mod
+from mfa_radius.devices import DeviceSpec
+from mfa_radius.otp import OtpKey, time_step
+from mfa_radius.state import open_devices
+from mfa_radius.verifier import Attempt, Verifier
+
+from mfa_helpers import NOW, make_config
+
+PROCESSES = 4
+ROUNDS = 20
+# fork: the children start in milliseconds; none of them inherits an open SQLite connection,
+# because the parent closes its own before starting them.
+CTX = multiprocessing.get_context("fork")
+
+
+def _worker(index, cfg_path, user, codes_by_round, barrier, results):
+    cfg = config_mod.load(cfg_path)
+    long_lived = Verifier.open(cfg) if index == 0 else None
+    try:
+        for rnd, (code, now) in enumerate(codes_by_round):
+            verifier = long_lived or Verifier.open(cfg)
+            try:
+                barrier.wait(timeout=30)
+                decision = verifier.verify(Attempt(user, code, f"proc{index}", now))
+            finally:
+                if verifier is not long_lived:
+                    verifier.store.close()
+            results.put((rnd, index, decision.reason))
+    except Exception as exc:  # report, so that the parent fails with a reason, not a timeout
+        results.put((-1, index, f"{type(exc).__name__}: {exc}"))
+        barrier.abort()
+    finally:
+        if long_lived:
+            long_lived.store.close()
+
+
+def race(cfg, user, codes_by_round, processes=PROCESSES):
+    """Run the rounds in `processes` processes; return {round: sorted reasons}."""
+    barrier = CTX.Barrier(processes)
+    results = CTX.Queue()
+    procs = [CTX.Process(target=_worker, args=(i, cfg.path, user, codes_by_round, barrier,
+                                               results)) for i in range(processes)]
+    for p in procs:
+        p.start()
+    outcome: dict[int, list[str]] = {}
+    try:
+        for _ in range(processes * len(codes_by_round)):
+            rnd, index, reason = results.get(timeout=60)
+            assert rnd >= 0, f"worker {index} failed: {reason}"
+            outcome.setdefault(rnd, []).append(reason)
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    assert all(p.exitcode == 0 for p in procs)
+    return {r: sorted(v) for r, v in outcome.items()}
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return make_config(tmp_path, "[policy]\nlockout_failures = 1000\n")
+
+
+def add(cfg, spec):
+    devices = open_devices(cfg)
+    try:
+        devices.add([spec])
+    finally:
+        devices.store.close()
+
+
+def test_totp_code_is_accepted_exactly_once_across_processes(cfg):
+    seed = secrets.token_bytes(20)
+    add(cfg, DeviceSpec("T1", seed, user="alice"))
+    key = OtpKey(seed)
+    # A new step each round, so that every round has one fresh code to fight over.
+    rounds = [(key.code(time_step(NOW + 30 * r, 30)), NOW + 30 * r) for r in range(ROUNDS)]
+    outcome = race(cfg, "alice", rounds)
+    assert len(outcome) == ROUNDS
+    for rnd, reasons in outcome.items():
+        assert reasons == ["ok"] + ["replay"] * (PROCESSES - 1), rnd
+    check_audit(cfg, "alice", accepts=ROUNDS, total=ROUNDS * PROCESSES)
+
+
+def test_hotp_code_is_accepted_exactly_once_across_processes(cfg):
+    seed = secrets.token_bytes(20)
+    add(cfg, DeviceSpec("H1", seed, kind="hotp", user="bob"))
+    key = OtpKey(seed)
+    rounds = [(key.code(r), NOW + r) for r in range(ROUNDS)]
+    outcome = race(cfg, "bob", rounds)
+    for rnd, reasons in outcome.items():
+        assert reasons == ["ok"] + ["replay"] * (PROCESSES - 1), rnd
+    check_audit(cfg, "bob", accepts=ROUNDS, total=ROUNDS * PROCESSES)
+
+
+def test_recovery_code_is_accepted_exactly_once_across_processes(cfg):
+    devices = open_devices(cfg)
+    try:
+        codes = devices.issue_recovery_codes("carol", count=4)
+    finally:
+        devices.store.close()
+    # One code stays unused, so that carol stays enrolled throughout.
+    outcome = race(cfg, "carol", [(c, NOW + i) for i, c in enumerate(codes[:3])])
+    for rnd, reasons in outcome.items():
+        # A used recovery code is simply wrong (it is gone), hence bad_code.
+        assert reasons == ["bad_code"] * (PROCESSES - 1) + ["ok"], rnd
+
+
+def test_concurrent_failures_are_all_counted(cfg):
+    seed = secrets.token_bytes(20)
+    add(cfg, DeviceSpec("D1", seed, user="dave"))
+    key = OtpKey(seed)
+    window = {key.code(time_step(NOW, 30) + o) for o in range(-2, 3)}
+    wrong = next(c for c in ("418273", "527384", "636495") if c not in window)
+    outcome = race(cfg, "dave", [(wrong, NOW)] * 5)
+    assert all(r == ["bad_code"] * PROCESSES for r in outcome.values())
+    devices = open_devices(cfg)
+    try:
+        # No lost update: every process saw the others' failures under the write lock.
+        assert devices.store.user_row("dave")["failures"] == 5 * PROCESSES
+    finally:
+        devices.store.close()
+
+
+def check_audit(cfg, user, accepts, total):
+    devices = open_devices(cfg)
+    try:
+        events = devices.store.audit_events(user=user, limit=10 * total)
+    finally:
+        devices.store.close()
+    assert len(events) == total
+    assert sum(e["result"] == "accept" for e in events) == accepts

@@ -1,0 +1,256 @@
+"""The SQLite store: opening, WAL, schema versions, errors turned into one clear line."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+
+import pytest
+
+from mfa_radius import store as store_mod
+from mfa_radius.errors import StoreError
+from mfa_radius.store import SCHEMA_VERSION, Store
+
+from mfa_helpers import make_config
+
+
+def test_missing_database_names_init(tmp_path):
+    path = tmp_path / "mfa.db"
+    with pytest.raises(StoreError, match="mfa-radius init") as info:
+        Store.open(str(path))
+    assert str(path) in str(info.value)
+    assert not path.exists()
+
+
+def test_create_makes_the_schema_and_sets_user_version(tmp_path):
+    path = tmp_path / "deep" / "dir" / "mfa.db"
+    store = Store.open(str(path), create=True)
+    try:
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        tables = {r[0] for r in store.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"devices", "users", "recovery_codes", "audit"} <= tables
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 10000
+    finally:
+        store.close()
+    assert oct(os.stat(path).st_mode & 0o777) == oct(0o600)
+
+
+@pytest.mark.parametrize("synchronous,expected", [("full", 2), ("normal", 1)])
+def test_synchronous_setting_is_applied(tmp_path, synchronous, expected):
+    store = Store.open(str(tmp_path / "mfa.db"), create=True, synchronous=synchronous,
+                       busy_timeout=2.5)
+    try:
+        assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == expected
+        assert store.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 2500
+    finally:
+        store.close()
+
+
+# (SQLite takes a file shorter than its 100-byte header for an empty database.)
+@pytest.mark.parametrize("size", [100, 4096, 20000])
+def test_corrupt_file_is_a_store_error(tmp_path, size):
+    path = tmp_path / "mfa.db"
+    path.write_bytes(secrets.token_bytes(size))
+    with pytest.raises(StoreError) as info:
+        Store.open(str(path))
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_text_file_is_a_store_error(tmp_path):
+    path = tmp_path / "mfa.db"
+    path.write_text("[storage]\ndatabase = 'oops, this is the config'\n" * 50)
+    with pytest.raises(StoreError, match="corrupt or not an mfa-radius database"):
+        Store.open(str(path))
+
+
+def test_a_damaged_database_is_a_store_error(tmp_path):
+    cfg = make_config(tmp_path)
+    path = cfg.storage.database
+    store = Store.open(path)
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    data = bytearray(open(path, "rb").read())
+    # Keep the header (so SQLite opens it) and wreck the pages holding the schema and tables.
+    data[100:] = secrets.token_bytes(len(data) - 100)
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(StoreError):
+        store = Store.open(path)
+        with store.errors("reading"):
+            store.list_devices()
+
+
+def test_newer_schema_is_refused(tmp_path):
+    cfg = make_config(tmp_path)
+    conn = sqlite3.connect(cfg.storage.database)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this mfa-radius") as info:
+        Store.open(cfg.storage.database)
+    assert f"v{SCHEMA_VERSION + 1}" in str(info.value)
+
+
+def test_an_empty_file_is_migrated(tmp_path):
+    path = tmp_path / "mfa.db"
+    path.write_bytes(b"")
+    store = Store.open(str(path))
+    try:
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        store.close()
+
+
+def test_migrations_run_in_order_and_only_once(tmp_path, monkeypatch):
+    ran = []
+    nxt = SCHEMA_VERSION + 1
+
+    def migrate_next(db):
+        ran.append(nxt)
+        db["extra"].create({"id": int}, pk="id")
+
+    path = str(tmp_path / "mfa.db")
+    Store.open(path, create=True).close()
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", nxt)
+    monkeypatch.setitem(store_mod.MIGRATIONS, nxt, migrate_next)
+    Store.open(path).close()
+    store = Store.open(path)
+    try:
+        assert ran == [nxt]
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == nxt
+        assert store.conn.execute("SELECT count(*) FROM extra").fetchone()[0] == 0
+    finally:
+        store.close()
+
+
+def test_a_failing_migration_leaves_the_old_version(tmp_path, monkeypatch):
+    path = str(tmp_path / "mfa.db")
+    Store.open(path, create=True).close()
+    nxt = SCHEMA_VERSION + 1
+
+    def migrate_next(db):
+        db["half"].create({"id": int}, pk="id")
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", nxt)
+    monkeypatch.setitem(store_mod.MIGRATIONS, nxt, migrate_next)
+    with pytest.raises(StoreError):
+        Store.open(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == nxt - 1
+    assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half'").fetchone()[0] == 0
+    conn.close()
+
+
+def test_every_schema_version_has_a_migration():
+    assert sorted(store_mod.MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_unwritable_directory_is_a_store_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StoreError, match="cannot create database"):
+        Store.open(str(blocker / "mfa.db"), create=True)
+
+
+def test_transaction_rolls_back_on_error(tmp_path):
+    store = Store.open(str(tmp_path / "mfa.db"), create=True)
+    try:
+        with pytest.raises(RuntimeError):
+            with store.transaction():
+                store.ensure_user("alice", 1.0)
+                raise RuntimeError("boom")
+        assert store.user_row("alice") is None
+        assert not store.conn.in_transaction
+        with store.transaction():
+            store.ensure_user("alice", 1.0)
+        assert store.user_row("alice")["failures"] == 0
+    finally:
+        store.close()
+
+
+def test_errors_context_maps_sqlite_errors(tmp_path):
+    store = Store.open(str(tmp_path / "mfa.db"), create=True)
+    try:
+        with pytest.raises(StoreError, match="listing failed: no such table"):
+            with store.errors("listing"):
+                store.conn.execute("SELECT * FROM nope")
+    finally:
+        store.close()
+
+
+def test_data_version_changes_on_another_connections_commit(tmp_path):
+    path = str(tmp_path / "mfa.db")
+    a = Store.open(path, create=True)
+    b = Store.open(path)
+    try:
+        before = a.data_version()
+        with a.transaction():
+            a.ensure_user("x", 1.0)
+        assert a.data_version() == before  # own commits do not count
+        with b.transaction():
+            b.ensure_user("y", 1.0)
+        assert a.data_version() != before
+    finally:
+        a.close()
+        b.close()
+
+
+def test_conditional_consume_is_once_only(tmp_path):
+    cfg = make_config(tmp_path)
+    from mfa_radius.state import open_devices
+    from mfa_helpers import assign
+    d = open_devices(cfg)
+    try:
+        assign(d, "alice", "S1")
+        assign(d, "alice", "H1", kind="hotp")
+        s = d.store
+        t_id, h_id = s.device("S1")["id"], s.device("H1")["id"]
+        with s.transaction():
+            assert s.consume_totp(t_id, 100, 0, 1.0)
+            assert not s.consume_totp(t_id, 100, 0, 1.0)
+            assert not s.consume_totp(t_id, 99, 0, 1.0)
+            assert s.consume_totp(t_id, 101, 1, 1.0)
+            assert s.consume_hotp(h_id, 5, 1.0)
+            assert not s.consume_hotp(h_id, 5, 1.0)
+            assert not s.consume_hotp(h_id, 4, 1.0)
+            assert s.consume_hotp(h_id, 6, 1.0)
+        assert (s.device("S1")["last_step"], s.device("S1")["drift"]) == (101, 1)
+        assert s.device("H1")["counter"] == 7
+    finally:
+        d.store.close()
+
+
+def test_user_names_and_summary(tmp_path):
+    cfg = make_config(tmp_path)
+    from mfa_radius.state import open_devices
+    from mfa_helpers import assign
+    d = open_devices(cfg)
+    try:
+        assign(d, "bob", "B1")
+        d.issue_recovery_codes("alice", count=2)
+        assert d.store.user_names() == ["alice", "bob"]
+        summary = d.store.user_summary("bob")
+        assert summary["devices"] == ["B1"] and summary["recovery_codes_left"] == 0
+        assert d.store.user_summary("ghost")["failures"] == 0
+    finally:
+        d.store.close()
+
+
+def test_audit_events_filters_and_order(tmp_path):
+    store = Store.open(str(tmp_path / "mfa.db"), create=True)
+    try:
+        with store.transaction():
+            store.add_audit([(float(t), "alice" if t % 2 else "bob", "totp", "S", "src",
+                              "accept", "ok") for t in range(10)])
+        events = store.audit_events()
+        assert [e["time"] for e in events] == [float(t) for t in range(10)]
+        assert [e["time"] for e in store.audit_events(user="alice")] == [1.0, 3.0, 5.0, 7.0, 9.0]
+        assert [e["time"] for e in store.audit_events(since=7.0)] == [7.0, 8.0, 9.0]
+        # The limit keeps the newest events, oldest first.
+        assert [e["time"] for e in store.audit_events(limit=2)] == [8.0, 9.0]
+    finally:
+        store.close()
