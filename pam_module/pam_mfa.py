@@ -12,8 +12,9 @@ Options (google-authenticator-libpam names where the meaning is the same):
     config=FILE         config for the in-process fallback (default $MFA_RADIUS_CONFIG, then
                         /etc/mfa-radius/mfa-radius.toml)
     fallback=local|deny socket unavailable: verify in-process (default) or refuse
-    venv=DIR            virtualenv holding mfa_radius for the fallback (default: the .venv next
-                        to this file's directory, then the system path)
+    venv=DIR            virtualenv holding mfa_radius for the fallback (default: DIR/.venv,
+                        then DIR itself, where DIR holds this file's directory; then the
+                        system path)
     nullok              a user with no device gets PAM_IGNORE (never PAM_SUCCESS); users the
                         policy requires a code from (privileged ones) are still refused
     prompt=TEXT         the prompt (default "Verification code: "); underscores read as spaces
@@ -185,30 +186,36 @@ class _Client:
             raise _Unavailable("%s: unreadable answer" % path)
 
     def _ask_local(self, op, fields):
+        import os
         import sys
 
-        venv = self.opts["venv"] or _default_venv(self.opts["module"])
-        if venv:
-            import os
-
+        for venv in ([self.opts["venv"]] if self.opts["venv"]
+                     else _default_venvs(self.opts["module"])):
             site_dir = os.path.join(venv, "lib", "python%d.%d" % sys.version_info[:2],
                                     "site-packages")
-            if os.path.isdir(site_dir) and site_dir not in sys.path:
-                import site
+            if os.path.isdir(site_dir):
+                if site_dir not in sys.path:
+                    import site
 
-                # addsitedir, not sys.path.insert: it runs the .pth files an editable install uses.
-                site.addsitedir(site_dir)
+                    # addsitedir, not sys.path.insert: it runs the .pth files of an editable
+                    # install (make venv installs the checkout that way).
+                    site.addsitedir(site_dir)
+                break
         from mfa_radius import pam_local
 
         return pam_local.request(op, fields, self.opts["config"], _getuid(), log=self.log)
 
 
-def _default_venv(module_path):
+def _default_venvs(module_path):
+    """Where the fallback looks for mfa_radius: a checkout's .venv next to pam_module/
+    (/work/main/pam_module/pam_mfa.py -> /work/main/.venv), or an install whose directory is
+    itself the venv (/opt/mfa-radius/pam_module/pam_mfa.py -> /opt/mfa-radius)."""
     import os
 
     if not module_path:
-        return ""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(module_path))), ".venv")
+        return []
+    base = os.path.dirname(os.path.dirname(os.path.abspath(module_path)))
+    return [os.path.join(base, ".venv"), base]
 
 
 def _getuid():

@@ -95,5 +95,7 @@ def test_bad_options_are_refused(argv):
 
 
 def test_default_venv_is_next_to_the_module_directory():
-    assert pam_mfa._default_venv("/work/main/pam_module/pam_mfa.py") == "/work/main/.venv"
+    assert pam_mfa._default_venvs("/work/main/pam_module/pam_mfa.py") == [
+        "/work/main/.venv", "/work/main"]
+    assert pam_mfa._default_venvs("/opt/mfa-radius/pam_module/pam_mfa.py")[1] == "/opt/mfa-radius"
 

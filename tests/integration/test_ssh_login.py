@@ -28,13 +28,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+CONF = Path(__file__).resolve().parents[2] / "conf"
+SHIPPED_MODULE = "/opt/mfa-radius/pam_module/pam_mfa.py"
+
+
+def shipped_pam(env: PamEnv, name: str) -> str:
+    """A PAM file from conf/pam.d, pointed at this checkout's module and the test's daemon."""
+    text = (CONF / "pam.d" / name).read_text()
+    assert SHIPPED_MODULE in text
+    return text.replace(SHIPPED_MODULE, f"{MODULE} socket={env.socket} config={env.config}")
+
+
 class Sshd:
-    def __init__(self, env: PamEnv, pam_auth: str, methods: str):
+    def __init__(self, env: PamEnv, pam_auth: str, methods: str, whole_pam_file: bool = False,
+                 shipped_config: bool = False):
         self.dir = env.dir / f"sshd-{uuid.uuid4().hex[:6]}"
         self.dir.mkdir()
         self.name = f"sshd-mfa-test-{uuid.uuid4().hex[:8]}"
         self.pam = Path("/etc/pam.d") / self.name
-        self.pam.write_text(pam_auth + "\naccount required pam_unix.so\n"
+        self.pam.write_text(pam_auth if whole_pam_file else
+                            pam_auth + "\naccount required pam_unix.so\n"
                             "session required pam_permit.so\n")
         binary = self.dir / self.name
         binary.symlink_to(SSHD)
@@ -45,8 +58,10 @@ class Sshd:
         config.write_text(
             f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.dir}/host_key\n"
             f"PidFile {self.dir}/sshd.pid\nUsePAM yes\nKbdInteractiveAuthentication yes\n"
-            "PasswordAuthentication no\nPermitRootLogin no\nStrictModes no\n"
-            f"AuthenticationMethods {methods}\n"
+            "PermitRootLogin no\nStrictModes no\n"
+            + (_shipped_sshd_config(methods) if shipped_config else
+               "PasswordAuthentication no\n"
+               f"AuthenticationMethods {methods}\n") +
             f"AuthorizedKeysFile {self.dir}/authorized_keys_%u\n"
             "LogLevel VERBOSE\nUseDNS no\n")
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation directory
@@ -99,6 +114,16 @@ class Sshd:
         self.proc.wait(10)
         self.log.close()
         self.pam.unlink(missing_ok=True)
+
+
+def _shipped_sshd_config(methods: str) -> str:
+    """conf/sshd_config.d/mfa-radius.conf, with the AuthenticationMethods line the test wants."""
+    lines = []
+    for line in (CONF / "sshd_config.d" / "mfa-radius.conf").read_text().splitlines():
+        if line.startswith("AuthenticationMethods"):
+            line = f"AuthenticationMethods {methods}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture
@@ -188,3 +213,31 @@ def test_daemon_down_falls_back_in_process(ssh_env):
     out, status = deny.login(user, [("Password:", password)])
     assert status != 0 and "ok-logged-in" not in out
     assert "Traceback" not in out
+
+
+def test_shipped_files_password_then_code(ssh_env):
+    """conf/pam.d/sshd and conf/sshd_config.d/mfa-radius.conf as shipped (Debian 12 stacks)."""
+    env, user, password, servers = ssh_env
+    totp = env.enroll(user)
+    sshd = Sshd(env, shipped_pam(env, "sshd"), "keyboard-interactive", whole_pam_file=True,
+                shipped_config=True)
+    servers.append(sshd)
+    out, status = sshd.login(user, [("Password:", password),
+                                    ("Verification code:", env.next_code(totp))])
+    assert status == 0 and "ok-logged-in" in out, out + sshd.logged()
+
+
+def test_shipped_files_key_and_code(ssh_env):
+    env, user, password, servers = ssh_env
+    totp = env.enroll(user)
+    sshd = Sshd(env, shipped_pam(env, "sshd-key-and-code"), "publickey,keyboard-interactive",
+                whole_pam_file=True, shipped_config=True)
+    servers.append(sshd)
+    key = sshd.dir / "client_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    shutil.copy(f"{key}.pub", sshd.dir / f"authorized_keys_{user}")
+    out, status = sshd.login(user, [("Verification code:", env.next_code(totp))], key=key)
+    assert status == 0 and "ok-logged-in" in out, out + sshd.logged()
+    # Without the key, keyboard-interactive alone is not enough.
+    out, status = sshd.login(user, [])
+    assert status != 0 and "ok-logged-in" not in out
