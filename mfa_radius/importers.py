@@ -42,9 +42,14 @@ def parse_csv(text: str, source: str = "<csv>") -> list[DeviceSpec]:
     specs: list[DeviceSpec] = []
     serial_lines: dict[str, int] = {}
     seed_lines: dict[bytes, int] = {}
-    for lineno, fields in _csv_records(text, source):
+    for lineno, fields in _csv_records(text.removeprefix("\ufeff"), source):
         where = f"{source}:{lineno}"
-        spec = _csv_spec(fields, where)
+        try:
+            spec = _csv_spec(fields, where)
+        except ImportFormatError as exc:
+            if not specs and len(fields) > 1 and not _HEX.match(fields[1].strip()):
+                raise ImportFormatError(f"{exc} (a header line must start with #)") from None
+            raise
         if spec.serial in serial_lines:
             raise ImportFormatError(f"{where}: serial {spec.serial} already appears on line "
                                     f"{serial_lines[spec.serial]}")
@@ -57,6 +62,19 @@ def parse_csv(text: str, source: str = "<csv>") -> list[DeviceSpec]:
     if not specs:
         raise ImportFormatError(f"{source}: no tokens found (expected lines of {_CSV_COLUMNS})")
     return specs
+
+
+def parse_csv_file(path: str | os.PathLike) -> list[DeviceSpec]:
+    """parse_csv() on a file: UTF-8 (a byte-order mark, as spreadsheets write, is fine)."""
+    source = os.fsdecode(path)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ImportFormatError(f"{source}: cannot read file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ImportFormatError(f"{source}: not UTF-8 text (byte {exc.start})") from None
+    return parse_csv(text, source)
 
 
 def _csv_records(text: str, source: str):

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from mfa_radius.devices import DeviceSpec
 from mfa_radius.errors import DeviceError, ImportFormatError
-from mfa_radius.importers import parse_csv
+from mfa_radius.importers import parse_csv, parse_csv_file
 from mfa_radius.verifier import Attempt, Verifier
 
 RFC_SEED = "3132333435363738393031323334353637383930"  # "12345678901234567890", RFC 4226/6238
@@ -263,3 +263,22 @@ def test_the_documented_example_parses():
     assert [(s.serial, s.kind, s.digits, s.period, s.counter, s.user) for s in specs] == [
         ("HW-1001", "totp", 6, 30, 0, None), ("HW-1002", "totp", 8, 60, 0, None),
         ("HW-2001", "hotp", 6, 30, 0, None), ("HW-2002", "hotp", 6, 30, 0, "alice")]
+
+
+def test_byte_order_mark_and_header_hint(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + f"A1,{RFC_SEED},totp\r\n".encode())
+    assert [s.serial for s in parse_csv_file(path)] == ["A1"]
+    assert [s.serial for s in parse_csv(path.read_text(encoding="utf-8"))] == ["A1"]
+    with pytest.raises(ImportFormatError, match=r"h.csv:1: seed is not hexadecimal .*"
+                                                r"\(a header line must start with #\)"):
+        parse_csv(f"serial,seed,type\nA1,{RFC_SEED},totp\n", "h.csv")
+
+
+def test_csv_file_errors(tmp_path):
+    with pytest.raises(ImportFormatError, match="missing.csv: cannot read file"):
+        parse_csv_file(tmp_path / "missing.csv")
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes(f"A1,{RFC_SEED},totp,6,30,jos\xe9\n".encode("latin-1"))
+    with pytest.raises(ImportFormatError, match="latin1.csv: not UTF-8 text"):
+        parse_csv_file(latin1)
