@@ -156,7 +156,7 @@ class Devices:
             if self.store.count_user_devices(user) >= self.config.policy.max_devices:
                 raise DeviceError(f"user {user} already holds {self.config.policy.max_devices} "
                                   "devices (the maximum)")
-            position = self._find_pair(device, code1, code2, now, after_use=False)
+            position = self._find_pair(device, code1, code2, now)
             self.store.ensure_user(user, now)
             if not self.store.assign_device(device["id"], user, now=now, **position):
                 raise DeviceError(f"device {serial} was assigned by someone else meanwhile")
@@ -170,7 +170,7 @@ class Devices:
             device = self._device(serial)
             if device["user"] != user:
                 raise DeviceError(f"device {serial} is not assigned to {user}")
-            position = self._find_pair(device, code1, code2, now, after_use=True)
+            position = self._find_pair(device, code1, code2, now)
             self.store.resync_device(device["id"], **position)
         return {"user": user, "serial": serial, "status": "resynchronised",
                 **({"drift_steps": position["drift"]} if "drift" in position else
@@ -220,9 +220,12 @@ class Devices:
             raise DeviceError(f"no device with serial {serial}")
         return device
 
-    def _find_pair(self, device: dict, code1: str, code2: str, now: float,
-                   after_use: bool) -> dict:
-        """Where two consecutive codes sit, searched over the wide resync window only."""
+    def _find_pair(self, device: dict, code1: str, code2: str, now: float) -> dict:
+        """Where two consecutive codes sit, searched over the wide resync window only.
+
+        Steps (or counters) already used stay used, also when a deactivated device is enabled
+        again: otherwise re-enabling it with two old codes would reopen the steps after them.
+        """
         code1, code2 = code1.strip(), code2.strip()
         digits = device["digits"]
         if not (is_code(code1, digits) and is_code(code2, digits)):
@@ -234,9 +237,7 @@ class Devices:
         window = self.config.otp.resync_window
         if device["kind"] == "totp":
             current = time_step(now, device["period"])
-            first = current - window
-            if after_use:
-                first = max(first, device["last_step"] + 1)
+            first = max(current - window, device["last_step"] + 1)
             step = key.find_pair(code1, code2, first, current + window)
             if step is None:
                 raise DeviceError(f"device {device['serial']}: the codes are not two consecutive "
