@@ -440,3 +440,30 @@ def test_list_filters(devices):
     row = devices.list(user="alice")[0]
     assert set(row) >= {"serial", "type", "user", "status"}
     assert row["type"] == "totp" and row["counter"] is None and row["period"] == 30
+
+
+def test_re_enabling_a_device_never_reopens_used_steps(devices, verifier):
+    key = enabled_totp(devices)  # enable consumed the step at NOW
+    later = NOW + 300
+    assert verify(verifier, "alice", totp_at(key, later), now=later).accepted
+    devices.deactivate("alice", "S1")
+    # Two consecutive codes that were shown (and possibly seen) before the last use.
+    with pytest.raises(DeviceError):
+        devices.enable("bob", "S1", totp_at(key, later, -3), totp_at(key, later, -2), now=later)
+    assert verify(verifier, "bob", totp_at(key, later, -1), now=later).reason == "no_device"
+    devices.enable("bob", "S1", totp_at(key, later, 1), totp_at(key, later, 2), now=later)
+    for offset in (-1, 0, 2):
+        assert not verify(verifier, "bob", totp_at(key, later, offset), now=later).accepted
+    # Enabled with the codes one and two steps ahead: a drift of 2 was recorded.
+    assert verify(verifier, "bob", totp_at(key, later + 90, 2), now=later + 90).accepted
+
+
+def test_enable_hotp_never_goes_back_to_used_counters(devices, verifier):
+    key = key_of(devices.create_virtual("H1", kind="hotp"))
+    devices.enable("alice", "H1", key.code(0), key.code(1), now=NOW)
+    assert verify(verifier, "alice", key.code(5)).accepted
+    devices.deactivate("alice", "H1")
+    with pytest.raises(DeviceError):
+        devices.enable("bob", "H1", key.code(2), key.code(3), now=NOW)
+    devices.enable("bob", "H1", key.code(6), key.code(7), now=NOW)
+    assert verify(verifier, "bob", key.code(8)).accepted
