@@ -107,8 +107,15 @@ class Daemon:
             time.sleep(0.05)
         raise AssertionError(f"{pattern!r} not in log:\n{self.log()}")
 
-    def decisions(self) -> list[str]:
-        return re.findall(r"client=.*", self.log())
+    def decisions(self, count: int = 0, timeout: float = 5.0) -> list[str]:
+        """The decision lines so far, waiting until there are at least `count` (a reply can
+        reach the client a moment before its log line is written)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = re.findall(r"client=.*", self.log())
+            if len(lines) >= count or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.02)
 
     # ---- raw UDP, for what radclient cannot do (same bytes twice, malformed packets) --------
 
