@@ -172,18 +172,12 @@ def create_virtual(ctx: _Context, serial, kind, digits, algorithm, period, issue
 def import_devices(ctx: _Context, file, fmt, pskc_key, pskc_password, as_json) -> None:
     """Import hardware tokens from a vendor seed file, all or nothing."""
     from . import importers
-    from .errors import ImportFormatError
 
     started = time.monotonic()
     if fmt == "csv":
         if pskc_key or pskc_password:
             raise click.UsageError("--pskc-key/--pskc-password only apply to --format pskc")
-        try:
-            with open(file, encoding="utf-8-sig") as fh:
-                text = fh.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ImportFormatError(f"{file}: cannot read: {getattr(exc, 'strerror', None) or exc}")
-        specs = importers.parse_csv(text, file)
+        specs = importers.parse_csv_file(file)
     else:
         if pskc_key and pskc_password:
             raise click.UsageError("give --pskc-key or --pskc-password, not both")
@@ -195,7 +189,9 @@ def import_devices(ctx: _Context, file, fmt, pskc_key, pskc_password, as_json) -
                 raise click.UsageError("--pskc-key must be hexadecimal") from None
         if pskc_password == "-":
             pskc_password = sys.stdin.readline().rstrip("\n")
-        specs = importers.parse_pskc(file, key=key, password=pskc_password)
+        # Vendors fill PSKC UserId with directory names: tokens import unassigned, and are then
+        # enabled per user (the CSV sixth column is the way to assign on import).
+        specs = importers.without_users(importers.parse_pskc(file, key=key, password=pskc_password))
     count = ctx.devices().add(specs)
     assigned = sum(1 for s in specs if s.user)
     result = {"imported": count, "assigned": assigned, "seconds": round(time.monotonic() - started, 3)}

@@ -11,7 +11,7 @@ import re
 import secrets
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import recovery
 from .config import Config
@@ -30,7 +30,7 @@ class DeviceSpec:
     """A device to add: from create-virtual, a CSV line or a PSKC key package."""
 
     serial: str
-    seed: bytes
+    seed: bytes = field(repr=False)  # never in a log line or a test report
     kind: str = "totp"
     digits: int = 6
     algorithm: str = "SHA1"

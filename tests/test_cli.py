@@ -339,3 +339,25 @@ def test_backup_is_a_consistent_private_copy(cfg_path, tmp_path):
     again = run_cli(cfg_path, "backup", str(dest))
     assert_one_line_error(again, 2)
     assert "already exists" in again.stderr
+
+
+def test_pskc_import_through_the_cli_with_preshared_key_and_password(cfg_path):
+    data = os.path.join(os.path.dirname(__file__), "data", "pskc")
+    result = run_cli(cfg_path, "device", "import", os.path.join(data, "rfc6030-figure6.pskcxml"),
+                     "--format", "pskc", "--pskc-key", "12345678901234567890123456789012")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(run_cli(cfg_path, "device", "list", "--json").stdout)
+    assert [(r["serial"], r["status"], r["virtual"]) for r in rows] == [
+        ("987654321", "unassigned", False)]
+    # figure 7 holds the same token, password-protected
+    assert run_cli(cfg_path, "device", "delete", "987654321").returncode == 0
+    wrong = run_cli(cfg_path, "device", "import", os.path.join(data, "rfc6030-figure7.pskcxml"),
+                    "--format", "pskc", "--pskc-password", "-", input="not-qwerty\n")
+    assert_one_line_error(wrong, 1)
+    result = run_cli(cfg_path, "device", "import", os.path.join(data, "rfc6030-figure7.pskcxml"),
+                     "--format", "pskc", "--pskc-password", "-", input="qwerty\n")
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(run_cli(cfg_path, "device", "list", "--json").stdout)) == 1
+    bad = run_cli(cfg_path, "device", "import", os.path.join(data, "rfc6030-figure6.pskcxml"),
+                  "--format", "pskc", "--pskc-key", "zz")
+    assert bad.returncode == 2 and "hexadecimal" in bad.stderr
