@@ -8,6 +8,7 @@ authentication server).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -259,8 +260,10 @@ def _coerce(hint, value, dotted, meta, path, text, section, key):
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad("an integer")
     elif hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
+        # TOML allows nan and inf: nan passes every bound (a nan lockout_delay disables lockout).
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not math.isfinite(value):
+            raise bad("a finite number")
         value = float(value)
     elif hint is str:
         if not isinstance(value, str):
