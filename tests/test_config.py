@@ -156,8 +156,13 @@ def test_a_section_that_is_not_a_table(write):
     ("otp", 'totp_window = "1"', "an integer"),
     ("policy", 'nullok = "yes"', "true or false"),
     ("policy", "nullok = 1", "true or false"),
-    ("policy", 'lockout_delay = "30s"', "a number"),
-    ("policy", "lockout_delay = false", "a number"),
+    ("policy", 'lockout_delay = "30s"', "a finite number"),
+    ("policy", "lockout_delay = false", "a finite number"),
+    # nan passes every bound check (a nan delay would disable the lockout); inf overflows.
+    ("policy", "lockout_delay = nan", "a finite number"),
+    ("policy", "lockout_max_delay = inf", "a finite number"),
+    ("storage", "busy_timeout = inf", "a finite number"),
+    ("radius", "challenge_timeout = -nan", "a finite number"),
     ("policy", 'exempt_users = "svc"', "a list"),
     ("policy", "exempt_users = [1, 2]", "a list of strings"),
     ("otp", "issuer = 5", "a string"),
@@ -165,10 +170,11 @@ def test_a_section_that_is_not_a_table(write):
     ("radius", "listen = '127.0.0.1:1812'", "a list"),
 ])
 def test_wrong_types(write, section, line, expected):
-    path = write(MINIMAL + f"\n[{section}]\n{line}\n")
+    path = write(MINIMAL + f"\n[{section}]\n{line}\n" if section != "storage" else
+                 MINIMAL + f"{line}\n")
     message = error_of(path)
     key = line.split(" =")[0]
-    assert message.startswith(f"{path}:6: ")
+    assert message.startswith(f"{path}:{4 if section == 'storage' else 6}: ")
     assert f"'{section}.{key}' must be {expected}" in message
 
 
