@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sqlite3
+import subprocess
 
 import pytest
 
@@ -727,3 +729,28 @@ def test_a_database_locked_beyond_the_busy_timeout_refuses(make_world):
         blocker.close()
     assert (d.accepted, d.reason) == (False, "error")
     assert verify(v, "alice", totp_at(key, NOW)).accepted
+
+
+# ---- codes from an independent implementation -------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("oathtool") is None, reason="oathtool not installed")
+@pytest.mark.parametrize("kind,digits,algorithm", [("totp", 6, "SHA1"), ("totp", 8, "SHA256"),
+                                                   ("totp", 8, "SHA512"), ("hotp", 6, "SHA1")])
+def test_codes_from_oathtool_are_accepted(world, kind, digits, algorithm):
+    info = world.devices.create_virtual("O1", kind=kind, digits=digits, algorithm=algorithm)
+
+    def oath(*args):
+        return subprocess.run(["oathtool", "-b", "-d", str(digits), *args, info["secret"]],
+                              capture_output=True, text=True, check=True).stdout.split()
+
+    if kind == "totp":
+        mode = f"--totp={algorithm.lower()}"
+        c1, c2 = oath(mode, "-N", f"@{int(NOW) - 30}", "-w", "1")
+        world.devices.enable("alice", "O1", c1, c2, now=NOW)
+        (code,) = oath(mode, "-N", f"@{int(NOW) + 30}")
+        assert verify(world.v, "alice", code, now=NOW + 30).accepted
+    else:
+        c1, c2, c3 = oath("--hotp", "-c", "0", "-w", "2")
+        world.devices.enable("alice", "O1", c1, c2, now=NOW)
+        assert verify(world.v, "alice", c3).accepted
+        assert verify(world.v, "alice", c2).reason == "replay"
