@@ -115,6 +115,20 @@ attributes = { Filter-Id = ["a", "b"], Framed-IP-Address = "10.9.9.9" }
     assert table.for_user("bob", accounts) == b""
 
 
+def test_vendor_attribute_matches_pyrad(tmp_path):
+    from pyrad.dictionary import Dictionary
+    from pyrad.packet import Packet
+
+    from mfa_radius.radius.replies import DICTIONARY
+
+    cfg = load(tmp_path, '[[radius.replies]]\ngroup = "g"\n'
+                         'attributes = { Fortinet-Group-Name = "admins" }\n')
+    attrs = ReplyTable.from_config(cfg).for_user("u", StaticAccounts({"u": {"g"}}))
+    pkt = Packet(dict=Dictionary(DICTIONARY), secret=b"x")
+    pkt["Fortinet-Group-Name"] = "admins"
+    assert attrs == pkt._PktEncodeAttributes()
+
+
 @pytest.mark.parametrize("attrs,match", [
     ('{ Nonsense-Attr = "x" }', "unknown RADIUS attribute"),
     ('{ State = "x" }', "set by the server"),

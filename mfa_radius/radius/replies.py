@@ -4,8 +4,8 @@
     group = "vpn-admins"
     attributes = { Class = "admins", Filter-Id = "full-access", Session-Timeout = 28800 }
 
-Names and types come from the shipped dictionary (pyrad format, so admins can add vendor
-attributes there). A value may be a list for an attribute sent more than once. An Access-Accept
+Names and types come from the shipped dictionary (pyrad format; it has a few vendor attributes,
+e.g. Fortinet-Group-Name, Cisco-AVPair, PaloAlto-User-Group, and admins can add more there). A value may be a list for an attribute sent more than once. An Access-Accept
 carries the user's own entries, then those of each matching group, in config order.
 """
 
@@ -70,8 +70,6 @@ def encode(name: str, value, where: str) -> bytes:
     if name in _RESERVED:
         raise ConfigError(f"{where}: attribute {name!r} is set by the server, not in replies")
     attr = d.attributes[name]
-    if attr.vendor:
-        raise ConfigError(f"{where}: vendor attribute {name!r} is not supported in replies yet")
     try:
         if isinstance(value, str) and attr.values.HasForward(value):
             raw = attr.values.GetForward(value)
@@ -84,6 +82,13 @@ def encode(name: str, value, where: str) -> bytes:
             raise ValueError(f"needs an integer{' or a value name' if attr.values else ''}")
         else:
             raw = tools.EncodeAttr(attr.type, value)
+        if attr.vendor:
+            # RFC 2865 5.26 Vendor-Specific: vendor id, then the vendor's own type-length-value.
+            vendor_id = d.vendors.GetForward(attr.vendor)
+            if len(raw) > 247:
+                raise ValueError("longer than 247 octets (vendor attribute)")
+            raw = vendor_id.to_bytes(4, "big") + bytes((attr.code, len(raw) + 2)) + raw
+            return codec.encode_attr(26, raw)
         return codec.encode_attr(attr.code, raw)
     except (ValueError, TypeError, OverflowError, OSError) as exc:
         raise ConfigError(f"{where}: bad value {value!r} for {name} ({attr.type}): {exc}") \

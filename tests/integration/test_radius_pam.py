@@ -187,12 +187,12 @@ def radius_login(tmp_path, users):
     service = f"mfa-radius-prt-{os.getpid()}"
     path = Path("/etc/pam.d") / service
 
-    def setup(daemon: Daemon) -> str:
+    def setup(daemon: Daemon, before: str = "", options: str = "") -> str:
         conf = tmp_path / f"pam_radius_auth-{daemon.port}.conf"
         conf.write_text(f"127.0.0.1:{daemon.port} {SECRET} 3\n")
         os.chmod(conf, 0o600)
-        path.write_text(f"auth required pam_radius_auth.so conf={conf} retry=1\n"
-                        "account required pam_permit.so\n")
+        path.write_text(before + f"auth required pam_radius_auth.so conf={conf} retry=1 "
+                        f"{options}\naccount required pam_permit.so\n")
         return service
 
     yield setup
@@ -242,5 +242,25 @@ def test_pam_radius_auth_code_only(tmp_path, radius_login, users):
         assert out.returncode == 0, out.stdout + out.stderr + d.log()
         out = pamtester(service, users["plain"], f"{now_code(key)}\n")  # replay
         assert out.returncode != 0
+    finally:
+        d.stop()
+
+
+def test_pam_radius_auth_code_after_local_password(tmp_path, radius_login, users):
+    """docs/vpn.md: local password first (pam_unix), then RADIUS for the code alone."""
+    d = Daemon(tmp_path, radius='password_backend = "none"\n', clients=LEGACY)
+    devices = open_devices(d.cfg)
+    key = assign(devices, users["plain"], "AFTER-LOCAL")
+    devices.store.close()
+    d.start()
+    try:
+        service = radius_login(d, before="auth requisite pam_unix.so nodelay\n",
+                               options="prompt=Code force_prompt")
+        out = pamtester(service, users["plain"], f"{PASSWORD}\n{now_code(key)}\n")
+        assert out.returncode == 0, out.stdout + out.stderr + d.log()
+        assert "Code: " in out.stdout + out.stderr
+        out = pamtester(service, users["plain"], f"wrong\n{now_code(key, 1)}\n")
+        assert out.returncode != 0
+        assert len(d.decisions(1)) == 1  # requisite pam_unix failed: RADIUS was not asked
     finally:
         d.stop()

@@ -35,7 +35,7 @@ def daemon(tmp_path):
     d = Daemon(tmp_path, radius='password_backend = "none"\n', extra="""
 [[radius.replies]]
 user = "alice"
-attributes = { Class = "vpn-users", Session-Timeout = 3600 }
+attributes = { Class = "vpn-users", Session-Timeout = 3600, Fortinet-Group-Name = "admins" }
 """)
     yield d
     d.stop()
@@ -60,6 +60,7 @@ def test_code_accepted_with_reply_attributes_then_replay_rejected(daemon, alice)
     assert result == "Access-Accept", out
     assert reply_attr(out, "Class") == ["0x76706e2d7573657273"]
     assert reply_attr(out, "Session-Timeout") == ["3600"]
+    assert reply_attr(out, "Fortinet-Group-Name") == ['"admins"']  # a vendor attribute
     result, out = radclient(daemon, signed("alice", code))
     assert result == "Access-Reject", out
     assert reply_attr(out, "Class") == []
