@@ -142,11 +142,13 @@ class Store:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
+            # A failed COMMIT (deferred constraint, full disk) leaves the transaction open,
+            # holding the write lock for every process: roll it back as well.
+            self.conn.execute("COMMIT")
         except BaseException:
             if self.conn.in_transaction:
                 self.conn.rollback()
             raise
-        self.conn.execute("COMMIT")
 
     def data_version(self) -> int:
         """Changes whenever another connection commits (the cache-invalidation signal)."""
