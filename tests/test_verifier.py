@@ -754,3 +754,22 @@ def test_codes_from_oathtool_are_accepted(world, kind, digits, algorithm):
         world.devices.enable("alice", "O1", c1, c2, now=NOW)
         assert verify(world.v, "alice", c3).accepted
         assert verify(world.v, "alice", c2).reason == "replay"
+
+
+def test_a_failing_commit_refuses_and_releases_the_write_lock(make_world):
+    # A deferred foreign key fails at COMMIT time, as a full disk can: SQLite then keeps the
+    # transaction (and the write lock) open unless the store rolls it back.
+    w = make_world()
+    key = assign(w.devices, "alice", "A1")
+    admin = w.devices.store.conn
+    admin.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    admin.execute("CREATE TABLE child (pid INTEGER REFERENCES parent(id) "
+                  "DEFERRABLE INITIALLY DEFERRED)")
+    admin.execute("CREATE TRIGGER poison AFTER INSERT ON audit BEGIN "
+                  "INSERT INTO child VALUES (42); END")
+    d = verify(w.v, "alice", totp_at(key, NOW))
+    assert (d.accepted, d.reason) == (False, "error")
+    assert not w.v.store.conn.in_transaction
+    admin.execute("DROP TRIGGER poison")  # would wait on a lock still held
+    assert w.device_row("A1")["last_step"] == -1
+    assert verify(w.v, "alice", totp_at(key, NOW)).accepted
