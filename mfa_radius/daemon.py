@@ -86,7 +86,10 @@ def _reload(config_path: str, verifier: Verifier, server, pam) -> None:
         return
     verifier.reconfigure(cfg)
     if pam is not None:
-        pam.reconfigure(cfg)
+        try:
+            pam.reconfigure(cfg)
+        except Exception:  # noqa: BLE001 - a reload must never stop the daemon
+            log.exception("PAM socket: reload failed, keeping its previous settings")
     log.info("reloaded %s", config_path)
 
 

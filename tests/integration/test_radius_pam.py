@@ -109,6 +109,27 @@ def test_challenge_round_trip_and_state_single_use(make_daemon, users):
     assert "reason=unknown_state" in d.decisions(3)[-1]
 
 
+def test_duplicate_while_password_check_runs_is_dropped(make_daemon, users):
+    import socket as socket_mod
+
+    from mfa_radius.radius import codec
+    from radius_helpers import access_request
+
+    d = make_daemon()
+    packet, _ = access_request(users["plain"], PASSWORD.encode())
+    with socket_mod.socket(socket_mod.AF_INET, socket_mod.SOCK_DGRAM) as sock:
+        for _ in range(3):  # the PAM check takes tens of ms: these arrive while it runs
+            sock.sendto(packet, ("127.0.0.1", d.port))
+        sock.settimeout(1.0)
+        first = sock.recv(4096)
+        with pytest.raises(socket_mod.timeout):
+            sock.recv(4096)  # only one reply for the three copies
+        assert first[0] == codec.ACCESS_CHALLENGE
+        sock.sendto(packet, ("127.0.0.1", d.port))
+        assert sock.recv(4096) == first  # later: the cached reply, the same State
+    assert len(d.decisions(1)) == 1
+
+
 def test_state_bound_to_user(make_daemon, users):
     d = make_daemon()
     _, out = radclient(d, req(users["plain"], PASSWORD))

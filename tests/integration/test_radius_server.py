@@ -183,6 +183,15 @@ def test_retransmitted_wrong_code_counts_one_failure(daemon, alice):
     assert len(daemon.decisions(2)) == 2
 
 
+def test_lockout_after_wrong_codes(daemon, alice):
+    for i in range(5):  # [policy] lockout_failures default
+        packet, _ = access_request("alice", b"%06d" % (900000 + i))
+        assert daemon.raw(packet)[0] == codec.ACCESS_REJECT
+    result, _ = radclient(daemon, signed("alice", now_code(alice)))
+    assert result == "Access-Reject"
+    assert "reason=locked" in daemon.decisions(6)[-1]
+
+
 def test_duplicate_from_other_port_is_a_new_request(daemon, alice):
     code = now_code(alice)
     packet, _ = access_request("alice", code.encode())
