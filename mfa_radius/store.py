@@ -17,13 +17,14 @@ from typing import Iterable, Iterator
 
 from .errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 DEVICE_COLUMNS = ("id", "serial", "kind", "virtual", "digits", "algorithm", "period", "counter",
                   "last_step", "drift", "seed", "fingerprint", "user", "created_at", "enabled_at",
                   "last_used_at")
 _DEVICE_SELECT = "SELECT " + ", ".join(DEVICE_COLUMNS) + " FROM devices"
-USER_COLUMNS = ("name", "failures", "locked_until", "last_success", "last_failure", "created_at")
+USER_COLUMNS = ("name", "failures", "locked_until", "last_success", "last_failure", "created_at",
+                "phone")
 _USER_SELECT = "SELECT " + ", ".join(USER_COLUMNS) + " FROM users"
 
 
@@ -56,7 +57,21 @@ def _migrate_1(db) -> None:
     db["audit"].create_index(["user", "time"])
 
 
-MIGRATIONS = {1: _migrate_1}
+def _migrate_2(db) -> None:
+    """SMS codes: the user's phone, the live code (only its HMAC), and the send log."""
+    db["users"].add_column("phone", str)
+    db["users"].add_column("sms_enabled_at", float)
+    db["sms_codes"].create({"user": str, "hash": bytes, "created_at": float, "expires_at": float},
+                           pk="user", not_null={"hash", "created_at", "expires_at"})
+    db["sms_sends"].create({"id": int, "time": float, "user": str, "source": str},
+                           pk="id", not_null={"time", "user"})
+    db["sms_sends"].create_index(["time"])
+    db["sms_sends"].create_index(["user", "time"])
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
+# The send log is kept this long (the rate limits look back minutes; the rest is for audits).
+SMS_SEND_LOG_DAYS = 30
 
 
 class Store:
@@ -328,6 +343,61 @@ class Store:
             "SELECT count(*) FROM recovery_codes WHERE user = ? AND used_at IS NULL",
             (name,)).fetchone()[0]
         return row
+
+    # ---- SMS -------------------------------------------------------------------------------
+
+    def set_phone(self, user: str, phone: str | None, now: float) -> bool:
+        """Register (or with None, remove) the user's SMS phone; False if nothing changed."""
+        if phone is not None:
+            self.ensure_user(user, now)
+        cur = self.conn.execute(
+            "UPDATE users SET phone = ?, sms_enabled_at = ? WHERE name = ? AND "
+            "phone IS NOT ?", (phone, now if phone else None, user, phone))
+        if phone is None:
+            self.conn.execute("DELETE FROM sms_codes WHERE user = ?", (user,))
+        return cur.rowcount == 1
+
+    def sms_users(self) -> list[dict]:
+        """Every user with a phone registered for SMS codes: user, phone, enabled_at."""
+        rows = self.conn.execute("SELECT name, phone, sms_enabled_at FROM users WHERE phone IS "
+                                 "NOT NULL ORDER BY name")
+        return [{"user": r[0], "phone": r[1], "enabled_at": r[2]} for r in rows]
+
+    def sms_code(self, user: str) -> tuple[bytes, float] | None:
+        """(hash, expires_at) of the user's live code, if one was issued."""
+        return self.conn.execute("SELECT hash, expires_at FROM sms_codes WHERE user = ?",
+                                 (user,)).fetchone()
+
+    def replace_sms_code(self, user: str, digest: bytes, now: float, expires_at: float) -> None:
+        """Store a new code for the user; the previous one, if any, stops working."""
+        self.conn.execute("INSERT INTO sms_codes (user, hash, created_at, expires_at) VALUES "
+                          "(?, ?, ?, ?) ON CONFLICT(user) DO UPDATE SET hash = excluded.hash, "
+                          "created_at = excluded.created_at, expires_at = excluded.expires_at",
+                          (user, digest, now, expires_at))
+
+    def consume_sms_code(self, user: str, digest: bytes, now: float) -> bool:
+        """Use up the live code with this hash; True only for the one caller that got it."""
+        cur = self.conn.execute("DELETE FROM sms_codes WHERE user = ? AND hash = ? AND "
+                                "expires_at > ?", (user, digest, now))
+        return cur.rowcount == 1
+
+    def sms_sends_since(self, user: str, since: float) -> list[float]:
+        """Times of the user's sends after `since`."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT time FROM sms_sends WHERE user = ? AND time > ? ORDER BY time",
+            (user, since))]
+
+    def sms_sends_total(self, since: float) -> tuple[int, float | None]:
+        """(how many sends for anyone after `since`, the oldest of them)."""
+        count, oldest = self.conn.execute("SELECT count(*), min(time) FROM sms_sends WHERE "
+                                          "time > ?", (since,)).fetchone()
+        return count, oldest
+
+    def add_sms_send(self, user: str, now: float, source: str) -> None:
+        self.conn.execute("INSERT INTO sms_sends (time, user, source) VALUES (?, ?, ?)",
+                          (now, user, source))
+        self.conn.execute("DELETE FROM sms_sends WHERE time < ?",
+                          (now - SMS_SEND_LOG_DAYS * 86400,))
 
     def audit_events(self, user: str | None = None, since: float | None = None,
                      limit: int = 1000) -> list[dict]:

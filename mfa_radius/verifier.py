@@ -12,6 +12,7 @@ under the write lock, so the decision is always made on current state.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from .config import Config
 from .errors import KeyFileError, MfaError, StoreError
 from .otp import OtpKey, is_code, time_step
 from .sealing import Sealer
+from .sms import policy as sms_policy
+from .sms.policy import SmsTicket
 from .store import Store
 
 log = logging.getLogger("mfa_radius.verifier")
@@ -46,7 +49,7 @@ class Attempt:
 class Decision:
     accepted: bool
     reason: str  # ok, exempt, no_device_allowed, bad_code, replay, locked, no_device, malformed, error
-    method: str | None = None  # totp, hotp, recovery
+    method: str | None = None  # totp, hotp, recovery, sms
     serial: str | None = None
     retry_after: float = 0.0  # seconds, when locked
 
@@ -59,12 +62,15 @@ class Decision:
 class UserStatus:
     """What the fronts need before they prompt: does this user have a second factor at all?"""
 
-    enrolled: bool  # has an assigned device or unused recovery codes
+    enrolled: bool  # has an assigned device, unused recovery codes or an SMS phone
     exempt: bool  # listed in policy.exempt_users: no second factor asked
     privileged: bool  # root, policy.privileged_users or a member of policy.privileged_groups
     allowed_without_device: bool  # policy lets this unenrolled user through (nullok)
     locked_for: float  # seconds left of a lockout, 0 when not locked
     digits: tuple[int, ...] = ()  # code lengths of the user's devices (PAM forward_pass splits)
+    sms: bool = False  # a code can be sent by SMS (phone set, not privileged, gateways configured)
+    sms_only: bool = False  # SMS is the user's only method: send a code before prompting
+    phone_hint: str = ""  # "ending 1234", for the prompt ("" without SMS)
 
 
 @dataclass(slots=True)
@@ -88,6 +94,7 @@ class _User:
     locked_until: float
     has_recovery: bool
     devices: list[_Device] = field(default_factory=list)
+    phone: str | None = None  # registered for SMS codes
 
 
 class Verifier:
@@ -99,6 +106,8 @@ class Verifier:
         self.accounts = accounts or Accounts()
         self._cache: dict[str, _User] = {}
         self._version: int | None = None
+        # A sub-key for SMS code hashes, derived through the fingerprint key (never stored).
+        self._sms_key = sealer.fingerprint(b"mfa-radius sms code key v1").encode()
 
     @classmethod
     def open(cls, config: Config, accounts: Accounts | None = None) -> "Verifier":
@@ -131,14 +140,22 @@ class Verifier:
         with self.store.errors("reading user"):
             self._refresh()
             state = self._user(user)
+        sms = self._sms_usable(state) and bool(self.config.sms.gateways)
         return UserStatus(
-            enrolled=bool(state.devices) or state.has_recovery,
+            enrolled=bool(state.devices) or state.has_recovery or bool(state.phone),
             exempt=user in self.config.policy.exempt_users,
             privileged=self.is_privileged(user),
             allowed_without_device=self.allowed_without_device(user),
             locked_for=max(0.0, state.locked_until - now),
             digits=tuple(sorted({d.digits for d in state.devices})),
+            sms=sms,
+            sms_only=sms and not state.devices,
+            phone_hint=sms_policy.phone_hint(state.phone) if sms else "",
         )
+
+    def _sms_usable(self, state: _User) -> bool:
+        # A privileged user's phone (from an older policy) is never used, not even to check.
+        return bool(state.phone) and not self.is_privileged(state.name)
 
     # ---- verification ----------------------------------------------------------------------
 
@@ -182,7 +199,7 @@ class Verifier:
         state = self._user(user)
         if state.locked_until > now:
             return Decision(False, "locked", retry_after=state.locked_until - now)
-        if not state.devices and not state.has_recovery:
+        if not state.devices and not state.has_recovery and not state.phone:
             _DUMMY_KEY.find(code, 0, 2 * self.config.otp.totp_window)
             if self.allowed_without_device(user):
                 return Decision(True, "no_device_allowed")
@@ -204,6 +221,12 @@ class Verifier:
             if code_id is not None and self.store.consume_recovery_code(code_id, now):
                 state.has_recovery = self.store.has_recovery_codes(user)
                 return self._success(state, "recovery", None, now)
+        if state.phone and sms_policy.looks_like_code(code) and self._sms_usable(state):
+            digest = sms_policy.code_hash(self._sms_key, user, code)
+            live = self.store.sms_code(user)
+            if (live is not None and live[1] > now and hmac.compare_digest(digest, live[0])
+                    and self.store.consume_sms_code(user, digest, now)):
+                return self._success(state, "sms", None, now)
         if replay_of is not None:
             # A used code is not a guess: it does not count towards the lockout.
             return Decision(False, "replay", replay_of.kind, replay_of.serial)
@@ -260,6 +283,66 @@ class Verifier:
                         state.locked_until - now, state.failures)
         return Decision(False, "bad_code")
 
+    # ---- SMS codes -------------------------------------------------------------------------
+
+    def issue_sms(self, user: str, source: str = "cli", now: float | None = None) -> SmsTicket:
+        """Make a new SMS code for `user` and record it (only its hash), or say why not.
+
+        Cheap and local (one short transaction): call it on the event-loop thread, then hand the
+        ticket to `SmsSender.send_code` on a worker thread. A new code replaces the user's live
+        one. Refused for privileged users, users without a phone, a locked user, and past the
+        per-user and global send limits; a refusal never raises.
+        """
+        now = time.time() if now is None else now
+        sms = self.config.sms
+        if not user or len(user) > MAX_USER_LEN:
+            return SmsTicket(False, "malformed")
+        try:
+            with self.store.errors("issuing an SMS code"), self.store.transaction():
+                self._refresh()
+                state = self._user(user)
+                ticket = self._issue(state, sms, source, now)
+        except (StoreError, KeyFileError) as exc:
+            log.error("no SMS code for user %s: %s", _safe(user), exc)
+            return SmsTicket(False, "error", user)
+        except Exception:  # noqa: BLE001 - a bug must not take the loop down
+            log.exception("no SMS code for user %s: internal error", _safe(user))
+            self._cache.clear()
+            self._version = None
+            return SmsTicket(False, "error", user)
+        if ticket.ok:
+            log.info("SMS code issued for user %s to %s (%s)", _safe(user),
+                     sms_policy.mask_phone(ticket.phone), _safe(source))
+        else:
+            level = logging.WARNING if ticket.reason in ("privileged", "busy") else logging.INFO
+            log.log(level, "no SMS code for user %s (%s): %s", _safe(user), _safe(source),
+                    sms_policy.explain(ticket.reason, ticket.retry_after))
+        return ticket
+
+    def _issue(self, state: _User, sms, source: str, now: float) -> SmsTicket:
+        user = state.name
+        if not state.phone:
+            return SmsTicket(False, "no_phone", user)
+        if self.is_privileged(user):
+            return SmsTicket(False, "privileged", user)
+        if not sms.gateways:
+            return SmsTicket(False, "not_configured", user)
+        if state.locked_until > now:
+            return SmsTicket(False, "locked", user, retry_after=state.locked_until - now)
+        limit = sms_policy.check_limits(
+            self.store.sms_sends_since(user, now - sms.send_window),
+            *self.store.sms_sends_total(now - 60.0), now=now, send_limit=sms.send_limit,
+            send_window=sms.send_window, global_limit=sms.global_limit_per_minute)
+        if limit is not None:
+            return SmsTicket(False, limit.reason, user, retry_after=limit.retry_after)
+        code = sms_policy.new_code()
+        expires_at = now + sms.code_ttl
+        self.store.replace_sms_code(user, sms_policy.code_hash(self._sms_key, user, code), now,
+                                    expires_at)
+        self.store.add_sms_send(user, now, source[:512])
+        message = sms_policy.render_message(sms.message, code, user, sms.host_name())
+        return SmsTicket(True, "ok", user, state.phone, message, expires_at)
+
     # ---- cache -----------------------------------------------------------------------------
 
     def _refresh(self) -> None:
@@ -288,7 +371,8 @@ class Verifier:
         return _User(name=name, known=row is not None,
                      failures=row["failures"] if row else 0,
                      locked_until=row["locked_until"] if row else 0.0,
-                     has_recovery=self.store.has_recovery_codes(name), devices=devices)
+                     has_recovery=self.store.has_recovery_codes(name), devices=devices,
+                     phone=row.get("phone") if row else None)
 
     def forget(self, user: str | None = None) -> None:
         """Drop cached state (all of it, or one user's) after an admin change in this process."""

@@ -13,10 +13,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from mfa_helpers import assign
-from radius_helpers import SECRET, Daemon, need, now_code, radclient, reply_attr
 
 from mfa_radius.state import open_devices
+
+from mfa_helpers import assign
+from radius_helpers import SECRET, Daemon, need, now_code, radclient, reply_attr
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "Horse-Battery-x"
@@ -111,9 +112,8 @@ def test_challenge_round_trip_and_state_single_use(make_daemon, users):
 def test_duplicate_while_password_check_runs_is_dropped(make_daemon, users):
     import socket as socket_mod
 
-    from radius_helpers import access_request
-
     from mfa_radius.radius import codec
+    from radius_helpers import access_request
 
     d = make_daemon()
     packet, _ = access_request(users["plain"], PASSWORD.encode())

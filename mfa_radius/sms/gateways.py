@@ -1,0 +1,338 @@
+"""The ways out for an SMS: a file, a generic HTTP API, Twilio, an admin's command; and the chain
+that tries them in order.
+
+Every gateway is bounded in time and raises GatewayError with a reason that is safe to log: it
+never holds the message (which holds the code). The chain never raises and never logs the code,
+the message text or the full phone number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+import signal
+import stat
+import subprocess
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import Config, SmsGateway
+from ..errors import ConfigError
+from .policy import SmsTicket, mask_phone
+
+log = logging.getLogger("mfa_radius.sms")
+
+# The HTTP client logs every request URL at INFO, and a GET gateway carries the message in it.
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+_MAX_RESPONSE = 64 * 1024
+_TWILIO_PATH = "/2010-04-01/Accounts/{sid}/Messages.json"
+
+
+class GatewayError(Exception):
+    """A gateway could not send; the text says why and is safe to log."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    ok: bool
+    gateway: str = ""  # the one that sent it
+    error: str = ""  # why none could (safe to log and to show an admin)
+
+    def explain(self) -> str:
+        """One line for the user."""
+        return "code sent" if self.ok else "could not send code"
+
+
+# ---- the gateways -----------------------------------------------------------------------------
+
+class FileGateway:
+    """Appends `time phone message` lines to a file (mode 0600): for demos and tests."""
+
+    def __init__(self, name: str, path: str):
+        self.name = name
+        self.path = path
+
+    def send(self, phone: str, message: str) -> None:
+        stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        line = f"{stamp} {phone} {message.replace(chr(10), ' ')}\n".encode("utf-8")
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise GatewayError(f"cannot open {self.path}: {exc.strerror}") from None
+        try:
+            # One write() of a short line: concurrent writers never interleave inside it.
+            os.write(fd, line)
+        except OSError as exc:
+            raise GatewayError(f"cannot write {self.path}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+
+
+class HttpGateway:
+    """A generic HTTP SMS API: the request is built from templates with {phone} and {message}."""
+
+    def __init__(self, name: str, *, url: str, method: str = "POST",
+                 headers: dict | None = None, params: dict | None = None,
+                 json: dict | None = None, form: dict | None = None,
+                 auth: tuple[str, str] | str | None = None, timeout: float = 10.0,
+                 success_codes: list[int] | tuple[int, ...] = (200, 201, 202, 204)):
+        """`auth`: (user, password) for basic auth, a token string for bearer, or None."""
+        self.name = name
+        self.url = url
+        self.method = method
+        self.headers = dict(headers or {})
+        self.params = params or {}
+        self.json = json or {}
+        self.form = form or {}
+        self.auth = auth
+        self.timeout = timeout
+        self.success_codes = set(success_codes)
+
+    def send(self, phone: str, message: str) -> None:
+        import httpx
+
+        values = {"{phone}": phone, "{message}": message}
+        headers = {k: _fill(v, values) for k, v in self.headers.items()}
+        kwargs: dict[str, Any] = {}
+        if self.params:
+            kwargs["params"] = _fill(self.params, values)
+        if self.json:
+            kwargs["json"] = _fill(self.json, values)
+        if self.form:
+            kwargs["data"] = _fill(self.form, values)
+        if isinstance(self.auth, tuple):
+            kwargs["auth"] = httpx.BasicAuth(*self.auth)
+        elif self.auth:
+            headers["Authorization"] = f"Bearer {self.auth}"
+        deadline = time.monotonic() + self.timeout
+        try:
+            with httpx.Client(timeout=self.timeout, follow_redirects=False) as client:
+                with client.stream(self.method, _fill(self.url, values), headers=headers,
+                                   **kwargs) as response:
+                    body = _read_bounded(response, deadline)
+        except httpx.TimeoutException:
+            raise GatewayError(f"no answer within {self.timeout:g} s") from None
+        except httpx.HTTPError as exc:
+            # The exception text may quote the URL, and a GET carries the message in it.
+            raise GatewayError(f"request failed ({type(exc).__name__})") from None
+        if response.status_code not in self.success_codes:
+            raise GatewayError(f"HTTP status {response.status_code}{self._detail(body)}")
+
+    def _detail(self, body: bytes) -> str:
+        return ""
+
+
+class TwilioGateway(HttpGateway):
+    """Twilio's Messages API: POST To/From/Body as a form, basic auth with SID and auth token."""
+
+    def __init__(self, name: str, *, account_sid: str, auth_token: str, from_number: str = "",
+                 messaging_service_sid: str = "", api_url: str = "https://api.twilio.com",
+                 timeout: float = 10.0):
+        form = {"To": "{phone}", "Body": "{message}"}
+        if messaging_service_sid:
+            form["MessagingServiceSid"] = messaging_service_sid
+        else:
+            form["From"] = from_number
+        super().__init__(name, url=api_url.rstrip("/") + _TWILIO_PATH.format(sid=account_sid),
+                         method="POST", form=form, auth=(account_sid, auth_token),
+                         timeout=timeout, success_codes=(200, 201))
+
+    def _detail(self, body: bytes) -> str:
+        # Twilio's error document has a numeric code (e.g. 21211 invalid To number): enough to
+        # look up, and it never quotes the message.
+        import json
+
+        try:
+            code = json.loads(body).get("code")
+        except (ValueError, AttributeError):
+            return ""
+        return f", Twilio error {code}" if isinstance(code, int) else ""
+
+
+class CommandGateway:
+    """Runs an admin's program (never through a shell) with the phone and the message as
+    arguments: "{phone}" and "{message}" in the argv are replaced, else both are appended."""
+
+    def __init__(self, name: str, argv: list[str], timeout: float = 10.0):
+        self.name = name
+        self.argv = list(argv)
+        self.timeout = timeout
+
+    def send(self, phone: str, message: str) -> None:
+        values = {"{phone}": phone, "{message}": message}
+        if any(k in arg for arg in self.argv for k in values):
+            argv = [_fill(arg, values) for arg in self.argv]
+        else:
+            argv = [*self.argv, phone, message]
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, close_fds=True,
+                                    start_new_session=True)
+        except OSError as exc:
+            raise GatewayError(f"cannot run {self.argv[0]}: {exc.strerror}") from None
+        try:
+            _, err = proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            # Kill the whole process group: a script's children must not outlive it either.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            proc.communicate()
+            raise GatewayError(f"{self.argv[0]} did not finish within {self.timeout:g} s "
+                               "(killed)") from None
+        if proc.returncode != 0:
+            first = (err or b"").decode("utf-8", "replace").strip().splitlines()[:1]
+            detail = f": {_scrub(first[0], phone, message, digits=True)}" if first else ""
+            raise GatewayError(f"{self.argv[0]} exited with status {proc.returncode}{detail}")
+
+
+# ---- the chain --------------------------------------------------------------------------------
+
+class SmsSender:
+    """The configured gateways, tried in order. Thread-safe: the daemon calls `send_code` from a
+    worker thread, never from its event loop."""
+
+    def __init__(self, gateways: list):
+        self.gateways = list(gateways)
+        self._lock = threading.Lock()
+        self.stats: Counter = Counter()  # sent, failed, gateway_errors (for metrics)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "SmsSender":
+        """Build the chain from [[sms.gateways]], reading secret files (ConfigError if bad).
+
+        Call it at start and on reload, before swapping a new config in.
+        """
+        return cls([_gateway(gw, i, cfg.path) for i, gw in enumerate(cfg.sms.gateways)])
+
+    def send_code(self, ticket: SmsTicket) -> SendResult:
+        """Send an issued code (Verifier.issue_sms); never raises, bounded by the timeouts."""
+        if not ticket.ok:
+            return SendResult(False, error=f"no code was issued ({ticket.reason})")
+        return self.send(ticket.phone, ticket.message, ticket.user)
+
+    def send(self, phone: str, message: str, user: str = "") -> SendResult:
+        who = f"user {_safe(user)} at {mask_phone(phone)}" if user else mask_phone(phone)
+        errors = []
+        for gw in self.gateways:
+            try:
+                gw.send(phone, message)
+            except GatewayError as exc:
+                reason = _scrub(str(exc), phone, message)
+            except Exception as exc:  # noqa: BLE001 - a gateway bug must not kill the worker
+                reason = f"internal error ({type(exc).__name__})"
+            else:
+                self._count("sent")
+                log.info("SMS for %s sent via %s", who, gw.name)
+                return SendResult(True, gw.name)
+            errors.append(f"{gw.name}: {reason}")
+            self._count("gateway_errors")
+            log.warning("SMS gateway %s failed for %s: %s", gw.name, who, reason)
+        error = "; ".join(errors) if errors else "no gateway configured"
+        self._count("failed")
+        log.error("could not send code to %s: %s", who, error)
+        return SendResult(False, error=error)
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self.stats[what] += 1
+
+
+def _gateway(gw: SmsGateway, index: int, config_path: str):
+    name = gw.name or f"{gw.type}-{index + 1}"
+    where = f"{config_path}: SMS gateway '{name}'"
+    if gw.type == "file":
+        return FileGateway(name, gw.path)
+    if gw.type == "command":
+        return CommandGateway(name, gw.command, gw.timeout)
+    if gw.type == "twilio":
+        token = read_secret_file(gw.auth_token_file, where)
+        return TwilioGateway(name, account_sid=gw.account_sid, auth_token=token,
+                             from_number=gw.from_number,
+                             messaging_service_sid=gw.messaging_service_sid,
+                             api_url=gw.api_url, timeout=gw.timeout)
+    auth: tuple[str, str] | str | None = None
+    if gw.auth == "basic":
+        auth = (gw.username, read_secret_file(gw.secret_file, where))
+    elif gw.auth == "bearer":
+        auth = read_secret_file(gw.secret_file, where)
+    return HttpGateway(name, url=gw.url, method=gw.method, headers=gw.headers, params=gw.params,
+                       json=gw.json, form=gw.form, auth=auth, timeout=gw.timeout,
+                       success_codes=gw.success_codes)
+
+
+def read_secret_file(path: str, where: str) -> str:
+    """The secret in `path` (its first line); refused unless only its owner can read it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read secret file {path}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{where}: secret file {path} is not a regular file")
+        if info.st_mode & 0o077:
+            raise ConfigError(f"{where}: secret file {path} is readable or writable by group or "
+                              f"others (mode {stat.S_IMODE(info.st_mode):04o}); "
+                              f"run: chmod 600 {path}")
+        data = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    try:
+        secret = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: secret file {path} is not UTF-8 text") from None
+    if not secret or "\n" in secret:
+        raise ConfigError(f"{where}: secret file {path} must hold the secret on one line")
+    return secret
+
+
+def _fill(template, values: dict[str, str]):
+    """Replace {phone} and {message} in strings, nested lists and tables (not str.format: a
+    provider's template may hold other braces)."""
+    if isinstance(template, str):
+        for key, value in values.items():
+            template = template.replace(key, value)
+        return template
+    if isinstance(template, dict):
+        return {k: _fill(v, values) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_fill(v, values) for v in template]
+    return template
+
+
+def _read_bounded(response, deadline: float) -> bytes:
+    """The start of the body, giving up at the deadline (a server trickling bytes)."""
+    body = b""
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) >= _MAX_RESPONSE or time.monotonic() > deadline:
+            break
+    return body[:_MAX_RESPONSE]
+
+
+_DIGITS = re.compile(r"\d{4,}")
+
+
+def _scrub(text: str, phone: str, message: str, digits: bool = False) -> str:
+    """A reason safe to log: without the message or the phone; with `digits` (text from a
+    program's stderr), without any run of digits either (it might be the code)."""
+    if message:
+        text = text.replace(message, "[message]")
+    if phone:
+        text = text.replace(phone, "[phone]")
+    if digits:
+        text = _DIGITS.sub("[digits]", text)
+    return text[:300]
+
+
+def _safe(text: str) -> str:
+    return text.encode("unicode_escape", "backslashreplace").decode("ascii")[:256]
