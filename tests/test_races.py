@@ -27,7 +27,7 @@ ROUNDS = 20
 CTX = multiprocessing.get_context("fork")
 
 
-def _worker(index, cfg_path, user, codes_by_round, barrier, results):
+def _worker(index, cfg_path, user, codes_by_round, barrier, results, batch):
     cfg = config_mod.load(cfg_path)
     long_lived = Verifier.open(cfg) if index == 0 else None
     try:
@@ -35,11 +35,16 @@ def _worker(index, cfg_path, user, codes_by_round, barrier, results):
             verifier = long_lived or Verifier.open(cfg)
             try:
                 barrier.wait(timeout=30)
-                decision = verifier.verify(Attempt(user, code, f"proc{index}", now))
+                # The long-lived one decides `batch` copies of the attempt in one group commit,
+                # as the daemon does with retransmissions that arrive in the same tick.
+                attempts = [Attempt(user, code, f"proc{index}", now)] * (batch if long_lived
+                                                                           else 1)
+                decisions = verifier.verify_batch(attempts)
             finally:
                 if verifier is not long_lived:
                     verifier.store.close()
-            results.put((rnd, index, decision.reason))
+            for decision in decisions:
+                results.put((rnd, index, decision.reason))
     except Exception as exc:  # report, so that the parent fails with a reason, not a timeout
         results.put((-1, index, f"{type(exc).__name__}: {exc}"))
         barrier.abort()
@@ -48,17 +53,17 @@ def _worker(index, cfg_path, user, codes_by_round, barrier, results):
             long_lived.store.close()
 
 
-def race(cfg, user, codes_by_round, processes=PROCESSES):
+def race(cfg, user, codes_by_round, processes=PROCESSES, batch=1):
     """Run the rounds in `processes` processes; return {round: sorted reasons}."""
     barrier = CTX.Barrier(processes)
     results = CTX.Queue()
     procs = [CTX.Process(target=_worker, args=(i, cfg.path, user, codes_by_round, barrier,
-                                               results)) for i in range(processes)]
+                                               results, batch)) for i in range(processes)]
     for p in procs:
         p.start()
     outcome: dict[int, list[str]] = {}
     try:
-        for _ in range(processes * len(codes_by_round)):
+        for _ in range((processes - 1 + batch) * len(codes_by_round)):
             rnd, index, reason = results.get(timeout=60)
             assert rnd >= 0, f"worker {index} failed: {reason}"
             outcome.setdefault(rnd, []).append(reason)
@@ -96,6 +101,16 @@ def test_totp_code_is_accepted_exactly_once_across_processes(cfg):
     for rnd, reasons in outcome.items():
         assert reasons == ["ok"] + ["replay"] * (PROCESSES - 1), rnd
     check_audit(cfg, "alice", accepts=ROUNDS, total=ROUNDS * PROCESSES)
+
+
+def test_group_commit_against_single_attempts_in_other_processes(cfg):
+    seed = secrets.token_bytes(20)
+    add(cfg, DeviceSpec("T1", seed, user="erin"))
+    key = OtpKey(seed)
+    rounds = [(key.code(time_step(NOW + 30 * r, 30)), NOW + 30 * r) for r in range(ROUNDS)]
+    outcome = race(cfg, "erin", rounds, batch=3)
+    for rnd, reasons in outcome.items():
+        assert reasons == ["ok"] + ["replay"] * (PROCESSES - 1 + 2), rnd
 
 
 def test_hotp_code_is_accepted_exactly_once_across_processes(cfg):
