@@ -88,7 +88,7 @@ def _reload(config_path: str, verifier: Verifier, server, pam) -> None:
     if pam is not None:
         try:
             pam.reconfigure(cfg)
-        except Exception:  # noqa: BLE001 - a reload must never stop the daemon
+        except Exception:  # a reload must never stop the daemon
             log.exception("PAM socket: reload failed, keeping its previous settings")
     log.info("reloaded %s", config_path)
 

@@ -7,6 +7,7 @@ secret `testing123`, so `radtest demo CODE 127.0.0.1 0 testing123` logs in with 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -14,6 +15,7 @@ import time
 
 from . import config as config_mod
 from .errors import MfaError
+from .otp import OtpKey, time_step
 
 VAR = "var"
 USER = "demo"
@@ -59,9 +61,6 @@ def setup(var: str = VAR) -> tuple[str, dict]:
     devices = open_devices(cfg)
     try:
         info = devices.create_virtual(SERIAL, issuer="mfa-radius demo")
-        from .otp import OtpKey, time_step
-        import base64
-
         seed = base64.b32decode(info["secret"] + "=" * (-len(info["secret"]) % 8))
         key = OtpKey(seed)
         # Enable with the two codes before the current step, so the app's current code still works.

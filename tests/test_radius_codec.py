@@ -7,7 +7,8 @@ import os
 import struct
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pyrad.dictionary import Dictionary
 from pyrad.packet import AccessAccept, AccessRequest, AuthPacket, Packet
 
@@ -35,7 +36,7 @@ def pyrad_request(rdict, password="hunter2", ma=True, **attrs):
 
 
 def test_parses_pyrad_request_and_decrypts_password(rdict):
-    pkt, raw = pyrad_request(rdict, password="a" * 40)
+    _, raw = pyrad_request(rdict, password="a" * 40)
     req = codec.parse_request(raw, S, require_ma=True)
     assert req.code == codec.ACCESS_REQUEST and req.id == 7 and req.has_ma
     assert req.get(codec.USER_NAME) == b"alice"

@@ -6,6 +6,7 @@ import os
 import socket
 
 import pytest
+from conftest import write_config
 
 from mfa_radius import config as config_mod
 from mfa_radius.accounts import StaticAccounts
@@ -15,8 +16,6 @@ from mfa_radius.radius.clients import ClientTable
 from mfa_radius.radius.replies import ReplyTable
 from mfa_radius.radius.server import RadiusServer, parse_listen
 from mfa_radius.verifier import Verifier
-
-from conftest import write_config
 
 
 def load(tmp_path, extra):

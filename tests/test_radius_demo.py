@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import time
 
-from mfa_radius import config as config_mod, demo
+from mfa_radius import config as config_mod
+from mfa_radius import demo
 from mfa_radius.otp import OtpKey, time_step
 from mfa_radius.verifier import Attempt, Verifier
 

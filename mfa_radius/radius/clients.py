@@ -39,7 +39,7 @@ class ClientTable:
         self._cache: dict[str, Client | None] = {}
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "ClientTable":
+    def from_config(cls, cfg: Config) -> ClientTable:
         """Build the table; raise ConfigError for a bad address, secret or secret file."""
         return cls([_client(c, cfg) for c in cfg.radius.clients])
 

@@ -40,7 +40,7 @@ _AT_MOST_ONCE = (USER_NAME, USER_PASSWORD, CHAP_PASSWORD, STATE, MESSAGE_AUTHENT
 class Secret:
     """A client's shared secret with its hash states prepared once (a copy costs < 1 us)."""
 
-    __slots__ = ("raw", "_hmac", "_md5")
+    __slots__ = ("_hmac", "_md5", "raw")
 
     def __init__(self, raw: bytes):
         self.raw = raw
@@ -64,7 +64,7 @@ class Secret:
 class Request:
     """A parsed, authenticated request. `attrs` keeps wire order; values are raw bytes."""
 
-    __slots__ = ("code", "id", "authenticator", "attrs", "raw", "has_ma")
+    __slots__ = ("attrs", "authenticator", "code", "has_ma", "id", "raw")
 
     def __init__(self, code: int, ident: int, authenticator: bytes,
                  attrs: list[tuple[int, bytes]], raw: bytes, has_ma: bool):

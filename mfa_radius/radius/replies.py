@@ -37,7 +37,7 @@ class ReplyTable:
         self.by_group = by_group
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "ReplyTable":
+    def from_config(cls, cfg: Config) -> ReplyTable:
         by_user: dict[str, bytes] = {}
         by_group: list[tuple[str, bytes]] = []
         for i, entry in enumerate(cfg.radius.replies):
@@ -73,9 +73,8 @@ def encode(name: str, value, where: str) -> bytes:
     try:
         if isinstance(value, str) and attr.values.HasForward(value):
             raw = attr.values.GetForward(value)
-        elif attr.type == "string" and isinstance(value, str):
-            raw = value.encode("utf-8")
-        elif attr.type == "octets" and isinstance(value, str) and not value.startswith("0x"):
+        elif isinstance(value, str) and (attr.type == "string" or (
+                attr.type == "octets" and not value.startswith("0x"))):
             raw = value.encode("utf-8")
         elif attr.type in ("integer", "date") and (isinstance(value, bool)
                                                     or not isinstance(value, int)):

@@ -193,7 +193,7 @@ class RadiusServer:
                 break
             try:
                 self._datagram(sock, data, addr)
-            except Exception:  # noqa: BLE001 - one bad packet must never stop the server
+            except Exception:  # one bad packet must never stop the server
                 log.exception("internal error on a packet from %s", addr[0])
         self._schedule_flush()
 
@@ -291,7 +291,7 @@ class RadiusServer:
         except asyncio.CancelledError:
             self.dedup.abandon(job.key)
             raise
-        except Exception:  # noqa: BLE001 - fail closed
+        except Exception:  # fail closed
             log.exception("password check failed for client %s", job.client.name)
             self._reject(job, "error")
 
@@ -332,7 +332,7 @@ class RadiusServer:
         for (job, _), decision in zip(batch, decisions):
             try:
                 self._decided(job, decision)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("internal error replying to client %s", job.client.name)
 
     def _decided(self, job: Job, decision: Decision) -> None:

@@ -69,7 +69,7 @@ class Daemon:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, *args: str) -> "Daemon":
+    def start(self, *args: str) -> Daemon:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([MFA, "--config", str(self.path), "serve", *args],
                                      stdout=self._log, stderr=self._log)
@@ -127,7 +127,7 @@ class Daemon:
             sock.sendto(packet, ("127.0.0.1", self.port))
             try:
                 return sock.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 return None
         finally:
             if own:
@@ -163,4 +163,4 @@ def radclient(daemon: Daemon, lines: str, code: str = "auth", secret: str = SECR
 def reply_attr(output: str, name: str) -> list[str]:
     """Values of attribute `name` in the reply part of radclient -x output."""
     reply = output.split("Received", 1)[1] if "Received" in output else ""
-    return re.findall(rf"^\s*{re.escape(name)} = (.*)$", reply, re.M)
+    return re.findall(rf"^\s*{re.escape(name)} = (.*)$", reply, re.MULTILINE)

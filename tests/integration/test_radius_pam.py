@@ -13,11 +13,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from mfa_radius.state import open_devices
-
 from mfa_helpers import assign
 from radius_helpers import SECRET, Daemon, need, now_code, radclient, reply_attr
+
+from mfa_radius.state import open_devices
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "Horse-Battery-x"
@@ -112,8 +111,9 @@ def test_challenge_round_trip_and_state_single_use(make_daemon, users):
 def test_duplicate_while_password_check_runs_is_dropped(make_daemon, users):
     import socket as socket_mod
 
-    from mfa_radius.radius import codec
     from radius_helpers import access_request
+
+    from mfa_radius.radius import codec
 
     d = make_daemon()
     packet, _ = access_request(users["plain"], PASSWORD.encode())

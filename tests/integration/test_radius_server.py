@@ -14,13 +14,20 @@ import subprocess
 import time
 
 import pytest
+from mfa_helpers import assign
+from radius_helpers import (
+    MFA,
+    SECRET,
+    Daemon,
+    access_request,
+    need,
+    now_code,
+    radclient,
+    reply_attr,
+)
 
 from mfa_radius.radius import codec
 from mfa_radius.state import open_devices
-
-from mfa_helpers import assign
-from radius_helpers import (MFA, SECRET, Daemon, access_request, need, now_code, radclient,
-                            reply_attr)
 
 pytestmark = pytest.mark.usefixtures("tools")
 
@@ -148,7 +155,7 @@ def test_proxy_state_copied_in_order(daemon, alice):
     result, out = radclient(daemon, lines)
     assert result == "Access-Reject"
     assert reply_attr(out, "Proxy-State") == ["0x01", "0x0203"]
-    packet, auth = access_request("alice", b"000000", extra=[
+    packet, _ = access_request("alice", b"000000", extra=[
         (codec.PROXY_STATE, b"first"), (30, b"called-station"), (codec.PROXY_STATE, b"2nd")])
     reply = daemon.raw(packet)
     assert codec.parse_attrs(reply)[0][0] == codec.MESSAGE_AUTHENTICATOR
@@ -162,6 +169,7 @@ def test_retransmit_gets_cached_reply_and_never_reprocessed(daemon, alice):
         first = daemon.raw(packet, sock=sock)
         again = daemon.raw(packet, sock=sock)
     assert first[0] == codec.ACCESS_ACCEPT and again == first
+    assert codec.verify_reply(first, auth, codec.Secret(SECRET.encode()))
     # A new request (new authenticator) with the same code is a replay: the retransmit was not.
     packet2, _ = access_request("alice", code.encode())
     assert daemon.raw(packet2)[0] == codec.ACCESS_REJECT
