@@ -6,6 +6,7 @@ Debian packages libpam-python and pamtester; `require_root()` skips with the rea
 
 from __future__ import annotations
 
+import compileall
 import os
 import shutil
 import socket
@@ -27,6 +28,10 @@ REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "pam_module" / "pam_mfa.py"
 PYTHON = sys.executable
 PAM_PYTHON = "/lib/security/pam_python.so"
+
+# pam_python writes no bytecode: precompile the module's code as an install does (docs/ssh.md), so
+# the tests run what production runs (and a stale .pyc never hides an edit).
+compileall.compile_dir(str(MODULE.parent), quiet=1)
 
 # pam_strerror() texts pamtester prints, one per PAM code the module returns.
 SUCCESS = "successfully authenticated"

@@ -1,0 +1,391 @@
+"""The PAM module's code, imported by pam_module/pam_mfa.py (the file pam_python.so loads).
+
+pam_python compiles the file it is given from source for every PAM handle (and writes no .pyc), so
+that file is a few lines and this module, imported normally, is read from its precompiled
+`__pycache__` (`python3 -m compileall pam_module/` at install; the tests do it too).
+
+The normal path imports only `_socket` and asks the mfa-radius daemon over its Unix socket (as
+pam_sss asks sssd); the verifier is imported only by the in-process fallback. Options and results:
+see pam_mfa.py and docs/ssh.md. Fails closed: any error is one syslog line (authpriv) and
+PAM_AUTH_ERR or PAM_AUTHINFO_UNAVAIL, never a traceback on the terminal.
+"""
+
+import _socket
+
+DEFAULT_SOCKET = "/run/mfa-radius/pam.sock"
+DEFAULT_PROMPT = "Verification code: "
+FORWARD_PROMPT = "Password & verification code: "
+PASSWORD_PROMPT = "Password: "
+# The daemon answers in milliseconds; a recovery code costs one ~30 ms scrypt. A daemon that does
+# not answer within this is treated as unavailable (fallback applies).
+TIMEOUT = 10.0
+MAX_RESPONSE = 4096
+_FLAGS = ("nullok", "forward_pass", "try_first_pass", "use_first_pass",
+          "echo_verification_code", "debug")
+_VALUES = ("socket", "config", "fallback", "venv", "prompt")
+
+
+class _Unavailable(Exception):
+    """The daemon could not be asked (no socket, refused, timed out, hung up)."""
+
+
+class _Misconfigured(Exception):
+    """A bad module option: refuse, and say which in syslog."""
+
+
+# ---- wire format: the same as mfa_radius/pam_protocol.py (kept in step by a test) -------------
+
+def _escape(value):
+    return (value.replace("%", "%25").replace("\t", "%09")
+            .replace("\r", "%0D").replace("\n", "%0A"))
+
+
+def _unescape(value):
+    return (value.replace("%09", "\t").replace("%0D", "\r")
+            .replace("%0A", "\n").replace("%25", "%"))
+
+
+def encode(head, fields):
+    parts = [head]
+    for key, value in fields.items():
+        parts.append(key + "=" + _escape(str(value)))
+    return ("\t".join(parts) + "\n").encode("utf-8", "surrogateescape")
+
+
+def decode(line):
+    text = line.decode("utf-8")
+    if not text.endswith("\n") or "\n" in text[:-1]:
+        raise ValueError("not one line")
+    head, *parts = text[:-1].split("\t")
+    fields = {}
+    for part in parts:
+        key, sep, value = part.partition("=")
+        if not sep or not key or key in fields:
+            raise ValueError("bad field")
+        fields[key] = _unescape(value)
+    return head, fields
+
+
+# ---- syslog ---------------------------------------------------------------------------------
+
+LOG_ERR, LOG_WARNING, LOG_NOTICE, LOG_INFO, LOG_DEBUG = 3, 4, 5, 6, 7
+_AUTHPRIV = 10 << 3
+
+
+def _syslog(service, priority, message):
+    """One line to /dev/log, facility authpriv.
+
+    Written to the socket directly rather than through the `syslog` module, whose openlog() would
+    change the calling program's own ident and facility (sshd's) for the rest of its life.
+    """
+    try:
+        import os
+        import time
+
+        line = "<%d>%s pam_mfa(%s:auth)[%d]: %s" % (
+            _AUTHPRIV | priority, time.strftime("%b %d %H:%M:%S"), service or "?", os.getpid(),
+            message.replace("\n", " "))
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+        try:
+            sock.settimeout(1.0)
+            sock.connect("/dev/log")
+            sock.send(line.encode("utf-8", "backslashreplace")[:2048])
+        finally:
+            sock.close()
+    except Exception:  # noqa: BLE001 - no syslog must never break a login
+        pass
+
+
+def _clean(text):
+    """A user-supplied string made safe for one log line."""
+    return str(text).encode("unicode_escape", "backslashreplace").decode("ascii")[:256]
+
+
+# ---- options --------------------------------------------------------------------------------
+
+def _options(argv):
+    opts = {"socket": DEFAULT_SOCKET, "config": "", "fallback": "local", "venv": "",
+            "prompt": DEFAULT_PROMPT, "module": argv[0] if argv else ""}
+    for flag in _FLAGS:
+        opts[flag] = False
+    for arg in argv[1:]:
+        key, sep, value = arg.partition("=")
+        if not sep and key in _FLAGS:
+            opts[key] = True
+        elif sep and key in _VALUES:
+            opts[key] = value.replace("_", " ") if key == "prompt" else value
+        else:
+            raise _Misconfigured("unknown option %r" % _clean(arg))
+    if opts["fallback"] not in ("local", "deny"):
+        raise _Misconfigured("fallback must be local or deny, not %r" % _clean(opts["fallback"]))
+    return opts
+
+
+# ---- asking the daemon, or the verifier in-process -------------------------------------------
+
+class _Client:
+    def __init__(self, opts, log):
+        self.opts = opts
+        self.log = log
+        self.via = "socket"
+
+    def ask(self, op, fields):
+        """(head, reply fields) from the daemon, or from the in-process fallback."""
+        if self.via == "socket":
+            try:
+                return self._ask_socket(op, fields)
+            except _Unavailable as exc:
+                if self.opts["fallback"] != "local":
+                    raise
+                self.log(LOG_WARNING, "daemon unavailable (%s): verifying in-process" % exc)
+                self.via = "local"
+        return "ok", self._ask_local(op, fields)
+
+    def _ask_socket(self, op, fields):
+        path = self.opts["socket"]
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            sock.settimeout(TIMEOUT)
+            try:
+                sock.connect(path)
+                sock.sendall(encode(op, fields))
+                data = b""
+                while not data.endswith(b"\n") and len(data) < MAX_RESPONSE:
+                    chunk = sock.recv(MAX_RESPONSE)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError as exc:
+                raise _Unavailable("%s: %s" % (path, exc.strerror or type(exc).__name__))
+        finally:
+            sock.close()
+        if not data:
+            raise _Unavailable("%s: closed without an answer" % path)
+        try:
+            return decode(data)
+        except ValueError:
+            raise _Unavailable("%s: unreadable answer" % path)
+
+    def _ask_local(self, op, fields):
+        import os
+        import sys
+
+        for venv in ([self.opts["venv"]] if self.opts["venv"]
+                     else _default_venvs(self.opts["module"])):
+            site_dir = os.path.join(venv, "lib", "python%d.%d" % sys.version_info[:2],
+                                    "site-packages")
+            if os.path.isdir(site_dir):
+                if site_dir not in sys.path:
+                    import site
+
+                    # addsitedir, not sys.path.insert: it runs the .pth files of an editable
+                    # install (make venv installs the checkout that way).
+                    site.addsitedir(site_dir)
+                break
+        from mfa_radius import pam_local
+
+        return pam_local.request(op, fields, self.opts["config"], _getuid(), log=self.log)
+
+
+def _default_venvs(module_path):
+    """Where the fallback looks for mfa_radius: a checkout's .venv next to pam_module/
+    (/work/main/pam_module/pam_mfa.py -> /work/main/.venv), or an install whose directory is
+    itself the venv (/opt/mfa-radius/pam_module/pam_mfa.py -> /opt/mfa-radius)."""
+    import os
+
+    if not module_path:
+        return []
+    base = os.path.dirname(os.path.dirname(os.path.abspath(module_path)))
+    return [os.path.join(base, ".venv"), base]
+
+
+def _getuid():
+    import os
+
+    return os.getuid()
+
+
+# ---- the PAM conversation -------------------------------------------------------------------
+
+def _prompt(pamh, text, echo):
+    style = pamh.PAM_PROMPT_ECHO_ON if echo else pamh.PAM_PROMPT_ECHO_OFF
+    response = pamh.conversation(pamh.Message(style, text))
+    return response.resp or ""
+
+
+def _tell(pamh, text):
+    if text:
+        try:
+            pamh.conversation(pamh.Message(pamh.PAM_ERROR_MSG, text))
+        except Exception:  # noqa: BLE001 - a message the user cannot see is not a failure
+            pass
+
+
+def split_code(text, digits):
+    """(password, code) with the code taken off the end, or None if it does not end in one.
+
+    A recovery code must keep its dash here ("12345-67890"); a TOTP/HOTP code is the user's
+    device length (6 when the user has devices of several lengths or none).
+    """
+    if (len(text) >= 11 and text[-6] == "-" and text[-11:-6].isdigit()
+            and text[-5:].isdigit() and text[-11:].isascii()):
+        return text[:-11], text[-11:]
+    size = digits[0] if len(digits) == 1 else 6
+    tail = text[-size:]
+    if len(text) >= size and tail.isascii() and tail.isdigit():
+        return text[:-size], tail
+    return None
+
+
+def _digits(status):
+    try:
+        return [int(d) for d in status.get("digits", "").split(",") if d]
+    except ValueError:
+        return []
+
+
+def _authenticate(pamh, argv, log):
+    opts = _options(argv)
+    if opts["debug"]:
+        debug = log
+    else:
+        def debug(priority, message):
+            pass
+    user = pamh.get_user(None)
+    if not user:
+        log(LOG_ERR, "no user name")
+        return pamh.PAM_USER_UNKNOWN
+    client = _Client(opts, log)
+    context = {"service": pamh.service or "", "rhost": pamh.rhost or "", "tty": pamh.tty or ""}
+    where = "user=%s rhost=%s" % (_clean(user), _clean(context["rhost"]) or "-")
+
+    try:
+        head, status = client.ask("status", {"user": user})
+    except _Unavailable as exc:
+        log(LOG_ERR, "%s result=reject reason=unavailable: %s (fallback=deny)" % (where, exc))
+        return pamh.PAM_AUTHINFO_UNAVAIL
+    if head != "ok":
+        return _refused(pamh, log, where, status)
+    state = status.get("status", "")
+    debug(LOG_DEBUG, "%s status=%s via=%s" % (where, state, client.via))
+
+    needs_code = state in ("enrolled", "required") or (state == "no_device" and not opts["nullok"])
+    if state == "locked":
+        _tell(pamh, "Too many failed attempts: try again in %s seconds."
+              % status.get("retry_after", "?"))
+        log(LOG_NOTICE, "%s result=reject reason=locked via=%s" % (where, client.via))
+        return pamh.PAM_MAXTRIES
+    if not needs_code:
+        if opts["forward_pass"] and not (opts["use_first_pass"] or opts["try_first_pass"]):
+            # The next module was told to use_first_pass: it still needs the password.
+            pamh.authtok = _prompt(pamh, PASSWORD_PROMPT, False)
+        if state == "exempt":
+            log(LOG_INFO, "%s result=accept reason=exempt via=%s" % (where, client.via))
+            return pamh.PAM_SUCCESS
+        if state in ("allowed_without_device", "no_device"):
+            log(LOG_INFO, "%s result=ignore reason=%s via=%s" % (where, state, client.via))
+            return pamh.PAM_IGNORE
+        log(LOG_ERR, "%s result=reject reason=unknown status %r" % (where, _clean(state)))
+        return pamh.PAM_AUTH_ERR
+
+    digits = _digits(status)
+    if opts["use_first_pass"] or opts["try_first_pass"]:
+        split = _first_pass(pamh.authtok or "", digits)
+        if split is not None:
+            result, reason = _verify(pamh, opts, client, log, where, context, user, state, split)
+            if not (opts["try_first_pass"] and reason == "bad_code"):
+                return result
+        elif opts["use_first_pass"]:
+            log(LOG_NOTICE, "%s result=reject reason=no_code_in_first_pass" % where)
+            return pamh.PAM_AUTH_ERR
+    if opts["forward_pass"]:
+        entered = _prompt(pamh, FORWARD_PROMPT, False)
+        # No code at the end: forward the whole text; the empty code then fails cleanly.
+        split = split_code(entered, digits) or (entered, "")
+    else:
+        split = (None, _prompt(pamh, opts["prompt"], opts["echo_verification_code"]).strip())
+    return _verify(pamh, opts, client, log, where, context, user, state, split)[0]
+
+
+def _first_pass(text, digits):
+    """(password, code) from a previous module's PAM_AUTHTOK: the code alone, or password+code."""
+    bare = text.strip().replace("-", "").replace(" ", "")
+    if bare.isascii() and bare.isdigit() and (len(bare) == 10 or len(bare) in digits):
+        return "", text.strip()
+    return split_code(text, digits)
+
+
+def _verify(pamh, opts, client, log, where, context, user, state, split):
+    """Ask about one code; (PAM code, reason)."""
+    password, code = split
+    if opts["forward_pass"] and password is not None:
+        pamh.authtok = password
+    head, reply = client.ask("verify", dict(context, user=user, code=code))
+    if head != "ok":
+        return _refused(pamh, log, where, reply), reply.get("reason")
+    result = _decision(pamh, opts, state, reply)
+    log(LOG_INFO if result == pamh.PAM_SUCCESS else LOG_NOTICE,
+        "%s result=%s reason=%s via=%s" % (where, reply.get("result", "?"),
+                                           _clean(reply.get("reason", "?")), client.via))
+    _tell(pamh, reply.get("message", ""))
+    return result, reply.get("reason")
+
+
+def _decision(pamh, opts, state, reply):
+    """The PAM code for a verify reply. Only an explicit accept with reason ok/exempt succeeds."""
+    result, reason = reply.get("result"), reply.get("reason")
+    if result == "accept":
+        if reason in ("ok", "exempt"):
+            return pamh.PAM_SUCCESS
+        if reason == "no_device_allowed":
+            return pamh.PAM_IGNORE
+        return pamh.PAM_AUTH_ERR
+    if reason == "locked":
+        return pamh.PAM_MAXTRIES
+    if reason == "no_device" and opts["nullok"] and state != "required":
+        return pamh.PAM_IGNORE
+    if reason == "error":
+        return pamh.PAM_AUTHINFO_UNAVAIL
+    return pamh.PAM_AUTH_ERR
+
+
+def _refused(pamh, log, where, reply):
+    reason = reply.get("reason", "?")
+    log(LOG_ERR, "%s result=reject reason=%s: the daemon refused the request" % (
+        where, _clean(reason)))
+    _tell(pamh, reply.get("message", ""))
+    if reason in ("busy", "error"):
+        return pamh.PAM_AUTHINFO_UNAVAIL
+    return pamh.PAM_AUTH_ERR
+
+
+def pam_sm_authenticate(pamh, flags, argv):
+    try:
+        service = pamh.service
+    except Exception:  # noqa: BLE001
+        service = "?"
+
+    def log(priority, message):
+        _syslog(service, priority, message)
+
+    try:
+        return _authenticate(pamh, argv, log)
+    except _Misconfigured as exc:
+        log(LOG_ERR, "refusing: %s" % exc)
+        return pamh.PAM_AUTHINFO_UNAVAIL
+    except _Unavailable as exc:
+        log(LOG_ERR, "refusing: %s (fallback=deny)" % exc)
+        return pamh.PAM_AUTHINFO_UNAVAIL
+    except pamh.exception as exc:
+        log(LOG_ERR, "refusing: conversation failed (%s)" % getattr(exc, "pam_result", exc))
+        return pamh.PAM_CONV_ERR
+    except Exception as exc:  # noqa: BLE001 - fail closed, one line, no traceback on the terminal
+        log(LOG_ERR, "refusing: %s: %s" % (type(exc).__name__, _clean(exc)))
+        return pamh.PAM_AUTHINFO_UNAVAIL
+    except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt from a library
+        log(LOG_ERR, "refusing: %s" % type(exc).__name__)
+        return pamh.PAM_AUTH_ERR
+
+
+def pam_sm_setcred(pamh, flags, argv):
+    return pamh.PAM_SUCCESS
