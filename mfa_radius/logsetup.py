@@ -1,0 +1,204 @@
+"""Logging for `mfa-radius serve`: one line per record on stderr, readable by journald and syslog.
+
+Under systemd (stderr connected to the journal, as $JOURNAL_STREAM says) each line starts with a
+`<N>` syslog priority, which journald turns into the entry's PRIORITY, and carries no timestamp
+(journald adds its own). Anywhere else a line starts with an ISO-8601 UTC timestamp and the level.
+
+User names, RADIUS attributes and PAM items come from the network: control characters in a
+message are escaped so that nobody can forge a log line (or a `<0>` emergency) with a newline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+# sd-daemon(3) / syslog(3) priorities.
+_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
+             logging.DEBUG: 7}
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7f)}
+_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+# Libraries that are chatty at INFO about things an admin does not act on.
+_QUIET = ("pyrad", "httpx", "httpcore", "asyncio", "prometheus_client")
+
+
+def escape(text: str) -> str:
+    """`text` with control characters shown as escapes (\\n, \\x1b, ...): always one line."""
+    return text.translate(_ESCAPES)
+
+
+def priority(levelno: int) -> int:
+    for level in (logging.CRITICAL, logging.ERROR, logging.WARNING, logging.INFO):
+        if levelno >= level:
+            return _PRIORITY[level]
+    return _PRIORITY[logging.DEBUG]
+
+
+def stderr_is_journal(stream=None, environ=None) -> bool:
+    """True when `stream` (stderr) is the journal stream systemd set up ($JOURNAL_STREAM=DEV:INO)."""
+    environ = os.environ if environ is None else environ
+    value = environ.get("JOURNAL_STREAM", "")
+    stream = sys.stderr if stream is None else stream
+    try:
+        dev, ino = (int(part) for part in value.split(":"))
+        st = os.fstat(stream.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    # A child of the service may have stderr redirected elsewhere yet inherit the variable.
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+class JournalFormatter(logging.Formatter):
+    """`<N>name: message`; a traceback's lines each get the same priority prefix."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{priority(record.levelno)}>"
+        line = f"{prefix}{record.name}: {escape(record.getMessage())}"
+        return "\n".join([line] + [prefix + "  " + extra for extra in _extra_lines(self, record)])
+
+
+class PlainFormatter(logging.Formatter):
+    """`2026-11-28T01:30:00.123Z WARNING mfa_radius.radius: message`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line = (f"{stamp}.{int(record.msecs):03d}Z {record.levelname} {record.name}: "
+                f"{escape(record.getMessage())}")
+        return "\n".join([line] + ["    " + extra for extra in _extra_lines(self, record)])
+
+
+def _extra_lines(formatter: logging.Formatter, record: logging.LogRecord) -> list[str]:
+    text = ""
+    if record.exc_info:
+        text = formatter.formatException(record.exc_info)
+    if record.stack_info:
+        text += ("\n" if text else "") + formatter.formatStack(record.stack_info)
+    return [escape(part) for part in text.splitlines()]
+
+
+class _Handler(logging.StreamHandler):
+    """Marks the handler this module installed, so setup() can be called again (tests, reload)."""
+
+
+def setup(debug: bool = False, stream=None, journal: bool | None = None) -> logging.Handler:
+    """Send every record to `stream` (stderr) in the journal or plain form; DEBUG with `debug`.
+
+    `journal` None: decided by $JOURNAL_STREAM. Returns the installed handler.
+    """
+    stream = sys.stderr if stream is None else stream
+    if journal is None:
+        journal = stderr_is_journal(stream)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)
+    handler = _Handler(stream)
+    handler.setFormatter(JournalFormatter() if journal else PlainFormatter())
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(logging.NOTSET if debug else logging.WARNING)
+    return handler
+
+
+def fields(**values) -> str:
+    """`key=value ...` (logfmt) for decision lines; values with spaces or quotes are quoted.
+
+    >>> fields(client="vpn1", user="alice smith", result="reject", reason="bad_code")
+    'client=vpn1 user="alice smith" result=reject reason=bad_code'
+    """
+    out = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, float):
+            text = f"{value:.3f}".rstrip("0").rstrip(".") if value else "0"
+        else:
+            text = escape(str(value))
+        if not text or any(c in text for c in ' "=\\'):
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        out.append(f"{key}={text}")
+    return " ".join(out)
+
+
+@dataclass
+class _Window:
+    start: float
+    count: int = 0
+    suppressed: int = 0
+
+
+class RateLimitedLog:
+    """At most `burst` messages per key every `per_seconds`; the rest are counted, then reported.
+
+    For the fronts' drop logs ("unknown client 192.0.2.7", "bad Message-Authenticator from vpn1"):
+    a flood of spoofed packets must not flood the journal, and must not go unnoticed either. When
+    a key's window ends, the next message (or `flush()`) first logs "N similar messages
+    suppressed". With the logger at DEBUG (`--debug`) nothing is suppressed.
+    """
+
+    def __init__(self, logger: logging.Logger, per_seconds: float = 60.0, burst: int = 5,
+                 max_keys: int = 1024, clock=time.monotonic):
+        self.logger = logger
+        self.per_seconds = per_seconds
+        self.burst = burst
+        # Keys often hold a source address; spoofed sources must not grow this without bound.
+        self.max_keys = max_keys
+        self.clock = clock
+        self._windows: dict[str, _Window] = {}
+
+    def log(self, level: int, key: str, msg: str, *args) -> bool:
+        """Log `msg % args` at `level` unless `key` is over its rate; True if it was logged."""
+        if not self.logger.isEnabledFor(level):
+            return False
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.log(level, msg, *args)
+            return True
+        now = self.clock()
+        window = self._windows.get(key)
+        if window is None:
+            if len(self._windows) >= self.max_keys:
+                self.flush()
+            if len(self._windows) >= self.max_keys:
+                key = "(too many keys)"  # one shared budget for the overflow
+                window = self._windows.get(key)
+            if window is None:
+                window = self._windows[key] = _Window(now)
+        if now - window.start >= self.per_seconds:
+            self._report(level, key, window, now)
+            window.start, window.count, window.suppressed = now, 0, 0
+        if window.count < self.burst:
+            window.count += 1
+            self.logger.log(level, msg, *args)
+            return True
+        window.suppressed += 1
+        return False
+
+    def debug(self, key: str, msg: str, *args) -> bool:
+        return self.log(logging.DEBUG, key, msg, *args)
+
+    def info(self, key: str, msg: str, *args) -> bool:
+        return self.log(logging.INFO, key, msg, *args)
+
+    def warning(self, key: str, msg: str, *args) -> bool:
+        return self.log(logging.WARNING, key, msg, *args)
+
+    def error(self, key: str, msg: str, *args) -> bool:
+        return self.log(logging.ERROR, key, msg, *args)
+
+    def flush(self, level: int = logging.WARNING) -> None:
+        """Report the suppressed counts of ended windows and forget idle keys (call it now and
+        then, e.g. from housekeeping, so the count of a flood that stopped is not lost)."""
+        now = self.clock()
+        for key, window in list(self._windows.items()):
+            if now - window.start >= self.per_seconds:
+                self._report(level, key, window, now)
+                del self._windows[key]
+
+    def _report(self, level: int, key: str, window: _Window, now: float) -> None:
+        if window.suppressed:
+            self.logger.log(level, "%d similar messages suppressed (%s) in the last %.0f s",
+                            window.suppressed, key, now - window.start)

@@ -1,0 +1,165 @@
+"""Log format (journal and plain), escaping of hostile input, and the rate-limited drop log."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from mfa_radius import logsetup
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def restore_logging():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+    root.setLevel(level)
+
+
+def test_journal_form_has_priority_prefixes_and_no_timestamp(restore_logging):
+    out = io.StringIO()
+    logsetup.setup(debug=False, stream=out, journal=True)
+    log = logging.getLogger("mfa_radius.radius")
+    log.info("accept user=%s", "alice")
+    log.warning("dropped")
+    log.error("bad")
+    log.debug("not shown without --debug")
+    assert out.getvalue().splitlines() == [
+        "<6>mfa_radius.radius: accept user=alice",
+        "<4>mfa_radius.radius: dropped",
+        "<3>mfa_radius.radius: bad",
+    ]
+
+
+def test_plain_form_is_timestamped_and_debug_enables_debug(restore_logging):
+    out = io.StringIO()
+    logsetup.setup(debug=True, stream=out, journal=False)
+    logging.getLogger("mfa_radius").debug("why: %s", "bad_code")
+    (line,) = out.getvalue().splitlines()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z DEBUG mfa_radius: why: bad_code",
+                        line)
+
+
+def test_setup_twice_keeps_one_handler(restore_logging):
+    out = io.StringIO()
+    logsetup.setup(stream=out, journal=True)
+    logsetup.setup(stream=out, journal=True)
+    logging.getLogger("x").info("once")
+    assert out.getvalue() == "<6>x: once\n"
+
+
+def test_hostile_input_cannot_forge_a_line(restore_logging):
+    out = io.StringIO()
+    logsetup.setup(stream=out, journal=True)
+    logging.getLogger("mfa_radius").info("reject user=%s", "bob\n<0>root accepted\x1b[2J")
+    assert out.getvalue() == "<6>mfa_radius: reject user=bob\\n<0>root accepted\\x1b[2J\n"
+
+
+def test_traceback_lines_keep_the_priority(restore_logging):
+    out = io.StringIO()
+    logsetup.setup(stream=out, journal=True)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("mfa_radius").exception("handler failed")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "<3>mfa_radius: handler failed"
+    assert len(lines) > 2 and all(line.startswith("<3>  ") for line in lines[1:])
+    assert lines[-1] == "<3>  ValueError: boom"
+
+
+def test_journal_stream_detection(tmp_path):
+    with open(tmp_path / "err", "w") as fh:
+        st = os.fstat(fh.fileno())
+        assert logsetup.stderr_is_journal(fh, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+        assert not logsetup.stderr_is_journal(fh, {"JOURNAL_STREAM": f"{st.st_dev}:1"})
+        assert not logsetup.stderr_is_journal(fh, {"JOURNAL_STREAM": "garbage"})
+        assert not logsetup.stderr_is_journal(fh, {})
+
+
+def test_a_real_process_under_journal_stream_writes_prefixes(tmp_path):
+    """As under systemd: the variable names the very file stderr is."""
+    err = tmp_path / "stderr"
+    code = ("import os, logging; from mfa_radius import logsetup; logsetup.setup(); "
+            "logging.getLogger('mfa_radius').warning('hello')")
+    with open(err, "w") as fh:
+        st = os.fstat(fh.fileno())
+        env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+        subprocess.run([sys.executable, "-c", code], stderr=fh, env=env, check=True, timeout=30)
+    assert err.read_text() == "<4>mfa_radius: hello\n"
+
+
+def test_fields_quotes_what_needs_quoting():
+    assert logsetup.fields(front="radius", client="vpn1", user='a "b"', result="reject",
+                           reason="bad_code", latency=0.0123, serial=None) == (
+        'front=radius client=vpn1 user="a \\"b\\"" result=reject reason=bad_code latency=0.012')
+    assert logsetup.fields(user="", x="a=b") == 'user="" x="a=b"'
+
+
+def rate_limited(level=logging.INFO, **kw):
+    logger = logging.getLogger(f"test.ratelimit.{id(kw)}.{level}")
+    logger.propagate = False
+    logger.setLevel(level)
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.handlers = [handler]
+    clock = Clock()
+    return logsetup.RateLimitedLog(logger, clock=clock, **kw), clock, out
+
+
+def test_a_flood_is_collapsed_and_counted():
+    rl, clock, out = rate_limited(per_seconds=60, burst=3)
+    results = [rl.warning("unknown_client", "unknown client %s", "192.0.2.7") for _ in range(100)]
+    assert results == [True] * 3 + [False] * 97
+    # Other keys have their own budget.
+    assert rl.warning("bad_ma vpn1", "bad Message-Authenticator from vpn1")
+    clock.now += 61
+    assert rl.warning("unknown_client", "unknown client %s", "192.0.2.7")
+    assert out.getvalue().splitlines() == (
+        ["unknown client 192.0.2.7"] * 3 + ["bad Message-Authenticator from vpn1",
+         "97 similar messages suppressed (unknown_client) in the last 61 s",
+         "unknown client 192.0.2.7"])
+
+
+def test_flush_reports_a_flood_that_stopped_and_forgets_idle_keys():
+    rl, clock, out = rate_limited(per_seconds=10, burst=1)
+    for _ in range(5):
+        rl.warning("k", "dropped")
+    rl.flush()
+    assert out.getvalue().splitlines() == ["dropped"]  # window not over yet
+    clock.now += 10
+    rl.flush()
+    assert out.getvalue().splitlines() == ["dropped",
+                                           "4 similar messages suppressed (k) in the last 10 s"]
+    assert rl._windows == {}
+
+
+def test_too_many_keys_share_one_budget():
+    rl, clock, out = rate_limited(per_seconds=60, burst=2, max_keys=3)
+    logged = sum(rl.warning(f"unknown client 198.51.100.{i}", "x") for i in range(200))
+    assert logged == 3 + 2  # one each for the first three sources, then the shared budget
+    assert len(rl._windows) == 4
+
+
+def test_debug_logs_everything():
+    rl, clock, out = rate_limited(level=logging.DEBUG, per_seconds=60, burst=1)
+    assert all(rl.info("k", "m") for _ in range(10))
+    assert len(out.getvalue().splitlines()) == 10
