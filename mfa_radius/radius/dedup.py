@@ -1,8 +1,10 @@
 """RFC 5080 2.2.2 duplicate detection: a retransmit gets the same reply, never a second decision.
 
-Keyed by (client address, client port, ID, Request Authenticator). While a request is being decided
-its entry holds no reply and duplicates are dropped; once answered, duplicates get the cached reply
-again for `ttl` seconds. A retransmit therefore never burns a one-time code or counts as a failure.
+Keyed by (client address, client port, ID, Request Authenticator), as the RFC defines a duplicate.
+While a request is being decided its entry holds no reply and duplicates are dropped; once answered,
+duplicates get the cached reply again for `ttl` seconds. A retransmit therefore never burns a
+one-time code or counts as a failure. Only requests that passed every check (shared secret,
+Message-Authenticator) get an entry, so a forged packet cannot claim a key.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from collections import OrderedDict
 
 IN_PROGRESS = "in_progress"
 NEW = "new"
-CONFLICT = "conflict"
 
 Key = tuple[str, int, int, bytes]
 
@@ -20,23 +21,21 @@ class DuplicateCache:
     def __init__(self, ttl: float = 30.0, max_entries: int = 65536):
         self.ttl = ttl
         self.max_entries = max_entries
-        # key -> [expires, raw request, reply or None]; insertion order is expiry order.
+        # key -> [expires, reply or None]; insertion order is expiry order.
         self._entries: OrderedDict[Key, list] = OrderedDict()
 
-    def lookup(self, key: Key, raw: bytes, now: float) -> bytes | str:
-        """NEW, IN_PROGRESS, CONFLICT (same key, other bytes: drop), or the cached reply."""
+    def lookup(self, key: Key, now: float) -> bytes | str:
+        """NEW, IN_PROGRESS, or the cached reply."""
         self._expire(now)
         entry = self._entries.get(key)
         if entry is None:
             return NEW
-        if entry[1] != raw:
-            return CONFLICT
-        return IN_PROGRESS if entry[2] is None else entry[2]
+        return IN_PROGRESS if entry[1] is None else entry[1]
 
-    def start(self, key: Key, raw: bytes, now: float) -> None:
+    def start(self, key: Key, now: float) -> None:
         if len(self._entries) >= self.max_entries:
             self._entries.popitem(last=False)
-        self._entries[key] = [now + self.ttl, raw, None]
+        self._entries[key] = [now + self.ttl, None]
         self._entries.move_to_end(key)
 
     def finish(self, key: Key, reply: bytes, now: float) -> None:
@@ -45,7 +44,7 @@ class DuplicateCache:
         if entry is None:
             return
         entry[0] = now + self.ttl
-        entry[2] = reply
+        entry[1] = reply
         self._entries.move_to_end(key)
 
     def abandon(self, key: Key) -> None:
@@ -58,7 +57,7 @@ class DuplicateCache:
             key, entry = next(iter(entries.items()))
             if entry[0] > now:
                 break
-            if entry[2] is None:
+            if entry[1] is None:
                 # Still being decided (a slow PAM check): finish() or abandon() removes it.
                 entries.move_to_end(key)
                 entry[0] = now + self.ttl

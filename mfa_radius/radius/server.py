@@ -24,7 +24,7 @@ from ..verifier import Attempt, Decision, Verifier
 from . import codec
 from .challenge import ChallengeStore
 from .clients import Client, ClientTable
-from .dedup import CONFLICT, IN_PROGRESS, NEW, DuplicateCache
+from .dedup import IN_PROGRESS, NEW, DuplicateCache
 from .passwords import Overloaded, backend
 from .replies import ReplyTable
 
@@ -209,12 +209,10 @@ class RadiusServer:
             return
         key = (host, addr[1], header[1], header[2])
         now = time.monotonic()
-        cached = self.dedup.lookup(key, data, now)
+        cached = self.dedup.lookup(key, now)
         if cached is not NEW:
             if cached is IN_PROGRESS:
                 log.debug("client %s: duplicate of a request in progress, dropped", client.name)
-            elif cached is CONFLICT:
-                self.drops.drop(host, f"ID and authenticator reused (client {client.name})")
             else:
                 log.debug("client %s: duplicate, cached reply sent again", client.name)
                 self._send(sock, cached, addr)
@@ -224,7 +222,7 @@ class RadiusServer:
         except codec.Malformed as exc:
             self.drops.drop(host, f"malformed (client {client.name})", str(exc))
             return
-        self.dedup.start(key, data, now)
+        self.dedup.start(key, now)
         job = Job(sock, addr, client, request, key, now)
         if request.code == codec.STATUS_SERVER:
             self._reply(job, codec.ACCESS_ACCEPT, b"", "accept", "status_server")
