@@ -1,4 +1,4 @@
-"""The TOML configuration: defaults, unknown keys, types, bounds, and errors naming file:line:key."""
+"""The TOML configuration: defaults, unknown keys, types, bounds, errors naming file:line:key."""
 
 from __future__ import annotations
 

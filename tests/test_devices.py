@@ -13,10 +13,10 @@ import pytest
 from mfa_radius.devices import DeviceSpec, check_serial
 from mfa_radius.errors import DeviceError
 from mfa_radius.otp import OtpKey, time_step
+from mfa_radius.state import open_devices
 from mfa_radius.verifier import Verifier
 
-from mfa_helpers import NOW, STEP, assign, make_config, totp_at, verify
-from mfa_radius.state import open_devices
+from mfa_helpers import NOW, STEP, make_config, totp_at, verify
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def key_of(info: dict, algorithm: str = "SHA1") -> OtpKey:
     return OtpKey(seed, algorithm, info["digits"])
 
 
-# ---- create-virtual ----------------------------------------------------------------------------
+# ---- create-virtual -----------------------------------------------------------------------------
 
 def test_create_virtual_defaults(devices):
     info = devices.create_virtual("alice-phone")
@@ -124,7 +124,7 @@ def test_create_virtual_refuses_an_existing_serial(devices):
         devices.create_virtual("S1")
 
 
-# ---- serials -------------------------------------------------------------------------------------
+# ---- serials ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("serial", ["a", "x" * 256, "GAKT000123", "arn:aws:iam::1:mfa/bob",
                                     "a+b=c,d.e@f-g_h", "alice@example.org", "0"])
@@ -144,7 +144,7 @@ def test_invalid_serials(devices, serial):
     assert devices.list() == []
 
 
-# ---- add: one seed one device, all or nothing -----------------------------------------------------
+# ---- add: one seed one device, all or nothing ---------------------------------------------------
 
 def spec(serial, seed=None, **kw):
     return DeviceSpec(serial, seed if seed is not None else secrets.token_bytes(20), **kw)
@@ -215,7 +215,7 @@ def test_add_a_thousand_devices_in_one_call(devices):
     assert len(devices.list()) == 1000
 
 
-# ---- enable ---------------------------------------------------------------------------------------
+# ---- enable -------------------------------------------------------------------------------------
 
 def test_enable_with_two_consecutive_codes(devices, verifier):
     key = key_of(devices.create_virtual("S1"))
@@ -287,7 +287,7 @@ def test_enable_accepts_a_drifted_clock_and_records_the_drift(devices, verifier)
     assert verify(verifier, "alice", totp_at(key, later, 10), now=later).accepted
 
 
-# ---- resync ---------------------------------------------------------------------------------------
+# ---- resync -------------------------------------------------------------------------------------
 
 def enabled_totp(devices, serial="S1", user="alice", when=NOW):
     key = key_of(devices.create_virtual(serial))

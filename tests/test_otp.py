@@ -46,7 +46,7 @@ def oathtool(*args: str) -> list[str]:
     return out.stdout.split()
 
 
-# ---- RFC vectors -------------------------------------------------------------------------------
+# ---- RFC vectors --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("counter", range(10))
 def test_rfc4226_appendix_d_hotp(counter):
@@ -90,7 +90,7 @@ def test_key_is_reusable_across_codes():
     assert [key.code(c) for c in reversed(range(10))] == RFC4226_HOTP[::-1]
 
 
-# ---- pyotp -------------------------------------------------------------------------------------
+# ---- pyotp --------------------------------------------------------------------------------------
 
 @settings(max_examples=200, deadline=None)
 @given(seed=st.binary(min_size=14, max_size=64), counter=st.integers(0, 2 ** 63 - 1),
@@ -104,7 +104,8 @@ def test_matches_pyotp_hotp(seed, counter, algorithm, digits):
 
 @settings(max_examples=200, deadline=None)
 @given(seed=st.binary(min_size=14, max_size=64), now=st.integers(0, 2 ** 34),
-       period=st.sampled_from([15, 30, 60]), algorithm=st.sampled_from(["SHA1", "SHA256", "SHA512"]))
+       period=st.sampled_from([15, 30, 60]),
+       algorithm=st.sampled_from(["SHA1", "SHA256", "SHA512"]))
 def test_matches_pyotp_totp(seed, now, period, algorithm):
     secret = base64.b32encode(seed).decode()
     totp = pyotp.TOTP(secret, interval=period, digest=getattr(hashlib, algorithm.lower()))
@@ -113,7 +114,7 @@ def test_matches_pyotp_totp(seed, now, period, algorithm):
     assert time_step(now, period) == totp.timecode(when)
 
 
-# ---- oathtool (an independent C implementation) ------------------------------------------------
+# ---- oathtool (an independent C implementation) -------------------------------------------------
 
 @needs_oathtool
 @pytest.mark.parametrize("seed_len,start", [(20, 0), (20, 123456), (32, 2 ** 32 - 5), (16, 7)])
@@ -157,7 +158,7 @@ def test_matches_oathtool_now():
     assert code in {key.code(time_step(before, 30)), key.code(time_step(after, 30))}
 
 
-# ---- find / find_pair --------------------------------------------------------------------------
+# ---- find / find_pair ---------------------------------------------------------------------------
 
 def test_find_returns_the_matching_counter_in_an_inclusive_range():
     key = OtpKey(RFC4226_SEED)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import secrets
 import stat
@@ -151,11 +152,10 @@ def test_fingerprint_is_keyed_and_deterministic():
     assert Sealer(key).fingerprint(seed) == Sealer(key).fingerprint(seed)
     assert Sealer(key).fingerprint(seed) != Sealer(key).fingerprint(seed + b"\x00")
     assert Sealer(key).fingerprint(seed) != Sealer(secrets.token_bytes(32)).fingerprint(seed)
-    import hashlib
     assert Sealer(key).fingerprint(seed) != hashlib.sha256(seed).hexdigest()
 
 
-# ---- init and the files on disk ------------------------------------------------------------------
+# ---- init and the files on disk -----------------------------------------------------------------
 
 def test_init_creates_key_and_database_0600(tmp_path):
     cfg = make_config(tmp_path)

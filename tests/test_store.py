@@ -10,9 +10,10 @@ import pytest
 
 from mfa_radius import store as store_mod
 from mfa_radius.errors import StoreError
+from mfa_radius.state import open_devices
 from mfa_radius.store import SCHEMA_VERSION, Store
 
-from mfa_helpers import make_config
+from mfa_helpers import assign, make_config
 
 
 def test_missing_database_names_init(tmp_path):
@@ -201,8 +202,6 @@ def test_data_version_changes_on_another_connections_commit(tmp_path):
 
 def test_conditional_consume_is_once_only(tmp_path):
     cfg = make_config(tmp_path)
-    from mfa_radius.state import open_devices
-    from mfa_helpers import assign
     d = open_devices(cfg)
     try:
         assign(d, "alice", "S1")
@@ -226,8 +225,6 @@ def test_conditional_consume_is_once_only(tmp_path):
 
 def test_user_names_and_summary(tmp_path):
     cfg = make_config(tmp_path)
-    from mfa_radius.state import open_devices
-    from mfa_helpers import assign
     d = open_devices(cfg)
     try:
         assign(d, "bob", "B1")

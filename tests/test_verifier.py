@@ -8,9 +8,11 @@ import re
 import shutil
 import sqlite3
 import subprocess
+from dataclasses import replace
 
 import pytest
 
+from mfa_radius import config as config_mod
 from mfa_radius.accounts import StaticAccounts
 from mfa_radius.errors import DeviceError
 from mfa_radius.sealing import create_key_file
@@ -74,7 +76,7 @@ def world(make_world):
     return make_world()
 
 
-# ---- TOTP window ------------------------------------------------------------------------------
+# ---- TOTP window --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("offset,accepted", [(-2, False), (-1, True), (0, True), (1, True),
                                              (2, False)])
@@ -127,7 +129,7 @@ def test_codes_are_stripped_of_surrounding_blanks(world):
     assert verify(world.v, "alice", f" {totp_at(key, NOW)}\n").accepted
 
 
-# ---- replay ------------------------------------------------------------------------------------
+# ---- replay -------------------------------------------------------------------------------------
 
 def test_totp_code_is_accepted_once(world):
     key = assign(world.devices, "alice", "T1")
@@ -170,7 +172,7 @@ def test_replays_do_not_count_towards_the_lockout(world):
     assert verify(world.v, "alice", totp_at(key, NOW + 30)).accepted
 
 
-# ---- drift -------------------------------------------------------------------------------------
+# ---- drift --------------------------------------------------------------------------------------
 
 def test_drift_is_stored_and_centres_the_window(world):
     key = assign(world.devices, "alice", "T1")
@@ -202,7 +204,7 @@ def test_drift_survives_a_new_verifier(world):
     assert verify(fresh, "alice", totp_at(key, NOW + 300, 2), now=NOW + 300).accepted
 
 
-# ---- HOTP ----------------------------------------------------------------------------------------
+# ---- HOTP ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("counter,accepted", [(0, True), (5, True), (9, True), (10, False),
                                               (50, False)])
@@ -241,7 +243,7 @@ def test_hotp_time_does_not_matter(world):
     assert verify(world.v, "alice", key.code(2), now=NOW - 10 ** 6).accepted
 
 
-# ---- several devices, other users ------------------------------------------------------------
+# ---- several devices, other users ---------------------------------------------------------------
 
 def test_a_code_from_any_of_the_users_devices_works(world):
     keys = [assign(world.devices, "alice", f"D{i}") for i in range(8)]
@@ -353,7 +355,6 @@ def test_exempt_users_pass_without_a_code_check(make_world):
 def test_policy_changes_apply_after_reconfigure(make_world, tmp_path):
     w = make_world(accounts=StaticAccounts({}))
     assert verify(w.v, "carol", "123456").reason == "no_device"
-    from mfa_radius import config as config_mod
     path = tmp_path / "mfa-radius.toml"
     path.write_text(path.read_text() + "[policy]\nnullok = true\n")
     w.v.reconfigure(config_mod.load(str(path)))
@@ -387,7 +388,7 @@ def test_wrong_shape_codes_are_bad_codes(world):
         assert verify(world.v, "alice", wrong).reason == "bad_code"
 
 
-# ---- lockout -------------------------------------------------------------------------------------
+# ---- lockout ------------------------------------------------------------------------------------
 
 def _wrong(key, now=NOW):
     """A 6-digit code that is none of the codes near `now` (and unlike any timestamp digits)."""
@@ -481,7 +482,7 @@ def test_unknown_users_are_not_locked_and_leave_no_row(world):
     assert world.user_row("ghost") is None
 
 
-# ---- recovery codes ------------------------------------------------------------------------------
+# ---- recovery codes -----------------------------------------------------------------------------
 
 def test_recovery_codes_shape(world):
     codes = world.devices.issue_recovery_codes("alice")
@@ -548,7 +549,7 @@ def test_recovery_codes_are_stored_only_as_hashes(world):
     assert len(rows) == 10 and all(len(h) == 32 for _, h in rows)
 
 
-# ---- audit ---------------------------------------------------------------------------------------
+# ---- audit --------------------------------------------------------------------------------------
 
 def test_every_decision_is_audited_without_the_code(make_world):
     w = make_world('[policy]\nexempt_users = ["svc"]\n', accounts=StaticAccounts({}))
@@ -585,7 +586,7 @@ def test_locked_decisions_are_audited(world):
     assert reasons == ["bad_code"] * 5 + ["locked"]
 
 
-# ---- group commit --------------------------------------------------------------------------------
+# ---- group commit -------------------------------------------------------------------------------
 
 def test_a_batch_is_one_transaction(world):
     keys = {f"u{i}": assign(world.devices, f"u{i}", f"S{i}") for i in range(10)}
@@ -666,7 +667,7 @@ def test_unlock_by_another_connection_is_seen(world):
     assert verify(world.v, "alice", totp_at(key, NOW)).accepted
 
 
-# ---- failing closed ------------------------------------------------------------------------------
+# ---- failing closed -----------------------------------------------------------------------------
 
 def test_closed_connection_refuses_everything(world, caplog):
     key = assign(world.devices, "alice", "A1")
@@ -705,7 +706,6 @@ def test_wrong_key_file_refuses_everything(make_world, tmp_path):
     key = assign(w.devices, "alice", "A1")
     other_key = tmp_path / "other.key"
     create_key_file(str(other_key))
-    from mfa_radius import config as config_mod
     path = tmp_path / "mfa-radius.toml"
     path.write_text(path.read_text().replace("secret.key", "other.key"))
     v = w.verifier(config_mod.load(str(path)))
@@ -717,7 +717,6 @@ def test_wrong_key_file_refuses_everything(make_world, tmp_path):
 def test_a_database_locked_beyond_the_busy_timeout_refuses(make_world):
     w = make_world()
     key = assign(w.devices, "alice", "A1")
-    from dataclasses import replace
     cfg = replace(w.cfg, storage=replace(w.cfg.storage, busy_timeout=0.1))
     v = w.verifier(cfg)
     blocker = sqlite3.connect(w.cfg.storage.database, isolation_level=None)
@@ -731,7 +730,7 @@ def test_a_database_locked_beyond_the_busy_timeout_refuses(make_world):
     assert verify(v, "alice", totp_at(key, NOW)).accepted
 
 
-# ---- codes from an independent implementation -------------------------------------------------
+# ---- codes from an independent implementation ---------------------------------------------------
 
 @pytest.mark.skipif(shutil.which("oathtool") is None, reason="oathtool not installed")
 @pytest.mark.parametrize("kind,digits,algorithm", [("totp", 6, "SHA1"), ("totp", 8, "SHA256"),
