@@ -179,6 +179,7 @@ class SyslogCapture:
             if os.path.exists(self.PATH):
                 return
             self._sock.bind(self.PATH)
+            os.chmod(self.PATH, 0o666)  # as syslog daemons do: every process may log
         except OSError:
             return
         self.active = True

@@ -307,3 +307,14 @@ def test_venv_option_and_default(env):
     assert SUCCESS in out or AUTHINFO_UNAVAIL in out
     svc = env.service()
     assert SUCCESS in pamtester(svc, "leo", env.next_code(totp))
+
+
+def test_fallback_in_unprivileged_process_cannot_read_key(env, syslog):
+    """A screen locker runs as the user: with the daemon down, the in-process fallback cannot
+    read the root-only key file, and refuses (one syslog line saying so)."""
+    totp = env.enroll("nobody")
+    svc = env.service()
+    out = pamtester(svc, "nobody", env.next_code(totp), as_user="nobody")
+    assert AUTHINFO_UNAVAIL in out
+    if syslog.active:
+        assert any("secret.key" in line and "refusing" in line for line in syslog.take())
