@@ -467,3 +467,12 @@ def test_enable_hotp_never_goes_back_to_used_counters(devices, verifier):
         devices.enable("bob", "H1", key.code(2), key.code(3), now=NOW)
     devices.enable("bob", "H1", key.code(6), key.code(7), now=NOW)
     assert verify(verifier, "bob", key.code(8)).accepted
+
+
+@pytest.mark.parametrize("serial", ["arn:aws:iam::123456789012:mfa/bob", "a+b=c,d.e@f-g_h", "a/b",
+                                    "x" * 256])
+@pytest.mark.parametrize("issuer", ["mfa-radius", "ACME: VPN & Co", "Société"])
+def test_otpauth_uri_round_trips_any_valid_serial(devices, serial, issuer):
+    info = devices.create_virtual(serial, issuer=issuer)
+    otp = pyotp.parse_uri(info["otpauth_uri"])
+    assert (otp.name, otp.issuer, otp.secret) == (serial, issuer, info["secret"])

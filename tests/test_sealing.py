@@ -230,3 +230,15 @@ def test_seeds_are_not_stored_in_clear(tmp_path):
             infos[0]["secret"] + "=" * (-len(infos[0]["secret"]) % 8))
     finally:
         d.store.close()
+
+
+def test_init_keeps_an_existing_key_and_creates_the_missing_database(tmp_path):
+    cfg = make_config(tmp_path)
+    key = open(cfg.storage.key_file, "rb").read()
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(cfg.storage.database + suffix):
+            os.unlink(cfg.storage.database + suffix)
+    done = init(cfg)
+    assert open(cfg.storage.key_file, "rb").read() == key
+    assert os.path.exists(cfg.storage.database) and mode(cfg.storage.database) == 0o600
+    assert any("created" in line for line in done)
