@@ -36,6 +36,8 @@ class StorageConfig:
     # "full" survives power loss; "normal" survives a process crash only (FACTS.md).
     synchronous: str = field(default="full", metadata=_choice("full", "normal"))
     busy_timeout: float = field(default=10.0, metadata=_min(0.1))
+    # Audit rows older than this are pruned by the daemon's housekeeping; 0 keeps them forever.
+    audit_retention_days: int = field(default=365, metadata=_min(0))
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,12 @@ class SmsConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    # "HOST:PORT" ("[::1]:9812" for IPv6) serving Prometheus text at /metrics; "" = disabled.
+    listen: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     path: str = ""
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -176,10 +184,12 @@ class Config:
     radius: RadiusConfig = field(default_factory=RadiusConfig)
     pam: PamConfig = field(default_factory=PamConfig)
     sms: SmsConfig = field(default_factory=SmsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 _SECTIONS = {"storage": StorageConfig, "otp": OtpConfig, "policy": PolicyConfig,
-             "radius": RadiusConfig, "pam": PamConfig, "sms": SmsConfig}
+             "radius": RadiusConfig, "pam": PamConfig, "sms": SmsConfig,
+             "metrics": MetricsConfig}
 
 
 def resolve_path(explicit: str | None) -> str:
@@ -312,6 +322,11 @@ def _check_semantics(cfg: Config, path: str, text: str) -> None:
     if cfg.policy.lockout_max_delay < cfg.policy.lockout_delay:
         raise ConfigError(_where(path, text, "policy", "lockout_max_delay") +
                           "'policy.lockout_max_delay' must not be below 'policy.lockout_delay'")
+    listen = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]*):(\d{1,5})", cfg.metrics.listen)
+    if cfg.metrics.listen and (listen is None or int(listen.group(2)) > 65535):
+        raise ConfigError(_where(path, text, "metrics", "listen") +
+                          f"'metrics.listen' must be HOST:PORT (IPv6: [ADDR]:PORT), not "
+                          f"{cfg.metrics.listen!r}")
 
 
 def _check_sms(cfg: Config, raw_gateways: list, path: str, text: str) -> None:

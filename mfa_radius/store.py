@@ -416,6 +416,58 @@ class Store:
         rows.reverse()
         return rows
 
+    # ---- housekeeping and metrics ----------------------------------------------------------
+
+    def prune_audit(self, before: float, batch: int = 5000) -> int:
+        """Delete audit rows older than `before`, `batch` rows per transaction; return how many.
+
+        Small transactions keep the write lock for milliseconds, so logins are never held up
+        behind a prune of a year's worth of rows.
+        """
+        total = 0
+        while True:
+            with self.errors("pruning the audit log"), self.transaction():
+                cur = self.conn.execute("DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE "
+                                        "time < ? ORDER BY time LIMIT ?)", (before, batch))
+            total += cur.rowcount
+            if cur.rowcount < batch:
+                return total
+
+    def prune_expired(self, now: float, idle_before: float) -> dict[str, int]:
+        """Delete state that no longer means anything; return {what: rows deleted}.
+
+        - SMS codes past their expiry (they can no longer be used);
+        - user rows that only hold failure counters (no device, recovery code or phone), not locked
+          and idle since `idle_before`: mostly names guessed by password sprayers.
+        """
+        done = {}
+        with self.errors("pruning expired state"), self.transaction():
+            tables = {r[0] for r in self.conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "sms_codes" in tables:
+                done["sms_codes"] = self.conn.execute(
+                    "DELETE FROM sms_codes WHERE expires_at <= ?", (now,)).rowcount
+            columns = {r[1] for r in self.conn.execute("PRAGMA table_info(users)")}
+            no_phone = " AND phone IS NULL" if "phone" in columns else ""
+            done["users"] = self.conn.execute(
+                "DELETE FROM users WHERE locked_until <= ? AND max(coalesce(last_failure, 0), "
+                "coalesce(last_success, 0), created_at) < ? AND NOT EXISTS (SELECT 1 FROM devices "
+                "WHERE devices.user = users.name) AND NOT EXISTS (SELECT 1 FROM recovery_codes "
+                "WHERE recovery_codes.user = users.name)" + no_phone,
+                (now, idle_before)).rowcount
+        return done
+
+    def gauge_counts(self, now: float) -> dict[str, int]:
+        """Numbers for the metrics gauges: locked and enrolled users, assigned/unassigned devices."""
+        with self.errors("counting for metrics"):
+            locked = self.conn.execute("SELECT count(*) FROM users WHERE locked_until > ?",
+                                       (now,)).fetchone()[0]
+            enrolled, assigned, unassigned = self.conn.execute(
+                "SELECT count(DISTINCT user), count(user), count(*) - count(user) FROM devices"
+            ).fetchone()
+        return {"locked_users": locked, "enrolled_users": enrolled, "devices_assigned": assigned,
+                "devices_unassigned": unassigned}
+
 
 def _chunks(items: list, size: int = 500) -> Iterator[list]:
     for i in range(0, len(items), size):

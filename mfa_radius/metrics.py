@@ -1,0 +1,189 @@
+"""Prometheus metrics: the counters the RADIUS and PAM fronts increment, and the `/metrics` server.
+
+The metrics are module-level (like `logging` loggers): a front imports this module and calls
+`observe(...)` or `DROPPED.labels(...).inc()` whether or not `[metrics] listen` is set; serving
+them is `start_http(cfg.metrics.listen, cfg)`, which returns a handle to stop the server.
+
+Labels are bounded sets taken from the config (RADIUS client names, PAM service names) and fixed
+vocabularies (results, reasons, causes). Never a user name: one time series per user would grow
+without bound, and the metrics endpoint is not the place to list who logs in.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import threading
+import time
+
+import prometheus_client
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY
+
+log = logging.getLogger("mfa_radius.metrics")
+
+# `_created` series double every counter's output for no use on a dashboard.
+prometheus_client.disable_created_metrics()
+
+# Authentication latency is dominated by PAM password checks (~50 ms; ~2 s on a pam_unix failure)
+# and SMS gateways; the buckets reach past both.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+BUILD_INFO = Gauge("mfa_radius_build_info", "Version of the running mfa-radius (always 1)",
+                   ["version"])
+BUILD_INFO.labels(importlib.metadata.version("mfa-radius")).set(1)
+
+REQUESTS = Counter(
+    "mfa_radius_requests", "Authentication requests answered, by front (radius, pam), client "
+    "(RADIUS client name or PAM service) and result (accept, reject, challenge)",
+    ["front", "client", "result"])
+REASONS = Counter(
+    "mfa_radius_decisions", "Verifier decisions by front and reason (ok, bad_code, replay, locked, "
+    "no_device, ...)", ["front", "reason"])
+LATENCY = Histogram(
+    "mfa_radius_request_duration_seconds", "Time from request received to reply sent, by front",
+    ["front"], buckets=LATENCY_BUCKETS)
+DUPLICATES = Counter(
+    "mfa_radius_radius_duplicates", "RADIUS retransmits answered from the reply cache (or dropped "
+    "while the first copy was in progress), by client", ["client"])
+DROPPED = Counter(
+    "mfa_radius_dropped", "Requests dropped without an answer, by front and cause (unknown_client, "
+    "bad_message_authenticator, missing_message_authenticator, malformed, unauthorised_caller, "
+    "overload, ...)", ["front", "cause"])
+SMS_SENT = Counter("mfa_radius_sms_sent", "SMS codes handed to a gateway, by gateway", ["gateway"])
+SMS_FAILURES = Counter("mfa_radius_sms_failures", "SMS sends that failed, by gateway",
+                       ["gateway"])
+RELOADS = Counter("mfa_radius_config_reloads", "SIGHUP reloads, by result (ok, refused)",
+                  ["result"])
+AUDIT_PRUNED = Counter("mfa_radius_audit_pruned_rows", "Audit rows deleted by housekeeping")
+LAST_RELOAD = Gauge("mfa_radius_config_last_reload_success_timestamp_seconds",
+                    "Unix time of the last config load that was taken (start or reload)")
+
+
+def observe(front: str, client: str, result: str, reason: str, seconds: float) -> None:
+    """Record one answered request: its result, the verifier's reason and its latency."""
+    REQUESTS.labels(front, client, result).inc()
+    REASONS.labels(front, reason).inc()
+    LATENCY.labels(front).observe(seconds)
+
+
+def drop(front: str, cause: str) -> None:
+    DROPPED.labels(front, cause).inc()
+
+
+class StoreCollector:
+    """Gauges read from the database at scrape time: locked users, enrolled users, devices.
+
+    Scrapes run in the HTTP server's threads, while the Verifier's connection belongs to the event
+    loop, so this collector has its own connection (a WAL reader never blocks the writers).
+    """
+
+    def __init__(self):
+        self.config = None  # None: nothing to read (no server started), no gauges
+        self._store = None
+        self._lock = threading.Lock()
+
+    def set_config(self, config) -> None:
+        """Read from this config's database from the next scrape on (None: stop reading)."""
+        with self._lock:
+            if (config is None or self.config is None
+                    or config.storage != self.config.storage):
+                self.close_locked()
+            self.config = config
+
+    def describe(self):
+        # Describing without reading: registering must not open the database.
+        return [GaugeMetricFamily("mfa_radius_locked_users", ""),
+                GaugeMetricFamily("mfa_radius_enrolled_users", ""),
+                GaugeMetricFamily("mfa_radius_devices", "", labels=["state"])]
+
+    def collect(self):
+        with self._lock:
+            if self.config is None:
+                return
+            try:
+                if self._store is None:
+                    from .state import open_store
+
+                    self._store = open_store(self.config)
+                counts = self._store.gauge_counts(time.time())
+            except Exception as exc:  # a scrape must never kill the server thread
+                log.warning("metrics: cannot read the database: %s", exc)
+                self.close_locked()
+                return
+        yield GaugeMetricFamily("mfa_radius_locked_users", "Users locked out now (too many wrong "
+                                "codes)", value=counts["locked_users"])
+        yield GaugeMetricFamily("mfa_radius_enrolled_users", "Users holding at least one device",
+                                value=counts["enrolled_users"])
+        devices = GaugeMetricFamily("mfa_radius_devices", "Devices by state (assigned, unassigned)",
+                                    labels=["state"])
+        devices.add_metric(["assigned"], counts["devices_assigned"])
+        devices.add_metric(["unassigned"], counts["devices_unassigned"])
+        yield devices
+
+    def close_locked(self) -> None:
+        if self._store is not None:
+            try:
+                self._store.close()
+            except Exception:
+                pass
+            self._store = None
+
+
+STORE_GAUGES = StoreCollector()
+REGISTRY.register(STORE_GAUGES)
+
+
+def reconfigure(config) -> None:
+    """After a reload: the database gauges follow a changed [storage] section."""
+    if STORE_GAUGES.config is not None:
+        STORE_GAUGES.set_config(config)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """ "127.0.0.1:9812", "[::1]:9812", ":9812" (all addresses) -> (host, port)."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"metrics listen address {listen!r} is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"metrics listen address {listen!r}: write IPv6 addresses as [ADDR]:PORT")
+    return host or "0.0.0.0", int(port)
+
+
+class MetricsServer:
+    """The running `/metrics` HTTP server (a daemon thread); `close()` stops it."""
+
+    def __init__(self, httpd, thread):
+        self._httpd = httpd
+        self._thread = thread
+        self.host, self.port = httpd.server_address[:2]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+        STORE_GAUGES.set_config(None)
+
+
+def start_http(listen: str, config=None) -> MetricsServer | None:
+    """Serve `/metrics` on `listen` ("HOST:PORT"; "" = disabled, returns None).
+
+    With `config`, the database gauges (locked users, ...) are read from its database at scrape
+    time. Raises OSError when the address cannot be bound (the daemon logs it and serves on).
+    """
+    if not listen:
+        return None
+    host, port = parse_listen(listen)
+    httpd, thread = prometheus_client.start_http_server(port, addr=host)
+    STORE_GAUGES.set_config(config)
+    server = MetricsServer(httpd, thread)
+    log.info("metrics on %s", server.url)
+    return server
