@@ -199,3 +199,9 @@ def test_delimiter_split(server_for, typed, expected):
 def test_eight_digit_codes(server_for):
     server = server_for("[radius]\ncode_digits = 8\n")
     assert server._split(b"pw12345678") == (b"pw", b"12345678")
+
+
+def test_challenge_message_too_long(tmp_path, cfg_path):
+    cfg = config_mod.load(str(write_config(tmp_path, f'[radius]\nchallenge_message = "{"x" * 254}"\n')))
+    with pytest.raises(ConfigError, match="challenge_message"):
+        RadiusServer(cfg, Verifier.open(cfg))

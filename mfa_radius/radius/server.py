@@ -127,15 +127,18 @@ class RadiusServer:
         clients = ClientTable.from_config(config)
         replies = ReplyTable.from_config(config)
         r = config.radius
+        message = r.challenge_message.encode("utf-8")
+        if not message or len(message) > 253:
+            raise ConfigError(f"{config.path}: [radius] challenge_message must be 1-253 octets")
+        tail = (codec.encode_attr(codec.REPLY_MESSAGE, message)
+                + codec.encode_attr(codec.SESSION_TIMEOUT,
+                                    min(int(r.challenge_timeout), 2**32 - 1).to_bytes(4, "big")))
         self.config = config
         self.clients = clients
         self.replies = replies
         self.dedup.ttl = r.duplicate_ttl
         self.challenges.timeout = r.challenge_timeout
-        self._challenge_attrs_tail = (
-            codec.encode_attr(codec.REPLY_MESSAGE, r.challenge_message.encode("utf-8"))
-            + codec.encode_attr(codec.SESSION_TIMEOUT,
-                                int(r.challenge_timeout).to_bytes(4, "big")))
+        self._challenge_attrs_tail = tail
 
     def reconfigure(self, config: Config) -> None:
         """Apply a reloaded config (clients, secrets, replies, timeouts); ConfigError keeps the old.
@@ -224,10 +227,14 @@ class RadiusServer:
             return
         self.dedup.start(key, now)
         job = Job(sock, addr, client, request, key, now)
-        if request.code == codec.STATUS_SERVER:
-            self._reply(job, codec.ACCESS_ACCEPT, b"", "accept", "status_server")
-            return
-        self._access_request(job)
+        try:
+            if request.code == codec.STATUS_SERVER:
+                self._reply(job, codec.ACCESS_ACCEPT, b"", "accept", "status_server")
+            else:
+                self._access_request(job)
+        except Exception:
+            self.dedup.abandon(key)  # unanswered: let the retransmit try again
+            raise
 
     # ---- deciding --------------------------------------------------------------------------
 
@@ -326,11 +333,16 @@ class RadiusServer:
         batch, self._queue = self._queue, []
         if not batch:
             return
-        decisions = self.verifier.verify_batch([attempt for _, attempt in batch])
+        try:
+            decisions = self.verifier.verify_batch([attempt for _, attempt in batch])
+        except Exception:  # verify_batch fails closed itself; this is the last line of defence
+            log.exception("verifier failed on a batch of %d", len(batch))
+            decisions = [Decision(False, "error")] * len(batch)
         for (job, _), decision in zip(batch, decisions):
             try:
                 self._decided(job, decision)
-            except Exception:
+            except Exception:  # one reply's problem must not stop the others
+                self.dedup.abandon(job.key)
                 log.exception("internal error replying to client %s", job.client.name)
 
     def _decided(self, job: Job, decision: Decision) -> None:
