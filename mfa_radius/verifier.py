@@ -140,9 +140,11 @@ class Verifier:
         with self.store.errors("reading user"):
             self._refresh()
             state = self._user(user)
-        sms = self._sms_usable(state) and bool(self.config.sms.gateways)
+        usable = self._sms_usable(state)
+        sms = usable and bool(self.config.sms.gateways)
         return UserStatus(
-            enrolled=bool(state.devices) or state.has_recovery or bool(state.phone),
+            # A phone counts even without a gateway: nullok must not let its owner through.
+            enrolled=bool(state.devices) or state.has_recovery or usable,
             exempt=user in self.config.policy.exempt_users,
             privileged=self.is_privileged(user),
             allowed_without_device=self.allowed_without_device(user),
@@ -199,7 +201,7 @@ class Verifier:
         state = self._user(user)
         if state.locked_until > now:
             return Decision(False, "locked", retry_after=state.locked_until - now)
-        if not state.devices and not state.has_recovery and not state.phone:
+        if not state.devices and not state.has_recovery and not self._sms_usable(state):
             _DUMMY_KEY.find(code, 0, 2 * self.config.otp.totp_window)
             if self.allowed_without_device(user):
                 return Decision(True, "no_device_allowed")

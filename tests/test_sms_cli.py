@@ -120,3 +120,57 @@ timeout = 3
         verifier.store.close()
     finally:
         peer.stop()
+
+
+def test_the_dispatcher_waits_or_queues(tmp_path):
+    from mfa_radius.sms.service import SmsDispatcher, SmsService
+
+    peer = Peer(delay=0.5).start()
+    try:
+        cfg = make_config(tmp_path, f"""
+[[sms.gateways]]
+type = "twilio"
+account_sid = "AC1"
+auth_token_file = "{tmp_path}/token"
+from_number = "+15557770000"
+api_url = "{peer.url}"
+""".replace("{tmp_path}/token", _token(tmp_path)))
+        peer.status = 201
+        verifier = Verifier.open(cfg, StaticAccounts({}))
+        SmsService(verifier, SmsSender([])).enable("alice", "+15550001111")
+        dispatcher = SmsDispatcher(verifier, SmsSender.from_config(cfg))
+
+        async def front():
+            start = time.monotonic()
+            queued = await dispatcher.request("alice", "radius:vpn1", wait=False)
+            quick = time.monotonic() - start
+            waited = await dispatcher.request("alice", "pam:sshd")
+            nobody = await dispatcher.request("nobody", "pam:sshd")
+            return quick, queued, waited, nobody
+
+        quick, queued, waited, nobody = asyncio.run(front())
+        assert quick < 0.3 and queued.reason == "queued" and not queued.sent
+        assert queued.explain() == "A code was sent to your phone ending 1111"
+        assert waited.sent and waited.result.gateway == "twilio-1"
+        assert nobody.reason == "no_phone" and "no phone number" in nobody.explain()
+        dispatcher.close()
+        for _ in range(100):
+            if len(peer.requests) == 2:
+                break
+            time.sleep(0.02)
+        assert [r.path for r in peer.requests] == ["/2010-04-01/Accounts/AC1/Messages.json"] * 2
+        codes = [r.form["Body"].rsplit(" ", 1)[1] for r in peer.requests]
+        # Only the newest code is live: the queued one was replaced by the waited one.
+        accepted = [verifier.verify(Attempt("alice", c, "pam:sshd", time.time())).accepted
+                    for c in codes]
+        assert sorted(accepted) == [False, True]
+        verifier.store.close()
+    finally:
+        peer.stop()
+
+
+def _token(tmp_path):
+    path = tmp_path / "token"
+    path.write_text("tok\n")
+    path.chmod(0o600)
+    return str(path)

@@ -299,3 +299,11 @@ def test_no_code_or_message_in_logs_or_database(w, caplog):
     conn = sqlite3.connect(w.cfg.storage.database)
     assert conn.execute("SELECT count(*) FROM sms_sends").fetchone()[0] == 3
     conn.close()
+
+
+def test_a_privileged_user_with_only_a_stale_phone_has_no_second_factor(w):
+    w.service.enable("erin", PHONE)
+    w.verifier.accounts = StaticAccounts({"erin": {"sudo"}})
+    status = w.verifier.status("erin")
+    assert not status.enrolled and status.privileged and not status.allowed_without_device
+    assert w.verify("123456", "erin").reason == "no_device"

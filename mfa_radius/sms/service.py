@@ -26,7 +26,7 @@ from .policy import (SmsTicket, explain, is_sms_request, mask_phone, normalise_p
 
 log = logging.getLogger("mfa_radius.sms")
 
-__all__ = ["SmsService", "SmsOutcome", "SmsSender", "SmsTicket", "SendResult", "should_send",
+__all__ = ["SmsService", "SmsDispatcher", "SmsOutcome", "SmsSender", "SmsTicket", "SendResult", "should_send",
            "is_sms_request", "sms_users"]
 
 
@@ -36,10 +36,12 @@ class SmsError(MfaError):
 
 @dataclass(frozen=True, slots=True)
 class SmsOutcome:
-    """Issue and send together: `sent` is True only when a gateway took the message."""
+    """Issue and send together: `sent` is True only when a gateway took the message; `queued`
+    when the send goes on in the background (SmsDispatcher.request with wait=False)."""
 
     ticket: SmsTicket = field(repr=False)
     result: SendResult | None = None
+    queued: bool = False
 
     @property
     def sent(self) -> bool:
@@ -49,13 +51,53 @@ class SmsOutcome:
     def reason(self) -> str:
         if not self.ticket.ok:
             return self.ticket.reason
+        if self.queued:
+            return "queued"
         return "ok" if self.sent else "send_failed"
 
     def explain(self) -> str:
         """One line for the user: "A code was sent to your phone ending 1234", or why not."""
-        if self.sent:
+        if self.sent or self.queued:
             return self.ticket.explain()
         return explain(self.reason, self.ticket.retry_after)
+
+
+class SmsDispatcher:
+    """For the daemon: issue codes on the event-loop thread (the verifier is not thread-safe),
+    send them on a small worker pool, so the loop never waits for a gateway.
+
+    The pool's queue stays short: the global send cap bounds how many sends can be waiting.
+    """
+
+    def __init__(self, verifier: Verifier, sender: SmsSender, workers: int = 2):
+        import concurrent.futures
+
+        self.verifier = verifier
+        self.sender = sender
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="sms")
+
+    async def request(self, user: str, source: str, *, wait: bool = True) -> SmsOutcome:
+        """Issue a code for `user` and send it. With `wait` (PAM: the prompt can say "could not
+        send code"), return once a gateway answered; without (RADIUS: answer the challenge at
+        once), return as soon as the send is queued."""
+        import asyncio
+
+        ticket = self.verifier.issue_sms(user, source)
+        if not ticket.ok:
+            return SmsOutcome(ticket)
+        future = asyncio.get_running_loop().run_in_executor(self._pool, self.sender.send_code,
+                                                            ticket)
+        if not wait:
+            return SmsOutcome(ticket, queued=True)
+        return SmsOutcome(ticket, await future)
+
+    def reconfigure(self, config: Config) -> None:
+        """Build the gateways of a new config (ConfigError, keeping the old ones, if a secret
+        file is bad): call it before swapping the config in."""
+        self.sender = SmsSender.from_config(config)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class SmsService:
