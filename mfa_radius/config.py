@@ -237,6 +237,8 @@ def _build(cls: type, values: dict, dotted: str, path: str, text: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     section, _, _ = dotted.partition(".")
+    if "[" in dotted:  # an entry of a [[table array]]: errors point into that entry
+        section = dotted
     for key, value in values.items():
         if key not in fields:
             raise ConfigError(_where(path, text, section, key) + f"unknown key '{dotted}.{key}'"
@@ -307,17 +309,18 @@ def _coerce(hint, value, dotted, meta, path, text, section, key):
 
 def _check_semantics(cfg: Config, path: str, text: str) -> None:
     names = set()
-    for client in cfg.radius.clients:
-        where = _where(path, text, "radius", "clients")
+    for i, client in enumerate(cfg.radius.clients):
         if client.name in names:
-            raise ConfigError(where + f"duplicate RADIUS client name '{client.name}'")
+            raise ConfigError(_where(path, text, f"radius.clients[{i}]", "name") +
+                              f"duplicate RADIUS client name '{client.name}'")
         names.add(client.name)
         if bool(client.secret) == bool(client.secret_file):
-            raise ConfigError(where + f"RADIUS client '{client.name}' needs exactly one of "
+            raise ConfigError(_where(path, text, f"radius.clients[{i}]", None) +
+                              f"RADIUS client '{client.name}' needs exactly one of "
                               "'secret' or 'secret_file'")
-    for reply in cfg.radius.replies:
+    for i, reply in enumerate(cfg.radius.replies):
         if bool(reply.user) == bool(reply.group):
-            raise ConfigError(_where(path, text, "radius", "replies") +
+            raise ConfigError(_where(path, text, f"radius.replies[{i}]", None) +
                               "each [[radius.replies]] needs exactly one of 'user' or 'group'")
     if cfg.policy.lockout_max_delay < cfg.policy.lockout_delay:
         raise ConfigError(_where(path, text, "policy", "lockout_max_delay") +
@@ -404,6 +407,9 @@ _HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\-]+)\s*\]\]?")
 
 
 def _find_line(text: str, section: str | None, key: str | None) -> int | None:
+    entry = re.fullmatch(r"(.+)\[(\d+)\]", section or "")
+    if entry:
+        return _find_in_entry(text, entry.group(1), int(entry.group(2)), key)
     current = ""
     for number, line in enumerate(text.splitlines(), 1):
         header = _HEADER.match(line)
@@ -417,6 +423,30 @@ def _find_line(text: str, section: str | None, key: str | None) -> int | None:
             continue
         if section and key and current.split(".")[0] == section and re.match(
                 rf"^\s*{re.escape(key)}\s*=", line):
+            return number
+    return None
+
+
+def _find_in_entry(text: str, name: str, index: int, key: str | None) -> int | None:
+    """The line of `key` in the index-th [[name]] table (its header line when key is None)."""
+    seen, inside, sub = -1, False, ""
+    for number, line in enumerate(text.splitlines(), 1):
+        header = _HEADER.match(line)
+        if header:
+            current = header.group(1)
+            if current == name and line.lstrip().startswith("[["):
+                seen += 1
+                inside, sub = seen == index, ""
+                if inside and key is None:
+                    return number
+            elif inside and current.startswith(name + "."):
+                sub = current
+                if key and current == f"{name}.{key}":
+                    return number
+            else:
+                inside = False
+            continue
+        if inside and not sub and key and re.match(rf"^\s*{re.escape(key)}\s*=", line):
             return number
     return None
 
