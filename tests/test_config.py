@@ -336,3 +336,46 @@ def test_resolve_path(monkeypatch):
     monkeypatch.setenv("MFA_RADIUS_CONFIG", "/srv/env.toml")
     assert resolve_path(None) == "/srv/env.toml"
     assert resolve_path("/srv/flag.toml") == "/srv/flag.toml"
+
+
+# ---- lines inside [[arrays of tables]] ---------------------------------------------------------
+
+TWO_CLIENTS = MINIMAL + '''
+[[radius.clients]]
+name = "a"
+address = "10.0.0.1"
+secret = "x"
+
+[[radius.clients]]
+name = "b"
+address = "10.0.0.2"
+'''  # the second client starts on line 10
+
+
+def test_wrong_type_in_the_second_client_names_its_line(write):
+    path = write(TWO_CLIENTS + "secret = 5\n")
+    message = error_of(path)
+    assert message.startswith(f"{path}:13: ") and "'radius.clients[1].secret'" in message
+
+
+def test_unknown_key_in_the_second_client_names_its_line(write):
+    path = write(TWO_CLIENTS + 'secret = "y"\nsecert = "y"\n')
+    assert error_of(path).startswith(f"{path}:14: ")
+
+
+def test_missing_secret_in_the_second_client_names_its_table(write):
+    path = write(TWO_CLIENTS)
+    message = error_of(path)
+    assert message.startswith(f"{path}:10: ") and "'b' needs exactly one of" in message
+
+
+def test_duplicate_client_name_names_the_second_one(write):
+    path = write(TWO_CLIENTS.replace('name = "b"', 'name = "a"') + 'secret = "y"\n')
+    assert error_of(path).startswith(f"{path}:11: ")
+
+
+def test_reply_error_names_its_table(write):
+    text = MINIMAL + '\n[[radius.replies]]\nuser = "alice"\n[radius.replies.attributes]\n' \
+        'Class = "x"\n\n[[radius.replies]]\nuser = "bob"\ngroup = "admins"\n'
+    path = write(text)
+    assert error_of(path).startswith(f"{path}:10: ")
