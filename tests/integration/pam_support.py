@@ -55,7 +55,7 @@ def require_root(*tools: str) -> None:
 class PamEnv:
     """A config, key and database in a world-traversable directory, and the PAM services using it."""
 
-    def __init__(self, extra_toml: str = "", pam_toml: str = ""):
+    def __init__(self, extra_toml: str = "", pam_toml: str = "", synchronous: str = "normal"):
         self.dir = Path(tempfile.mkdtemp(prefix="mfa-pam-", dir="/tmp"))
         os.chmod(self.dir, 0o755)  # non-root callers must reach the socket
         self.socket = self.dir / "run" / "pam.sock"
@@ -64,7 +64,7 @@ class PamEnv:
             "[storage]\n"
             f'database = "{self.dir}/mfa.db"\n'
             f'key_file = "{self.dir}/secret.key"\n'
-            'synchronous = "normal"\n'
+            f'synchronous = "{synchronous}"\n'
             "[otp]\n"
             "totp_window = 4\n"
             "[pam]\n"
