@@ -161,3 +161,44 @@ def check_audit(cfg, user, accepts, total):
         devices.store.close()
     assert len(events) == total
     assert sum(e["result"] == "accept" for e in events) == accepts
+
+
+def _enable_in_child(cfg_path, serial, code1, code2, now):
+    devices = open_devices(config_mod.load(cfg_path))
+    try:
+        devices.enable("frank", serial, code1, code2, now=now)
+    finally:
+        devices.store.close()
+
+
+def _deactivate_in_child(cfg_path, serial):
+    devices = open_devices(config_mod.load(cfg_path))
+    try:
+        devices.deactivate("frank", serial)
+    finally:
+        devices.store.close()
+
+
+def test_a_long_lived_verifier_sees_changes_made_by_other_processes(cfg):
+    seed = secrets.token_bytes(20)
+    add(cfg, DeviceSpec("F1", seed))
+    key = OtpKey(seed)
+    step = time_step(NOW, 30)
+    verifier = Verifier.open(cfg)
+    try:
+        assert verifier.verify(Attempt("frank", "123456", "t", NOW)).reason == "no_device"
+        child = CTX.Process(target=_enable_in_child,
+                            args=(cfg.path, "F1", key.code(step - 1), key.code(step), NOW))
+        child.start()
+        child.join(timeout=30)
+        assert child.exitcode == 0
+        assert verifier.verify(Attempt("frank", key.code(step + 1), "t", NOW)).accepted
+        child = CTX.Process(target=_deactivate_in_child, args=(cfg.path, "F1"))
+        child.start()
+        child.join(timeout=30)
+        assert child.exitcode == 0
+        later = NOW + 90
+        decision = verifier.verify(Attempt("frank", key.code(step + 3), "t", later))
+        assert decision.reason == "no_device"
+    finally:
+        verifier.store.close()
