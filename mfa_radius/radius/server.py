@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from ..config import Config
 from ..errors import ConfigError, MfaError
+from ..logsetup import RateLimitedLog, fields
 from ..verifier import Attempt, Decision, Verifier
 from . import codec
 from .challenge import ChallengeStore
@@ -49,27 +50,14 @@ class Job:
 
 
 class DropLog:
-    """One log line per (source, reason) every `interval` seconds, with the count suppressed."""
+    """Silent drops, logged at most `burst` times a minute per (source, reason) (logsetup)."""
 
-    def __init__(self, interval: float = 10.0, max_sources: int = 1024):
-        self.interval = interval
-        self.max_sources = max_sources
-        self._seen: dict[tuple[str, str], list] = {}
+    def __init__(self):
+        self._limited = RateLimitedLog(log)
 
     def drop(self, source: str, reason: str, detail: str = "") -> None:
-        now = time.monotonic()
-        key = (source, reason)
-        entry = self._seen.get(key)
-        if entry is not None and now < entry[0]:
-            entry[1] += 1
-            return
-        suppressed = entry[1] if entry else 0
-        if len(self._seen) >= self.max_sources:
-            self._seen.clear()
-        self._seen[key] = [now + self.interval, 0]
-        more = f" ({suppressed} more since last report)" if suppressed else ""
-        log.warning("dropped request from %s: %s%s%s", source, reason,
-                    f": {detail}" if detail else "", more)
+        self._limited.warning(f"{source} {reason}", "dropped request from %s: %s%s", source,
+                              reason, f": {detail}" if detail else "")
 
 
 def parse_listen(address: str) -> tuple[int, tuple]:
@@ -376,17 +364,13 @@ class RadiusServer:
         self._send(job.sock, reply, job.addr)
         # Appliances probe with Status-Server every few seconds: not a decision worth a line.
         level = logging.DEBUG if code == codec.ACCESS_ACCEPT and not job.user else logging.INFO
-        log.log(level, "client=%s user=%s result=%s reason=%s ms=%.1f", job.client.name,
-                 _escape(job.user) if job.user else "-", result, reason,
-                 (now - job.started) * 1000)
+        if log.isEnabledFor(level):
+            log.log(level, "%s", fields(client=job.client.name, user=job.user[:256] or "-",
+                                        result=result, reason=reason,
+                                        ms=round((now - job.started) * 1000, 1)))
 
     def _send(self, sock: socket.socket, reply: bytes, addr: tuple) -> None:
         try:
             sock.sendto(reply, addr)
         except OSError as exc:
             self.drops.drop(addr[0], "send failed", str(exc))
-
-
-def _escape(text: str) -> str:
-    """A user name as one safe log token: quoted, control and non-ASCII characters escaped."""
-    return '"' + text[:256].encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'

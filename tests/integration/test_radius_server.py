@@ -72,8 +72,8 @@ def test_code_accepted_with_reply_attributes_then_replay_rejected(daemon, alice)
     assert result == "Access-Reject", out
     assert reply_attr(out, "Class") == []
     lines = daemon.decisions(2)
-    assert 'user="alice" result=accept reason=ok' in lines[0]
-    assert 'user="alice" result=reject reason=replay' in lines[1]
+    assert 'user=alice result=accept reason=ok' in lines[0]
+    assert 'user=alice result=reject reason=replay' in lines[1]
     assert code not in daemon.log()  # never the code in the log
 
 
@@ -89,7 +89,7 @@ def test_unknown_user_gets_the_same_reject(daemon, alice):
     packet, _ = access_request("mallory", b"123456")
     reply = daemon.raw(packet)
     assert reply[0] == codec.ACCESS_REJECT and len(reply) == 38
-    assert "reason=no_device" in daemon.wait_log(r'user="mallory".*').group(0)
+    assert "reason=no_device" in daemon.wait_log(r'user=mallory .*').group(0)
 
 
 def test_request_without_message_authenticator_dropped(daemon, alice):
@@ -132,11 +132,16 @@ def test_unknown_client_dropped(tmp_path):
         f'secret = "{SECRET}"\n'))
     d.start()
     try:
-        for _ in range(3):
-            result, _ = radclient(d, signed("alice", "123456"), retries=1, timeout=0.5)
-            assert result is None
+        result, _ = radclient(d, signed("alice", "123456"), retries=1, timeout=0.5)
+        assert result is None
         d.wait_log(r"dropped request from 127\.0\.0\.1: unknown client")
-        assert d.log().count("unknown client") == 1  # rate-limited
+        packet, _ = access_request("alice", b"123456")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _ in range(50):
+                sock.sendto(packet, ("127.0.0.1", d.port))
+        assert radclient(d, "Message-Authenticator = 0x00\n", code="status",
+                         timeout=0.5)[0] is None  # also unknown; and the flood was read
+        assert 1 <= d.log().count("unknown client") <= 5  # rate-limited (logsetup burst)
     finally:
         d.stop()
 
