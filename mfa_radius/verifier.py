@@ -152,7 +152,7 @@ class Verifier:
             digits=tuple(sorted({d.digits for d in state.devices})),
             sms=sms,
             sms_only=sms and not state.devices,
-            phone_hint=sms_policy.phone_hint(state.phone) if sms else "",
+            phone_hint=sms_policy.phone_hint(state.phone or "") if sms else "",
         )
 
     def _sms_usable(self, state: _User) -> bool:

@@ -1,4 +1,4 @@
-"""The SMS rules as plain functions: phone numbers, the message, codes, limits, the send decision."""
+"""The SMS rules as plain functions: phone numbers, the message, codes, limits, sending."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ path = "{self.log}"
         return self.service.request_code(user, "test", now)
 
     def last_code(self) -> str:
-        return re.findall(r"code is (\d{6})$", self.log.read_text(), re.M)[-1]
+        return re.findall(r"code is (\d{6})$", self.log.read_text(), re.MULTILINE)[-1]
 
     def verify(self, code, user="alice", now=NOW):
         return verify(self.verifier, user, code, now)
