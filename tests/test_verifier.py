@@ -3,6 +3,7 @@ recovery codes, audit, group commit, cache invalidation and failing closed."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -547,6 +548,11 @@ def test_recovery_codes_are_stored_only_as_hashes(world):
         assert code.replace("-", "").encode() not in raw
     rows = world.devices.store.conn.execute("SELECT salt, hash FROM recovery_codes").fetchall()
     assert len(rows) == 10 and all(len(h) == 32 for _, h in rows)
+    # The hashes are scrypt (a slow, memory-hard KDF), salted, of the digits without the dash.
+    expected = {hashlib.scrypt(c.replace("-", "").encode(), salt=rows[0][0], n=2 ** 14, r=8, p=1,
+                               dklen=32) for c in codes}
+    assert {h for _, h in rows} == expected
+    assert len(rows[0][0]) >= 16
 
 
 # ---- audit --------------------------------------------------------------------------------------
