@@ -778,3 +778,18 @@ def test_a_failing_commit_refuses_and_releases_the_write_lock(make_world):
     admin.execute("DROP TRIGGER poison")  # would wait on a lock still held
     assert w.device_row("A1")["last_step"] == -1
     assert verify(w.v, "alice", totp_at(key, NOW)).accepted
+
+
+def test_open_refuses_a_missing_database_or_a_too_open_key(make_world):
+    from mfa_radius.errors import KeyFileError, StoreError
+
+    w = make_world()
+    os.chmod(w.cfg.storage.key_file, 0o644)
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        Verifier.open(w.cfg)
+    os.chmod(w.cfg.storage.key_file, 0o600)
+    moved = replace(w.cfg, storage=replace(w.cfg.storage,
+                                           database=w.cfg.storage.database + ".missing"))
+    with pytest.raises(StoreError, match="mfa-radius init"):
+        Verifier.open(moved)
+    assert not os.path.exists(moved.storage.database)
