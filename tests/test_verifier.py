@@ -15,7 +15,7 @@ import pytest
 
 from mfa_radius import config as config_mod
 from mfa_radius.accounts import StaticAccounts
-from mfa_radius.errors import DeviceError
+from mfa_radius.errors import DeviceError, KeyFileError, StoreError
 from mfa_radius.sealing import create_key_file
 from mfa_radius.state import open_devices
 from mfa_radius.verifier import Attempt, Verifier
@@ -781,8 +781,6 @@ def test_a_failing_commit_refuses_and_releases_the_write_lock(make_world):
 
 
 def test_open_refuses_a_missing_database_or_a_too_open_key(make_world):
-    from mfa_radius.errors import KeyFileError, StoreError
-
     w = make_world()
     os.chmod(w.cfg.storage.key_file, 0o644)
     with pytest.raises(KeyFileError, match="chmod 600"):
