@@ -211,14 +211,17 @@ def test_chain_fails_over_to_the_next_gateway(tmp_path, peer, caplog):
     caplog.set_level(logging.DEBUG)
     peer.status = 503
     path = tmp_path / "sms.log"
+    events = []
     sender = SmsSender([HttpGateway("primary", url=peer.url, json={"t": "{phone}",
                                                                    "m": "{message}"}),
-                        FileGateway("backup", str(path))])
+                        FileGateway("backup", str(path))],
+                       on_event=lambda event, gw: events.append((event, gw)))
     result = sender.send_code(ticket())
     assert result.ok and result.gateway == "backup"
     assert MESSAGE in path.read_text()
     assert len(peer.requests) == 1
     assert sender.stats["sent"] == 1 and sender.stats["gateway_errors"] == 1
+    assert events == [("gateway_error", "primary"), ("sent", "backup")]
     assert "primary failed" in caplog.text and "HTTP status 503" in caplog.text
     assert "424242" not in caplog.text and PHONE not in caplog.text
     assert "+*******1111" in caplog.text

@@ -200,18 +200,22 @@ class SmsSender:
     """The configured gateways, tried in order. Thread-safe: the daemon calls `send_code` from a
     worker thread, never from its event loop."""
 
-    def __init__(self, gateways: list):
+    def __init__(self, gateways: list, on_event=None):
+        """`on_event(event, gateway)`, if given, is called (on the sending thread) for each
+        "sent", "gateway_error" and "failed" (gateway "" then): a hook for metrics counters."""
         self.gateways = list(gateways)
+        self.on_event = on_event
         self._lock = threading.Lock()
-        self.stats: Counter = Counter()  # sent, failed, gateway_errors (for metrics)
+        self.stats: Counter = Counter()  # sent, failed, gateway_errors
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "SmsSender":
+    def from_config(cls, cfg: Config, on_event=None) -> "SmsSender":
         """Build the chain from [[sms.gateways]], reading secret files (ConfigError if bad).
 
         Call it at start and on reload, before swapping a new config in.
         """
-        return cls([_gateway(gw, i, cfg.path) for i, gw in enumerate(cfg.sms.gateways)])
+        return cls([_gateway(gw, i, cfg.path) for i, gw in enumerate(cfg.sms.gateways)],
+                   on_event)
 
     def send_code(self, ticket: SmsTicket) -> SendResult:
         """Send an issued code (Verifier.issue_sms); never raises, bounded by the timeouts."""
@@ -230,20 +234,25 @@ class SmsSender:
             except Exception as exc:  # noqa: BLE001 - a gateway bug must not kill the worker
                 reason = f"internal error ({type(exc).__name__})"
             else:
-                self._count("sent")
+                self._count("sent", gw.name)
                 log.info("SMS for %s sent via %s", who, gw.name)
                 return SendResult(True, gw.name)
             errors.append(f"{gw.name}: {reason}")
-            self._count("gateway_errors")
+            self._count("gateway_error", gw.name)
             log.warning("SMS gateway %s failed for %s: %s", gw.name, who, reason)
         error = "; ".join(errors) if errors else "no gateway configured"
         self._count("failed")
         log.error("could not send code to %s: %s", who, error)
         return SendResult(False, error=error)
 
-    def _count(self, what: str) -> None:
+    def _count(self, event: str, gateway: str = "") -> None:
         with self._lock:
-            self.stats[what] += 1
+            self.stats["gateway_errors" if event == "gateway_error" else event] += 1
+        if self.on_event is not None:
+            try:
+                self.on_event(event, gateway)
+            except Exception:  # noqa: BLE001 - a metrics bug must not stop a send
+                log.exception("SMS metrics hook failed")
 
 
 def _gateway(gw: SmsGateway, index: int, config_path: str):

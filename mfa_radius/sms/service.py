@@ -94,7 +94,7 @@ class SmsDispatcher:
     def reconfigure(self, config: Config) -> None:
         """Build the gateways of a new config (ConfigError, keeping the old ones, if a secret
         file is bad): call it before swapping the config in."""
-        self.sender = SmsSender.from_config(config)
+        self.sender = SmsSender.from_config(config, self.sender.on_event)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
