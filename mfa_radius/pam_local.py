@@ -34,7 +34,33 @@ def status_fields(verifier: Verifier, user: str) -> dict:
     else:
         status = "no_device"
     return {"status": status, "retry_after": math.ceil(st.locked_for),
-            "digits": ",".join(map(str, st.digits))}
+            "digits": ",".join(map(str, st.digits)),
+            # SMS (issue 5): the module sends a code before the first prompt when sms_only, or
+            # when the user answers the prompt with nothing or "sms".
+            "sms": "1" if getattr(st, "sms", False) and not st.exempt else "",
+            "sms_only": "1" if getattr(st, "sms_only", False) and not st.exempt else "",
+            "phone_hint": getattr(st, "phone_hint", "")}
+
+
+def source_of(fields: dict, uid: int) -> str:
+    """Who asks, for the audit record: "pam:sshd uid=0 rhost=10.0.0.9 tty=ssh"."""
+    service = fields.get("service", "")[:64]
+    rhost = fields.get("rhost", "")[:256]
+    tty = fields.get("tty", "")[:64]
+    return (f"pam:{service} uid={uid}" + (f" rhost={rhost}" if rhost else "")
+            + (f" tty={tty}" if tty else ""))
+
+
+def sms_fields(outcome, fields: dict, uid: int, log_decision: bool = True) -> dict:
+    """The `sms` reply from an SmsOutcome: sent or not, why, and the line the user is shown."""
+    if log_decision:
+        log.info("pam sms service=%s user=%s rhost=%s uid=%d result=%s reason=%s",
+                 _safe(fields.get("service", "")[:64]) or "-", _safe(fields["user"]),
+                 _safe(fields.get("rhost", "")[:256]) or "-", uid,
+                 "sent" if outcome.sent else "not_sent", outcome.reason)
+    return {"sent": "1" if outcome.sent else "", "reason": outcome.reason,
+            "message": outcome.explain(),
+            "retry_after": math.ceil(getattr(outcome.ticket, "retry_after", 0.0))}
 
 
 def verify_fields(verifier: Verifier, fields: dict, uid: int, log_decision: bool = True) -> dict:
@@ -46,9 +72,7 @@ def verify_fields(verifier: Verifier, fields: dict, uid: int, log_decision: bool
     service = fields.get("service", "")[:64]
     rhost = fields.get("rhost", "")[:256]
     tty = fields.get("tty", "")[:64]
-    source = (f"pam:{service} uid={uid}" + (f" rhost={rhost}" if rhost else "")
-              + (f" tty={tty}" if tty else ""))
-    decision = verifier.verify(Attempt(user, code, source))
+    decision = verifier.verify(Attempt(user, code, source_of(fields, uid)))
     if log_decision:
         log.info("pam service=%s user=%s rhost=%s tty=%s uid=%d result=%s reason=%s%s",
                  _safe(service) or "-", _safe(user), _safe(rhost) or "-", _safe(tty) or "-", uid,
@@ -120,4 +144,9 @@ def request(op: str, fields: dict, config_path: str = "", uid: int = 0, log=None
         return status_fields(verifier, fields["user"])
     if op == "verify":
         return verify_fields(verifier, fields, uid, log_decision=False)
+    if op == "sms":
+        from .sms.service import SmsService
+
+        outcome = SmsService(verifier).request_code(fields["user"], source_of(fields, uid))
+        return sms_fields(outcome, fields, uid, log_decision=False)
     raise ValueError(f"unsupported request {op!r}")

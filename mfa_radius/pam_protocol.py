@@ -12,9 +12,11 @@ must not import this package on its normal path; tests/test_pam_protocol.py chec
 
 Requests (OP):
     status  user                               -> status=enrolled|exempt|required|no_device|
-                                                  allowed_without_device|locked, retry_after, digits
+                                                  allowed_without_device|locked, retry_after,
+                                                  digits, sms, sms_only, phone_hint
     verify  user code service rhost tty        -> result=accept|reject, reason, message, retry_after
-    sms     (reserved for the SMS step, issue 5) -> error reason=unsupported
+    sms     user service rhost tty             -> sent, reason, message, retry_after (the daemon
+                                                  waits for the gateway before it answers)
 Errors: error reason=denied|throttled|busy|malformed|unsupported|error, message.
 """
 

@@ -26,7 +26,8 @@ import time
 
 from . import pam_protocol as proto
 from .config import Config
-from .pam_local import status_fields, verify_fields
+from .errors import MfaError
+from .pam_local import sms_fields, source_of, status_fields, verify_fields
 from .verifier import Verifier, _safe
 
 log = logging.getLogger("mfa_radius.pam")
@@ -63,6 +64,7 @@ class PamSocketServer:
         self._inode: tuple[int, int] | None = None
         self._active = 0
         self._buckets: dict[int, _Bucket] = {}
+        self._sms = None  # SmsDispatcher, built at the first SMS request
 
     # ---- life cycle ------------------------------------------------------------------------
 
@@ -99,6 +101,11 @@ class PamSocketServer:
         if config.pam.socket != self.config.pam.socket:
             log.warning("[pam] socket changed to %s: takes effect after a restart "
                         "(still serving %s)", config.pam.socket, self._path)
+        if self._sms is not None:
+            try:
+                self._sms.reconfigure(config)
+            except MfaError as exc:
+                log.error("PAM socket: keeping the old SMS gateways: %s", exc)
         self.config = config
 
     def close(self) -> None:
@@ -106,6 +113,9 @@ class PamSocketServer:
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self._sms is not None:
+            self._sms.close()
+            self._sms = None
         if self._path and self._inode:
             try:
                 st = os.stat(self._path)
@@ -168,7 +178,7 @@ class PamSocketServer:
             return self._status(user)
         if op == "verify":
             return self._verify(uid, fields)
-        return self._error("unsupported", "")
+        return await self._send_sms(uid, fields)
 
     def _status(self, user: str) -> bytes:
         try:
@@ -179,6 +189,21 @@ class PamSocketServer:
 
     def _verify(self, uid: int, fields: dict) -> bytes:
         return proto.encode("ok", verify_fields(self.verifier, fields, uid))
+
+    async def _send_sms(self, uid: int, fields: dict) -> bytes:
+        """Issue a code on this (the loop's) thread, send it on the dispatcher's pool, and wait
+        for the gateway so that the prompt can say where the code went, or why it did not."""
+        try:
+            if self._sms is None:
+                from .sms.gateways import SmsSender
+                from .sms.service import SmsDispatcher
+
+                self._sms = SmsDispatcher(self.verifier, SmsSender.from_config(self.config))
+            outcome = await self._sms.request(fields["user"], source_of(fields, uid))
+        except Exception as exc:  # noqa: BLE001 - no code sent is an answer, not a crash
+            log.error("PAM sms for %s failed: %s", _safe(fields["user"]), exc)
+            return self._error("error", "could not send code")
+        return proto.encode("ok", sms_fields(outcome, fields, uid))
 
     # ---- authorisation and throttling ------------------------------------------------------
 

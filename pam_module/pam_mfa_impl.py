@@ -225,10 +225,11 @@ def _prompt(pamh, text, echo):
     return response.resp or ""
 
 
-def _tell(pamh, text):
+def _tell(pamh, text, info=False):
     if text:
         try:
-            pamh.conversation(pamh.Message(pamh.PAM_ERROR_MSG, text))
+            style = pamh.PAM_TEXT_INFO if info else pamh.PAM_ERROR_MSG
+            pamh.conversation(pamh.Message(style, text))
         except Exception:  # noqa: BLE001 - a message the user cannot see is not a failure
             pass
 
@@ -310,13 +311,31 @@ def _authenticate(pamh, argv, log):
         elif opts["use_first_pass"]:
             log(LOG_NOTICE, "%s result=reject reason=no_code_in_first_pass" % where)
             return pamh.PAM_AUTH_ERR
+    sms = status.get("sms") == "1"
+    if sms and status.get("sms_only") == "1":
+        # SMS is this user's only method: send the code before asking for it.
+        _send_sms(pamh, client, log, where, dict(context, user=user))
     if opts["forward_pass"]:
         entered = _prompt(pamh, FORWARD_PROMPT, False)
         # No code at the end: forward the whole text; the empty code then fails cleanly.
         split = split_code(entered, digits) or (entered, "")
     else:
-        split = (None, _prompt(pamh, opts["prompt"], opts["echo_verification_code"]).strip())
+        answer = _prompt(pamh, opts["prompt"], opts["echo_verification_code"]).strip()
+        if sms and answer.lower() in ("", "sms"):
+            # Enter alone, or "sms": the user asks for a code by SMS, then types it.
+            _send_sms(pamh, client, log, where, dict(context, user=user))
+            answer = _prompt(pamh, opts["prompt"], opts["echo_verification_code"]).strip()
+        split = (None, answer)
     return _verify(pamh, opts, client, log, where, context, user, state, split)[0]
+
+
+def _send_sms(pamh, client, log, where, fields):
+    """Ask for a code by SMS and tell the user where it went ("... phone ending 1234") or why not."""
+    head, reply = client.ask("sms", fields)
+    sent = head == "ok" and reply.get("sent") == "1"
+    log(LOG_INFO if sent else LOG_NOTICE, "%s sms=%s reason=%s via=%s" % (
+        where, "sent" if sent else "not_sent", _clean(reply.get("reason", "?")), client.via))
+    _tell(pamh, reply.get("message") or "could not send code", info=sent)
 
 
 def _first_pass(text, digits):
