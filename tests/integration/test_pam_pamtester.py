@@ -318,3 +318,17 @@ def test_fallback_in_unprivileged_process_cannot_read_key(env, syslog):
     assert AUTHINFO_UNAVAIL in out
     if syslog.active:
         assert any("secret.key" in line and "refusing" in line for line in syslog.take())
+
+
+def test_broken_install_fails_closed(env, tmp_path):
+    """pam_mfa.py without its pam_mfa_impl.py: pam_python refuses, nothing on the terminal."""
+    from pam_support import MODULE
+
+    broken = tmp_path / "pam_module"
+    broken.mkdir()
+    (broken / "pam_mfa.py").write_text(MODULE.read_text())
+    svc = env.service()
+    path = env.services[-1]
+    path.write_text(path.read_text().replace(str(MODULE), str(broken / "pam_mfa.py")))
+    out = pamtester(svc, "alice", "123456")
+    assert SUCCESS not in out and "Error in service module" in out
