@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from ..config import Config
 from ..errors import ConfigError, MfaError
 from ..logsetup import RateLimitedLog, fields
+from ..sms.policy import should_send
 from ..verifier import Attempt, Decision, Verifier
 from . import codec
 from .challenge import ChallengeStore
@@ -106,6 +107,7 @@ class RadiusServer:
         self._flush_handle: asyncio.Handle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task] = set()
+        self.sms = None  # SmsDispatcher once [[sms.gateways]] are configured
         self._apply(config)
 
     # ---- configuration ---------------------------------------------------------------------
@@ -118,15 +120,30 @@ class RadiusServer:
         message = r.challenge_message.encode("utf-8")
         if not message or len(message) > 253:
             raise ConfigError(f"{config.path}: [radius] challenge_message must be 1-253 octets")
-        tail = (codec.encode_attr(codec.REPLY_MESSAGE, message)
-                + codec.encode_attr(codec.SESSION_TIMEOUT,
-                                    min(int(r.challenge_timeout), 2**32 - 1).to_bytes(4, "big")))
+        timeout = codec.encode_attr(codec.SESSION_TIMEOUT,
+                                    min(int(r.challenge_timeout), 2**32 - 1).to_bytes(4, "big"))
+        tail = codec.encode_attr(codec.REPLY_MESSAGE, message) + timeout
+        sms = self._sms_for(config)  # last: it may replace the running gateways
         self.config = config
         self.clients = clients
         self.replies = replies
+        self.sms = sms
         self.dedup.ttl = r.duplicate_ttl
         self.challenges.timeout = r.challenge_timeout
         self._challenge_attrs_tail = tail
+        self._session_timeout_attr = timeout
+
+    def _sms_for(self, config: Config):
+        if not config.sms.gateways:
+            return self.sms  # kept for a later reload; unused while no user can get an SMS
+        from ..sms.gateways import SmsSender
+
+        if self.sms is None:
+            from ..sms.service import SmsDispatcher
+
+            return SmsDispatcher(self.verifier, SmsSender.from_config(config))
+        self.sms.reconfigure(config)
+        return self.sms
 
     def reconfigure(self, config: Config) -> None:
         """Apply a reloaded config (clients, secrets, replies, timeouts); ConfigError keeps the old.
@@ -163,6 +180,8 @@ class RadiusServer:
             self._flush_handle.cancel()
             self._flush_handle = None
         self.passwords.close()
+        if self.sms is not None:
+            self.sms.close()
 
     def addresses(self) -> list[str]:
         out = []
@@ -249,9 +268,9 @@ class RadiusServer:
             challenge = self.challenges.take(state, job.user, job.client.name, time.time())
             if challenge is None:
                 return self._reject(job, "unknown_state")
-            return self._verify(job, password)
+            return self._code_or_sms(job, password)
         if not self.passwords.needs_password:
-            return self._verify(job, password)
+            return self._code_or_sms(job, password)
         try:
             status = self.verifier.status(job.user)
         except MfaError as exc:
@@ -276,7 +295,9 @@ class RadiusServer:
                 if no_code_needed:
                     # The verifier records it and answers exempt / no_device_allowed.
                     return self._verify(job, b"-")
-                return self._challenge(job)
+                if self.sms is not None and should_send(status, None):
+                    return await self._send_sms(job)  # SMS is this user's only method
+                return self._challenge(job, self._sms_hint(status))
             return self._reject(job, "bad_password")
         except Overloaded as exc:
             self.dedup.abandon(job.key)
@@ -340,10 +361,56 @@ class RadiusServer:
         else:
             self._reject(job, decision.reason)
 
-    def _challenge(self, job: Job) -> None:
-        state = self.challenges.issue(job.user, job.client.name, time.time())
-        attrs = codec.encode_attr(codec.STATE, state) + self._challenge_attrs_tail
-        self._reply(job, codec.ACCESS_CHALLENGE, attrs, "challenge", "password_ok")
+    def _challenge(self, job: Job, message: str | None = None, kind: str = "code",
+                   reason: str = "password_ok") -> None:
+        """Access-Challenge: a new State, and Reply-Message (the configured one by default)."""
+        state = self.challenges.issue(job.user, job.client.name, time.time(), kind=kind)
+        if message is None:
+            tail = self._challenge_attrs_tail
+        else:
+            raw = message.encode("utf-8")[:253].decode("utf-8", "ignore").encode("utf-8")
+            tail = codec.encode_attr(codec.REPLY_MESSAGE, raw) + self._session_timeout_attr
+        attrs = codec.encode_attr(codec.STATE, state) + tail
+        self._reply(job, codec.ACCESS_CHALLENGE, attrs, "challenge", reason)
+
+    # ---- SMS codes (docs/sms.md): asked for with an empty answer or "sms" ----------------
+
+    def _code_or_sms(self, job: Job, answer: bytes) -> None:
+        """Verify the code, unless the user asks for an SMS (then send one and challenge)."""
+        if self.sms is None or answer.strip().lower() not in (b"", b"sms"):
+            return self._verify(job, answer)
+        task = self._loop.create_task(self._sms_step(job, answer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _sms_step(self, job: Job, answer: bytes) -> None:
+        try:
+            status = self.verifier.status(job.user)
+            if not should_send(status, answer.decode("utf-8", "replace")):
+                return self._verify(job, answer)  # no SMS for this user: an ordinary (bad) code
+            await self._send_sms(job)
+        except asyncio.CancelledError:
+            self.dedup.abandon(job.key)
+            raise
+        except Exception:  # fail closed
+            log.exception("SMS request failed for client %s", job.client.name)
+            self._reject(job, "error")
+
+    async def _send_sms(self, job: Job) -> None:
+        source = f"radius:{job.client.name} nas={job.addr[0]}"
+        outcome = await self.sms.request(job.user, source, wait=False)
+        text = outcome.explain()
+        if outcome.sent or outcome.queued:
+            message = f"{text}. Enter the code"
+        else:  # refused (rate limit, ...): a code sent earlier may still be typed
+            message = f"{text[:1].upper()}{text[1:]}. {self.config.radius.challenge_message}"
+        self._challenge(job, message, kind="sms", reason=f"sms_{outcome.reason}")
+
+    def _sms_hint(self, status) -> str | None:
+        if self.sms is None or not getattr(status, "sms", False):
+            return None
+        return (f"{self.config.radius.challenge_message} (or type sms for a code sent to your "
+                f"phone {status.phone_hint})")
 
     def _reject(self, job: Job, reason: str) -> None:
         # Only Message-Authenticator and Proxy-State: every reject looks the same on the wire,

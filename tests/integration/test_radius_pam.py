@@ -285,3 +285,35 @@ def test_pam_radius_auth_code_after_local_password(tmp_path, radius_login, users
         assert len(d.decisions(1)) == 1  # requisite pam_unix failed: RADIUS was not asked
     finally:
         d.stop()
+
+
+# ---- SMS codes after the password (docs/sms.md) ----------------------------------------------
+
+def test_sms_after_password(make_daemon, users, tmp_path):
+    from test_radius_sms import enable_phone, sms_config, texted_code
+
+    outbox_dir = tmp_path / "sms"
+    outbox_dir.mkdir()
+    d = make_daemon(extra=sms_config(outbox_dir))
+    enable_phone(d.cfg, users["nodev"])  # SMS is this user's only method
+    enable_phone(d.cfg, users["plain"], "+15550002222")  # has a device too
+
+    # SMS only: the code is sent as soon as the password is right.
+    result, out = radclient(d, req(users["nodev"], PASSWORD))
+    assert result == "Access-Challenge", out
+    assert "A code was sent to your phone ending 1111" in reply_attr(out, "Reply-Message")[0]
+    (state,) = reply_attr(out, "State")
+    result, out = radclient(d, req(users["nodev"], texted_code(outbox_dir, 1), state))
+    assert result == "Access-Accept", out
+
+    # Device and phone: the challenge offers the SMS; "sms" asks for it, a new challenge follows.
+    result, out = radclient(d, req(users["plain"], PASSWORD))
+    assert result == "Access-Challenge", out
+    assert "type sms for a code sent to your phone ending 2222" in reply_attr(out, "Reply-Message")[0]
+    (state,) = reply_attr(out, "State")
+    result, out = radclient(d, req(users["plain"], "sms", state))
+    assert result == "Access-Challenge", out
+    (state2,) = reply_attr(out, "State")
+    assert state2 != state
+    result, out = radclient(d, req(users["plain"], texted_code(outbox_dir, 2), state2))
+    assert result == "Access-Accept", out

@@ -1,0 +1,105 @@
+"""SMS codes through RADIUS: "sms" (or an empty answer) asks for a code, the challenge takes it.
+
+The `file` gateway writes each message to an outbox file, where the test reads the code.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from mfa_radius.sms.service import SmsService
+from mfa_radius.state import open_devices
+from mfa_radius.verifier import Verifier
+
+from mfa_helpers import assign
+from radius_helpers import Daemon, need, now_code, radclient, reply_attr
+
+pytestmark = pytest.mark.usefixtures("tools")
+
+
+@pytest.fixture(scope="module")
+def tools():
+    need("radclient")
+
+
+def sms_config(tmp_path):
+    return f'[sms]\n[[sms.gateways]]\ntype = "file"\npath = "{tmp_path}/outbox"\n'
+
+
+def enable_phone(cfg, user, phone="+15550001111"):
+    verifier = Verifier.open(cfg)
+    try:
+        SmsService(verifier).enable(user, phone)
+    finally:
+        verifier.store.close()
+
+
+def texted_code(tmp_path, count=1, timeout=5.0):
+    """The code of the `count`-th message in the outbox (waiting for it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        path = tmp_path / "outbox"
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= count:
+            return re.findall(r"\b(\d{6})\b", lines[count - 1])[-1]
+        time.sleep(0.05)
+    raise AssertionError("no SMS in the outbox")
+
+
+def req(user, password, state=None):
+    lines = f'User-Name = "{user}"\nUser-Password = "{password}"\nMessage-Authenticator = 0x00\n'
+    return lines + (f"State = {state}\n" if state else "")
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    d = Daemon(tmp_path, radius='password_backend = "none"\n', extra=sms_config(tmp_path))
+    enable_phone(d.cfg, "carol")
+    devices = open_devices(d.cfg)
+    d.alice = assign(devices, "alice", "ALICE-SMS")
+    devices.store.close()
+    d.start()
+    yield d
+    d.stop()
+
+
+def test_code_only_sms_round_trip(daemon, tmp_path):
+    result, out = radclient(daemon, req("carol", "sms"))
+    assert result == "Access-Challenge", out
+    (message,) = reply_attr(out, "Reply-Message")
+    assert "A code was sent to your phone ending 1111" in message
+    (state,) = reply_attr(out, "State")
+    code = texted_code(tmp_path)
+    assert code not in daemon.log()
+    result, out = radclient(daemon, req("carol", code, state))
+    assert result == "Access-Accept", out
+    assert "reason=ok" in daemon.decisions(2)[-1]
+    # The texted code is single use.
+    _, out = radclient(daemon, req("carol", "sms"))
+    (state,) = reply_attr(out, "State")
+    result, _ = radclient(daemon, req("carol", code, state))
+    assert result == "Access-Reject"
+
+
+def test_user_without_phone_gets_no_sms(daemon, tmp_path):
+    result, _ = radclient(daemon, req("alice", "sms"))
+    assert result == "Access-Reject"
+    assert not (tmp_path / "outbox").exists()
+    result, out = radclient(daemon, req("alice", now_code(daemon.alice)))
+    assert result == "Access-Accept", out
+
+
+def test_send_limit_is_explained(daemon, tmp_path):
+    for _ in range(3):  # [sms] send_limit default
+        result, _ = radclient(daemon, req("carol", "sms"))
+        assert result == "Access-Challenge"
+    result, out = radclient(daemon, req("carol", "sms"))
+    assert result == "Access-Challenge", out  # a code sent earlier can still be typed
+    (message,) = reply_attr(out, "Reply-Message")
+    assert "Too many codes sent; try again in" in message
+    (state,) = reply_attr(out, "State")
+    result, out = radclient(daemon, req("carol", texted_code(tmp_path, 3), state))
+    assert result == "Access-Accept", out
