@@ -1,4 +1,4 @@
-"""The daemon's Unix-socket front for the PAM module: status and verify requests, as pam_sss asks sssd.
+"""The daemon's Unix-socket front for the PAM module (status, verify, sms), as pam_sss asks sssd.
 
 Runs inside the daemon's event loop and calls the verifier on that loop's thread (the verifier is
 not thread-safe). The socket is world-connectable (0666) so screen lockers running as the user can

@@ -330,7 +330,7 @@ def _authenticate(pamh, argv, log):
 
 
 def _send_sms(pamh, client, log, where, fields):
-    """Ask for a code by SMS and tell the user where it went ("... phone ending 1234") or why not."""
+    """Ask for a code by SMS; tell the user where it went ("... phone ending 1234") or why not."""
     head, reply = client.ask("sms", fields)
     sent = head == "ok" and reply.get("sent") == "1"
     log(LOG_INFO if sent else LOG_NOTICE, "%s sms=%s reason=%s via=%s" % (

@@ -53,7 +53,7 @@ def require_root(*tools: str) -> None:
 
 
 class PamEnv:
-    """A config, key and database in a world-traversable directory, and the PAM services using it."""
+    """Config, key and database in a world-traversable directory, and PAM services using them."""
 
     def __init__(self, extra_toml: str = "", pam_toml: str = "", synchronous: str = "normal"):
         self.dir = Path(tempfile.mkdtemp(prefix="mfa-pam-", dir="/tmp"))
@@ -114,7 +114,7 @@ class PamEnv:
     # ---- the daemon's socket front, standalone -----------------------------------------------
 
     def start_server(self, daemon: bool = False) -> None:
-        """The PAM socket alone (python -m mfa_radius.pam_server) or the whole `mfa-radius serve`."""
+        """The PAM socket alone (python -m mfa_radius.pam_server), or all of `mfa-radius serve`."""
         cmd = ([str(Path(PYTHON).parent / "mfa-radius"), "--config", str(self.config), "serve"]
                if daemon else [PYTHON, "-m", "mfa_radius.pam_server", "--config", str(self.config)])
         self.server = subprocess.Popen(

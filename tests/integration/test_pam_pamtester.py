@@ -1,4 +1,4 @@
-"""The PAM module through the real pam_python.so and pamtester, with the socket server running or not."""
+"""The PAM module through the real pam_python.so and pamtester, with and without the daemon."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pam_support import AUTH_ERR, MODULE, SUCCESS, PamEnv, pamtester, require_root
+from pam_support import AUTH_ERR, MODULE, SUCCESS, PamEnv, require_root
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "pam.d"
 SHIPPED_MODULE = "/opt/mfa-radius/pam_module/pam_mfa.py"

@@ -1,4 +1,4 @@
-"""A real OpenSSH login through the module: our own sshd on a loopback port, a real ssh client on a pty.
+"""A real OpenSSH login through the module: our own sshd on loopback, a real ssh client on a pty.
 
 sshd names its PAM service after the name it was started as, so a symlink to /usr/sbin/sshd called
 `sshd-mfa-test-XXXX` reads /etc/pam.d/sshd-mfa-test-XXXX and leaves the host's sshd alone.
