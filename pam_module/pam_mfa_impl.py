@@ -225,8 +225,11 @@ def _prompt(pamh, text, echo):
     return response.resp or ""
 
 
+_silent = False  # PAM_SILENT: the application asked for no messages (set per call)
+
+
 def _tell(pamh, text, info=False):
-    if text:
+    if text and not _silent:
         try:
             style = pamh.PAM_TEXT_INFO if info else pamh.PAM_ERROR_MSG
             pamh.conversation(pamh.Message(style, text))
@@ -391,6 +394,7 @@ def _refused(pamh, log, where, reply):
 
 
 def pam_sm_authenticate(pamh, flags, argv):
+    global _silent
     try:
         service = pamh.service
     except Exception:  # noqa: BLE001
@@ -400,6 +404,7 @@ def pam_sm_authenticate(pamh, flags, argv):
         _syslog(service, priority, message)
 
     try:
+        _silent = bool(flags & pamh.PAM_SILENT)
         return _authenticate(pamh, argv, log)
     except _Misconfigured as exc:
         log(LOG_ERR, "refusing: %s" % exc)

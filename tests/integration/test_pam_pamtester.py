@@ -70,6 +70,10 @@ def test_lockout_gives_maxtries(env, mode):
         assert AUTH_ERR in pamtester(svc, "dave", "12345x")
     out = pamtester(svc, "dave", env.next_code(totp))
     assert MAXTRIES in out and "try again in" in out
+    # PAM_SILENT: the same answer, and no message.
+    proc = subprocess.run(["pamtester", svc, "dave", "authenticate(PAM_SILENT)"], input="\n",
+                          capture_output=True, text=True, timeout=60)
+    assert MAXTRIES in proc.stderr + proc.stdout and "try again" not in proc.stdout + proc.stderr
 
 
 def test_nullok(env, mode):
