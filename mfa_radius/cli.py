@@ -414,6 +414,15 @@ def backup(ctx: _Context, file) -> None:
                "is not in it: keep a copy of it elsewhere)")
 
 
+def _attach_subcommands() -> None:
+    from .sms.commands import sms
+
+    main.add_command(sms)
+
+
+_attach_subcommands()
+
+
 # ---- helpers ------------------------------------------------------------------------------------
 
 def _report(ctx: _Context) -> list[dict]:
@@ -430,8 +439,10 @@ def _user_report(store, name: str, now: float) -> dict:
         s = store.user_summary(name)
         last_used = [d["last_used_at"] for d in store.user_devices(name) if d["last_used_at"]]
     last = max([t for t in [s["last_success"], *last_used] if t], default=None)
-    return {"user": name, "mfa_active": bool(s["devices"]), "devices": s["devices"],
-            "sms": False, "recovery_codes_left": s["recovery_codes_left"],
+    # mfa_active: the user has a second factor that can be used to sign in (device or SMS).
+    return {"user": name, "mfa_active": bool(s["devices"]) or bool(s.get("phone")),
+            "devices": s["devices"],
+            "sms": bool(s.get("phone")), "recovery_codes_left": s["recovery_codes_left"],
             "last_success": _iso(last), "failures": s["failures"],
             "locked": s["locked_until"] > now,
             "locked_until": _iso(s["locked_until"]) if s["locked_until"] > now else None}
