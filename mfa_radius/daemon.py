@@ -45,21 +45,47 @@ async def _serve(config_path: str, cfg, verifier: Verifier, server) -> int:
     loop = asyncio.get_running_loop()
     server.start(loop)
     pam = await _start_pam(cfg, verifier)
+    metrics, metrics_http = _start_metrics(cfg)
+    server.metrics = metrics if metrics_http is not None else None
+    from . import housekeeping
+
+    # The live config: a reload that changes the audit retention applies to the next pass.
+    chores = loop.create_task(housekeeping.periodic(lambda: server.config))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _reload, config_path, verifier, server, pam)
-    log.info("ready: RADIUS on %s, %d client(s), password backend %s%s",
+    loop.add_signal_handler(signal.SIGHUP, _reload, config_path, verifier, server, pam, metrics)
+    log.info("ready: RADIUS on %s, %d client(s), password backend %s%s%s",
              ", ".join(server.addresses()), len(server.clients), cfg.radius.password_backend,
-             f", PAM socket {cfg.pam.socket}" if pam else "")
+             f", PAM socket {cfg.pam.socket}" if pam else "",
+             f", metrics on {metrics_http.url}" if metrics_http else "")
     try:
         await stop.wait()
     finally:
         log.info("stopping")
+        chores.cancel()
         server.close()
         if pam is not None:
             pam.close()
+        if metrics_http is not None:
+            metrics_http.close()
     return 0
+
+
+def _start_metrics(cfg):
+    """(the metrics module or None, the /metrics server or None); never fatal."""
+    try:
+        from . import metrics
+    except ImportError as exc:  # prometheus-client missing
+        if cfg.metrics.listen:
+            log.warning("metrics disabled: %s", exc)
+        return None, None
+    metrics.LAST_RELOAD.set_to_current_time()
+    try:
+        return metrics, metrics.start_http(cfg.metrics.listen, cfg)
+    except (OSError, ValueError) as exc:
+        log.error("metrics disabled: cannot serve on %s: %s", cfg.metrics.listen, exc)
+        return metrics, None
 
 
 async def _start_pam(cfg, verifier: Verifier):
@@ -77,14 +103,27 @@ async def _start_pam(cfg, verifier: Verifier):
     return pam
 
 
-def _reload(config_path: str, verifier: Verifier, server, pam) -> None:
+def _reload(config_path: str, verifier: Verifier, server, pam, metrics=None) -> None:
+    old = server.config
     try:
         cfg = config_mod.load(config_path)
         server.reconfigure(cfg)
     except MfaError as exc:
         log.error("reload refused, keeping the running config: %s", exc)
+        if metrics is not None:
+            metrics.RELOADS.labels("refused").inc()
         return
+    for what, before, after in (("[radius] listen", old.radius.listen, cfg.radius.listen),
+                                ("[radius] password_backend", old.radius.password_backend,
+                                 cfg.radius.password_backend),
+                                ("[metrics] listen", old.metrics.listen, cfg.metrics.listen)):
+        if before != after:
+            log.warning("%s changed: takes effect after a restart", what)
     verifier.reconfigure(cfg)
+    if metrics is not None:
+        metrics.RELOADS.labels("ok").inc()
+        metrics.LAST_RELOAD.set_to_current_time()
+        metrics.reconfigure(cfg)
     if pam is not None:
         try:
             pam.reconfigure(cfg)

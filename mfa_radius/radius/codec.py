@@ -86,7 +86,15 @@ class Request:
 
 
 class Malformed(Exception):
-    """Why a packet was dropped (for the rate-limited log line, never sent to anyone)."""
+    """Why a packet was dropped (for the rate-limited log line, never sent to anyone).
+
+    `cause` is a fixed word for metrics: malformed, bad_message_authenticator,
+    missing_message_authenticator.
+    """
+
+    def __init__(self, message: str, cause: str = "malformed"):
+        super().__init__(message)
+        self.cause = cause
 
 
 def peek_header(data: bytes) -> tuple[int, int, bytes] | None:
@@ -140,9 +148,10 @@ def parse_request(data: bytes, secret: Secret, require_ma: bool) -> Request:
     if ma_at >= 0:
         check = data[:ma_at] + _MA_ZERO + data[ma_at + 16:]
         if not hmac.compare_digest(secret.hmac_md5(check), data[ma_at:ma_at + 16]):
-            raise Malformed("wrong Message-Authenticator (wrong shared secret?)")
+            raise Malformed("wrong Message-Authenticator (wrong shared secret?)",
+                            "bad_message_authenticator")
     elif require_ma or code == STATUS_SERVER or (seen >> EAP_MESSAGE) & 1:
-        raise Malformed("no Message-Authenticator")
+        raise Malformed("no Message-Authenticator", "missing_message_authenticator")
     if code == ACCESS_REQUEST:
         if (seen >> USER_PASSWORD) & 1 and (seen >> CHAP_PASSWORD) & 1:
             raise Malformed("both User-Password and CHAP-Password")

@@ -51,14 +51,18 @@ class Job:
 
 
 class DropLog:
-    """Silent drops, logged at most `burst` times a minute per (source, reason) (logsetup)."""
+    """Silent drops, logged at most `burst` times a minute per (source, reason) (logsetup), and
+    counted by cause when metrics are on."""
 
     def __init__(self):
         self._limited = RateLimitedLog(log)
+        self.metrics = None
 
-    def drop(self, source: str, reason: str, detail: str = "") -> None:
+    def drop(self, source: str, reason: str, detail: str = "", cause: str = "malformed") -> None:
         self._limited.warning(f"{source} {reason}", "dropped request from %s: %s%s", source,
                               reason, f": {detail}" if detail else "")
+        if self.metrics is not None:
+            self.metrics.drop("radius", cause)
 
 
 def parse_listen(address: str) -> tuple[int, tuple]:
@@ -108,6 +112,7 @@ class RadiusServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task] = set()
         self.sms = None  # SmsDispatcher once [[sms.gateways]] are configured
+        self._metrics = None
         self._apply(config)
 
     # ---- configuration ---------------------------------------------------------------------
@@ -144,6 +149,15 @@ class RadiusServer:
             return SmsDispatcher(self.verifier, SmsSender.from_config(config))
         self.sms.reconfigure(config)
         return self.sms
+
+    @property
+    def metrics(self):
+        """The metrics module while `/metrics` is served (the daemon sets it), else None."""
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, module) -> None:
+        self._metrics = self.drops.metrics = module
 
     def reconfigure(self, config: Config) -> None:
         """Apply a reloaded config (clients, secrets, replies, timeouts); ConfigError keeps the old.
@@ -211,7 +225,7 @@ class RadiusServer:
         host = addr[0]
         client = self.clients.lookup(host)
         if client is None:
-            self.drops.drop(host, "unknown client")
+            self.drops.drop(host, "unknown client", cause="unknown_client")
             return
         header = codec.peek_header(data)
         if header is None:
@@ -221,6 +235,8 @@ class RadiusServer:
         now = time.monotonic()
         cached = self.dedup.lookup(key, now)
         if cached is not NEW:
+            if self._metrics is not None:
+                self._metrics.DUPLICATES.labels(client.name).inc()
             if cached is IN_PROGRESS:
                 log.debug("client %s: duplicate of a request in progress, dropped", client.name)
             else:
@@ -230,7 +246,7 @@ class RadiusServer:
         try:
             request = codec.parse_request(data, client.secret, client.require_ma)
         except codec.Malformed as exc:
-            self.drops.drop(host, f"malformed (client {client.name})", str(exc))
+            self.drops.drop(host, f"malformed (client {client.name})", str(exc), exc.cause)
             return
         self.dedup.start(key, now)
         job = Job(sock, addr, client, request, key, now)
@@ -301,7 +317,7 @@ class RadiusServer:
             return self._reject(job, "bad_password")
         except Overloaded as exc:
             self.dedup.abandon(job.key)
-            self.drops.drop(job.addr[0], "overloaded", str(exc))
+            self.drops.drop(job.addr[0], "overloaded", str(exc), "overload")
         except asyncio.CancelledError:
             self.dedup.abandon(job.key)
             raise
@@ -431,6 +447,8 @@ class RadiusServer:
         self._send(job.sock, reply, job.addr)
         # Appliances probe with Status-Server every few seconds: not a decision worth a line.
         level = logging.DEBUG if code == codec.ACCESS_ACCEPT and not job.user else logging.INFO
+        if self._metrics is not None:
+            self._metrics.observe("radius", job.client.name, result, reason, now - job.started)
         if log.isEnabledFor(level):
             log.log(level, "%s", fields(client=job.client.name, user=job.user[:256] or "-",
                                         result=result, reason=reason,
@@ -440,4 +458,4 @@ class RadiusServer:
         try:
             sock.sendto(reply, addr)
         except OSError as exc:
-            self.drops.drop(addr[0], "send failed", str(exc))
+            self.drops.drop(addr[0], "send failed", str(exc), "send_failed")

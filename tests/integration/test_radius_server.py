@@ -20,6 +20,7 @@ from radius_helpers import (
     SECRET,
     Daemon,
     access_request,
+    free_port,
     need,
     now_code,
     radclient,
@@ -332,3 +333,31 @@ def test_secret_file_too_open_refused(tmp_path):
     out = subprocess.run([MFA, "--config", str(d.path), "serve"], capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 2 and "chmod 600" in out.stderr
+
+
+def test_metrics_count_decisions_drops_and_duplicates(tmp_path):
+    import urllib.request
+
+    port = free_port()
+    d = Daemon(tmp_path, radius='password_backend = "none"\n',
+               extra=f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    devices = open_devices(d.cfg)
+    key = assign(devices, "alice", "ALICE-M")
+    devices.store.close()
+    d.start()
+    try:
+        packet, _ = access_request("alice", now_code(key).encode())
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            assert d.raw(packet, sock=sock)[0] == codec.ACCESS_ACCEPT
+            assert d.raw(packet, sock=sock)[0] == codec.ACCESS_ACCEPT  # retransmit
+        assert radclient(d, signed("alice", "000000"), secret="wrong", timeout=0.5)[0] is None
+        d.decisions(1)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        text = text.decode()
+    finally:
+        d.stop()
+    assert 'mfa_radius_requests_total{client="local",front="radius",result="accept"} 1.0' in text
+    assert 'mfa_radius_decisions_total{front="radius",reason="ok"} 1.0' in text
+    assert 'mfa_radius_radius_duplicates_total{client="local"} 1.0' in text
+    assert 'mfa_radius_dropped_total{cause="bad_message_authenticator",front="radius"}' in text
+    assert "alice" not in text  # never a user name in a label

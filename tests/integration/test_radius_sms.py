@@ -9,13 +9,12 @@ import re
 import time
 
 import pytest
+from mfa_helpers import assign
+from radius_helpers import Daemon, need, now_code, radclient, reply_attr
 
 from mfa_radius.sms.service import SmsService
 from mfa_radius.state import open_devices
 from mfa_radius.verifier import Verifier
-
-from mfa_helpers import assign
-from radius_helpers import Daemon, need, now_code, radclient, reply_attr
 
 pytestmark = pytest.mark.usefixtures("tools")
 
