@@ -52,8 +52,9 @@ DROPPED = Counter(
     "bad_message_authenticator, missing_message_authenticator, malformed, unauthorised_caller, "
     "overload, ...)", ["front", "cause"])
 SMS_SENT = Counter("mfa_radius_sms_sent", "SMS codes handed to a gateway, by gateway", ["gateway"])
-SMS_FAILURES = Counter("mfa_radius_sms_failures", "SMS sends that failed, by gateway",
-                       ["gateway"])
+SMS_FAILURES = Counter("mfa_radius_sms_failures", "SMS gateway errors (the next gateway is tried), "
+                       "by gateway", ["gateway"])
+SMS_UNDELIVERED = Counter("mfa_radius_sms_undelivered", "SMS codes no gateway took")
 RELOADS = Counter("mfa_radius_config_reloads", "SIGHUP reloads, by result (ok, refused)",
                   ["result"])
 AUDIT_PRUNED = Counter("mfa_radius_audit_pruned_rows", "Audit rows deleted by housekeeping")
@@ -70,6 +71,16 @@ def observe(front: str, client: str, result: str, reason: str, seconds: float) -
 
 def drop(front: str, cause: str) -> None:
     DROPPED.labels(front, cause).inc()
+
+
+def sms_event(event: str, gateway: str) -> None:
+    """The `on_event` hook of sms.gateways.SmsSender: "sent", "gateway_error", "failed"."""
+    if event == "sent":
+        SMS_SENT.labels(gateway).inc()
+    elif event == "gateway_error":
+        SMS_FAILURES.labels(gateway).inc()
+    elif event == "failed":
+        SMS_UNDELIVERED.inc()
 
 
 class StoreCollector:

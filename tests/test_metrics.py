@@ -60,8 +60,9 @@ def test_counters_histogram_and_store_gauges(server, cfg, devices):
     metrics.observe("pam", "sshd", "accept", "ok", 0.004)
     metrics.DUPLICATES.labels("vpn1").inc()
     metrics.drop("radius", "unknown_client")
-    metrics.SMS_SENT.labels("twilio").inc()
-    metrics.SMS_FAILURES.labels("twilio").inc()
+    metrics.sms_event("gateway_error", "twilio")
+    metrics.sms_event("sent", "twilio")
+    metrics.sms_event("failed", "")
     after = scrape(server)
 
     def delta(name, **labels):
@@ -79,6 +80,7 @@ def test_counters_histogram_and_store_gauges(server, cfg, devices):
     assert delta("mfa_radius_dropped_total", front="radius", cause="unknown_client") == 1
     assert delta("mfa_radius_sms_sent_total", gateway="twilio") == 1
     assert delta("mfa_radius_sms_failures_total", gateway="twilio") == 1
+    assert delta("mfa_radius_sms_undelivered_total") == 1
 
     assert after[("mfa_radius_locked_users", ())] == 1
     assert after[("mfa_radius_enrolled_users", ())] == 1
@@ -131,3 +133,33 @@ def test_config_refuses_a_bad_listen(tmp_path, listen):
         config_mod.load(str(path))
     with pytest.raises(ValueError):
         metrics.parse_listen(listen)
+
+
+def test_sms_sender_hook_counts_real_sends(tmp_path, server):
+    """A file gateway that cannot write (a directory as its path), then one that can."""
+    from mfa_radius.sms.gateways import SmsSender
+
+    (tmp_path / "not-a-file").mkdir()
+    path = write_config(tmp_path, f"""
+[[sms.gateways]]
+type = "file"
+name = "broken"
+path = "{tmp_path}/not-a-file"
+
+[[sms.gateways]]
+type = "file"
+name = "spool"
+path = "{tmp_path}/sms.log"
+""")
+    sender = SmsSender.from_config(config_mod.load(str(path)), on_event=metrics.sms_event)
+    before = scrape(server)
+    assert sender.send("+15557770001", "Your login code is 123456").ok
+    after = scrape(server)
+
+    def delta(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("mfa_radius_sms_failures_total", gateway="broken") == 1
+    assert delta("mfa_radius_sms_sent_total", gateway="spool") == 1
+    assert delta("mfa_radius_sms_undelivered_total") == 0
