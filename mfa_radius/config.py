@@ -25,8 +25,8 @@ def _choice(*allowed: str) -> dict:
     return {"choices": allowed}
 
 
-def _min(low: float) -> dict:
-    return {"min": low}
+def _min(low: float, high: float | None = None) -> dict:
+    return {"min": low} if high is None else {"min": low, "max": high}
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,9 @@ class StorageConfig:
 
 @dataclass(frozen=True)
 class OtpConfig:
-    totp_window: int = field(default=1, metadata=_min(0))
-    hotp_window: int = field(default=10, metadata=_min(1))
-    resync_window: int = field(default=1000, metadata=_min(1))
+    totp_window: int = field(default=1, metadata=_min(0, 10))
+    hotp_window: int = field(default=10, metadata=_min(1, 100))
+    resync_window: int = field(default=1000, metadata=_min(1, 100000))
     issuer: str = "mfa-radius"
 
 
@@ -59,7 +59,7 @@ class PolicyConfig:
     privileged_users: list[str] = field(default_factory=lambda: ["root"])
     privileged_groups: list[str] = field(default_factory=lambda: ["sudo", "wheel"])
     max_devices: int = field(default=8, metadata=_min(1))
-    recovery_codes: int = field(default=10, metadata=_min(1))
+    recovery_codes: int = field(default=10, metadata=_min(1, 100))
 
 
 @dataclass(frozen=True)
@@ -304,6 +304,9 @@ def _coerce(hint, value, dotted, meta, path, text, section, key):
     if "min" in meta and value < meta["min"]:
         raise ConfigError(_where(path, text, section, key) +
                           f"'{dotted}' must be at least {meta['min']}, not {value!r}")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(_where(path, text, section, key) +
+                          f"'{dotted}' must be at most {meta['max']}, not {value!r}")
     return value
 
 

@@ -265,7 +265,8 @@ class Verifier:
         return True
 
     def _success(self, state: _User, method: str, serial: str | None, now: float) -> Decision:
-        if state.failures or state.locked_until:
+        # A device success is remembered in its row (last_used_at); others need the user row.
+        if state.failures or state.locked_until or serial is None:
             state.failures, state.locked_until = 0, 0.0
             self.store.set_user_state(state.name, 0, 0.0, success_at=now)
             state.known = True

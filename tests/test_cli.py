@@ -174,6 +174,10 @@ def test_report_audit_and_unlock(cfg_path):
     (alice,) = [r for r in report if r["user"] == "alice"]
     assert alice["mfa_active"] is True and alice["locked"] is True
     assert alice["devices"] == ["phone-1"] and alice["sms"] is False
+    assert run_cli(cfg_path, "sms", "enable", "bob", "+15550001111").returncode == 0
+    (bob,) = [r for r in json.loads(run_cli(cfg_path, "report", "--json").stdout)
+              if r["user"] == "bob"]
+    assert bob["sms"] is True and bob["mfa_active"] is True and bob["devices"] == []
     assert "last_success" in alice
     assert run_cli(cfg_path, "user", "unlock", "alice").returncode == 0
     assert run_cli(cfg_path, "verify", "alice", good).returncode == 0
@@ -197,6 +201,8 @@ def test_recovery_codes_are_shown_once_and_work_once(cfg_path):
     assert len(codes) == 3 and all(len(c.replace("-", "")) >= 8 for c in codes)
     assert run_cli(cfg_path, "verify", "carol", codes[1]).returncode == 0
     assert run_cli(cfg_path, "verify", "carol", codes[1]).returncode == 1
+    (carol,) = json.loads(run_cli(cfg_path, "report", "--json").stdout)
+    assert carol["last_success"] is not None and carol["recovery_codes_left"] == 2
     # new codes replace the old ones
     fresh = json.loads(run_cli(cfg_path, "user", "recovery-codes", "carol", "--json").stdout)
     assert len(fresh["codes"]) == 10

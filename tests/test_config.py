@@ -379,3 +379,14 @@ def test_reply_error_names_its_table(write):
         'Class = "x"\n\n[[radius.replies]]\nuser = "bob"\ngroup = "admins"\n'
     path = write(text)
     assert error_of(path).startswith(f"{path}:10: ")
+
+
+@pytest.mark.parametrize("key,value", [("otp.totp_window", 11), ("otp.hotp_window", 101),
+                                       ("otp.resync_window", 100001),
+                                       ("policy.recovery_codes", 101)])
+def test_search_windows_and_counts_have_upper_bounds(tmp_path, key, value):
+    section, name = key.split(".")
+    path = tmp_path / "c.toml"
+    path.write_text(f"[{section}]\n{name} = {value}\n")
+    with pytest.raises(ConfigError, match=f"'{key}' must be at most"):
+        config_mod.load(str(path))
