@@ -48,3 +48,62 @@ test: sysdeps-test venv
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache
+
+# ---- make install [DESTDIR=/tmp/root] [PREFIX=/opt/mfa-radius] ---------------------------------
+# A virtualenv at $(PREFIX) with mfa-radius installed from a wheel (not editable), the PAM module in
+# $(PREFIX)/pam_module (precompiled: pam_python writes no .pyc), the systemd unit, docs, and the
+# example configs in /etc only where absent: an edited conf is never overwritten, the new example
+# lands next to it as FILE.dist. Paths inside the venv name $(PREFIX), never $(DESTDIR).
+PREFIX ?= /opt/mfa-radius
+DESTDIR ?=
+UNITDIR ?= /lib/systemd/system
+SYSCONFDIR ?= /etc
+SBINDIR ?= /usr/local/sbin
+DEST := $(DESTDIR)$(PREFIX)
+DOCDIR := $(DEST)/share/doc/mfa-radius
+
+# install_conf SRC DST MODE: install unless DST exists; a differing DST is kept, SRC goes to DST.dist.
+define install_conf
+	@if [ ! -e "$(2)" ]; then \
+	  install -m $(3) "$(1)" "$(2)" && echo "installed $(2)"; \
+	elif cmp -s "$(1)" "$(2)"; then \
+	  echo "unchanged $(2)"; \
+	else \
+	  install -m $(3) "$(1)" "$(2).dist" && echo "kept your $(2); the new example is $(2).dist"; \
+	fi
+endef
+
+.PHONY: install
+install: sysdeps-base
+	test -x $(DEST)/bin/python || $(PYTHON) -m venv $(DEST)
+	@# build/ is scratch: a stale build/lib would put deleted modules back into the wheel.
+	rm -rf build
+	$(DEST)/bin/python -m pip wheel -q --disable-pip-version-check --no-deps -w build/wheel .
+	$(DEST)/bin/python -m pip install -q --disable-pip-version-check --no-compile build/wheel/mfa_radius-*.whl
+	@# Same version number on a reinstall: force the project itself (not its dependencies).
+	$(DEST)/bin/python -m pip install -q --disable-pip-version-check --no-compile --no-deps \
+	  --force-reinstall build/wheel/mfa_radius-*.whl
+	@# Compiled here, not by pip, so that tracebacks name $(PREFIX) paths, not $(DESTDIR) ones.
+	$(DEST)/bin/python -m compileall -q -j 0 $(if $(DESTDIR),-f -s $(DESTDIR) -p /) $(DEST)/lib
+	@if [ -n "$(DESTDIR)" ]; then \
+	  grep -rlIZ -F -- "$(DEST)" $(DEST)/bin $(DEST)/pyvenv.cfg \
+	    | xargs -0 -r sed -i "s#$(DEST)#$(PREFIX)#g"; \
+	fi
+	install -d -m 0755 $(DEST)/pam_module
+	install -m 0644 pam_module/pam_mfa.py pam_module/pam_mfa_impl.py $(DEST)/pam_module/
+	rm -rf $(DEST)/pam_module/__pycache__
+	$(PYTHON) -m compileall -q -d $(PREFIX)/pam_module $(DEST)/pam_module
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed "s#/opt/mfa-radius#$(PREFIX)#g" systemd/mfa-radius.service \
+	  > $(DESTDIR)$(UNITDIR)/mfa-radius.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/mfa-radius.service
+	install -d -m 0755 $(DOCDIR)/examples
+	install -m 0644 README.md docs/*.md $(DOCDIR)/
+	cp -r conf/. $(DOCDIR)/examples/
+	install -d -m 0755 $(DESTDIR)$(SBINDIR)
+	ln -sfn $(PREFIX)/bin/mfa-radius $(DESTDIR)$(SBINDIR)/mfa-radius
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/mfa-radius $(DESTDIR)$(SYSCONFDIR)/pam.d
+	$(call install_conf,conf/mfa-radius.toml,$(DESTDIR)$(SYSCONFDIR)/mfa-radius/mfa-radius.toml,0640)
+	$(call install_conf,conf/pam.d/mfa-radius,$(DESTDIR)$(SYSCONFDIR)/pam.d/mfa-radius,0644)
+	@echo "next: mfa-radius init; systemctl daemon-reload; systemctl enable --now mfa-radius"
+	@echo "      (docs/operations.md; PAM: auth required pam_python.so $(PREFIX)/pam_module/pam_mfa.py)"
