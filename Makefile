@@ -49,6 +49,12 @@ test: sysdeps-test venv
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache
 
+# Benchmarks side by side with FreeRADIUS + rlm_totp and google-authenticator-libpam (issue 7).
+# `make bench BENCH_ARGS=--quick` for a short run; method and results in docs/benchmarks.md.
+.PHONY: bench
+bench: venv
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 # ---- make install [DESTDIR=/tmp/root] [PREFIX=/opt/mfa-radius] ---------------------------------
 # A virtualenv at $(PREFIX) with mfa-radius installed from a wheel (not editable), the PAM module in
 # $(PREFIX)/pam_module (precompiled: pam_python writes no .pyc), the systemd unit, docs, and the

@@ -1,0 +1,134 @@
+"""Part 3: does anything grow with the number of enrolled users? 1,000 against 1,000,000.
+
+For each size: a fresh database filled through the Python API (`Devices.add`, in transactions of
+CHUNK devices), in-process `Verifier.verify` latency for a sample of users (fresh process cache:
+every verify is an indexed lookup, an unseal and a commit), then the RADIUS server on that database
+with a blast of the same sample's next-step codes. Also: importing 100,000 unassigned hardware
+tokens through `mfa-radius device import` (CSV).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import time
+
+import blast
+import radius_bench
+import servers
+from procstats import peak_rss_kib
+from tokens import current_step, seed_for, totp, user_name
+
+CHUNK = 100_000
+
+
+def build(workdir: str, count: int, salt: bytes, log) -> dict:
+    from mfa_radius import config as config_mod
+    from mfa_radius.devices import DeviceSpec
+    from mfa_radius.state import init, open_devices
+
+    os.makedirs(workdir, exist_ok=True)
+    port = servers.free_udp_port()
+    config = servers.write_mfa_config(workdir, port)
+    cfg = config_mod.load(config)
+    init(cfg)
+    devices = open_devices(cfg)
+    log(f"scale: adding {count} assigned devices with Devices.add")
+    started = time.perf_counter()
+    for first in range(0, count, CHUNK):
+        devices.add([DeviceSpec(f"S{i:07d}", seed_for(i, salt), user=user_name(i, "s"))
+                     for i in range(first, min(count, first + CHUNK))])
+    seconds = time.perf_counter() - started
+    devices.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    devices.store.close()
+    # Let the fresh file reach the disk first: on ext4 (data=ordered) a commit's fsync would
+    # otherwise wait for the whole new database to be written back, and verify would look slow.
+    os.sync()
+    size = os.path.getsize(cfg.storage.database)
+    return {"config": config, "port": port, "devices": count,
+            "add_seconds": round(seconds, 2), "devices_per_s": round(count / seconds),
+            "db_bytes": size, "db_bytes_per_device": round(size / count, 1)}
+
+
+def verify_latency(config: str, users: list[str], seeds: list[bytes]) -> dict:
+    from mfa_radius import config as config_mod
+    from mfa_radius.verifier import Attempt, Verifier
+
+    verifier = Verifier.open(config_mod.load(config))
+    times, accepted, lookups = [], 0, []
+    try:
+        # The database part alone (indexed lookups + unseal, no commit): a verify's median is
+        # dominated by the commit's fsync, which other disk traffic on the machine moves a lot.
+        load = getattr(verifier, "_load", None)
+        if load is not None:
+            for user in users[: len(users) // 2]:
+                started = time.perf_counter()
+                load(user)
+                lookups.append((time.perf_counter() - started) * 1e6)
+        for user, seed in zip(users, seeds):
+            code = totp(seed, current_step())
+            started = time.perf_counter()
+            decision = verifier.verify(Attempt(user, code, "bench"))
+            times.append((time.perf_counter() - started) * 1e6)
+            accepted += decision.accepted
+    finally:
+        verifier.store.close()
+    times.sort()
+    return {"verifies": len(times), "accepted": accepted,
+            "median_us": round(statistics.median(times), 1),
+            "p99_us": round(times[int(0.99 * (len(times) - 1))], 1),
+            "cold_lookup_median_us": round(statistics.median(lookups), 1) if lookups else None}
+
+
+def one_size(workdir: str, count: int, sample: int, salt: bytes, log) -> dict:
+    info = build(workdir, count, salt, log)
+    idx = sorted(random.Random(count).sample(range(count), min(sample, count)))
+    users = [user_name(i, "s") for i in idx]
+    seeds = [seed_for(i, salt) for i in idx]
+    log(f"scale {count}: {len(idx)} in-process verifies")
+    step = current_step()
+    info["verify"] = verify_latency(info["config"], users, seeds)
+    started = time.perf_counter()
+    with servers.start_mfa(workdir, info["config"], info["port"]) as server:
+        info["server_start_seconds"] = round(time.perf_counter() - started, 2)
+        log(f"scale {count}: RADIUS blast of {len(idx)} next-step codes")
+        blast.warm_up(server.port, os.path.join(workdir, "req"))
+        # The verifies consumed `step` (or the one after); the next one is inside the window.
+        result = blast.blast(server.pid, server.port, users, seeds,
+                             os.path.join(workdir, "req"), "scale", step=max(step, current_step()) + 1)
+        result.pop("files")
+        info["radius"] = result
+        info["peak_rss_kib"] = peak_rss_kib(server.pid)
+    return info
+
+
+def import_hardware(workdir: str, count: int, salt: bytes, log) -> dict:
+    os.makedirs(workdir, exist_ok=True)
+    config = servers.write_mfa_config(workdir, servers.free_udp_port())
+    servers.mfa(config, "init")
+    path = os.path.join(workdir, "hardware.csv")
+    radius_bench.write_csv(path, None, [seed_for(i, salt + b"hw") for i in range(count)], "HW")
+    log(f"scale: importing {count} unassigned hardware tokens (mfa-radius device import)")
+    seconds = radius_bench.import_csv(config, path)
+    size = os.path.getsize(os.path.join(workdir, "mfa.db"))
+    return {"tokens": count, "seconds": seconds, "tokens_per_s": round(count / seconds),
+            "db_bytes": size}
+
+
+def run(workdir: str, small: int, large: int, sample: int, hardware: int, salt: bytes,
+        log) -> dict:
+    out = {"small": one_size(os.path.join(workdir, f"n{small}"), small, sample, salt, log),
+           "large": one_size(os.path.join(workdir, f"n{large}"), large, sample, salt, log),
+           "hardware_import": import_hardware(os.path.join(workdir, "hw"), hardware, salt, log)}
+    s, l = out["small"], out["large"]
+    out["ratios"] = {
+        "verify_median_large_over_small": round(l["verify"]["median_us"] / s["verify"]["median_us"], 2),
+        "cold_lookup_large_over_small": round(l["verify"]["cold_lookup_median_us"]
+                                              / s["verify"]["cold_lookup_median_us"], 2)
+        if s["verify"].get("cold_lookup_median_us") else None,
+        "radius_cpu_large_over_small": round(l["radius"]["server_cpu_us_per_request"]
+                                             / s["radius"]["server_cpu_us_per_request"], 2),
+        "radius_req_per_s_large_over_small": round(l["radius"]["req_per_s"]
+                                                   / s["radius"]["req_per_s"], 2)}
+    return out
