@@ -205,3 +205,16 @@ def test_challenge_message_too_long(tmp_path, cfg_path):
     cfg = config_mod.load(str(write_config(tmp_path, f'[radius]\nchallenge_message = "{"x" * 254}"\n')))
     with pytest.raises(ConfigError, match="challenge_message"):
         RadiusServer(cfg, Verifier.open(cfg))
+
+
+@pytest.mark.parametrize("client,user,ms", [
+    ("vpn1", "alice", 54.2), ("vpn 1", "alice", 1.0), ("vpn1", "al ice", 0.04),
+    ("vpn1", 'a"b\\c', 12.345), ("vpn1", "bob\nINFO forged", 3.0), ("v", "x=y", 100.0),
+    ("v", "é", 7.25)])
+def test_decision_line_matches_logsetup_fields(client, user, ms):
+    from mfa_radius.logsetup import fields
+    from mfa_radius.radius.server import decision_line
+
+    expected = fields(client=client, user=user, result="accept", reason="ok", ms=round(ms, 1))
+    assert decision_line(client, user, "accept", "ok", ms) == expected
+    assert "\n" not in decision_line(client, user, "accept", "ok", ms)
