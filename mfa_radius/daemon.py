@@ -138,3 +138,12 @@ def _setup_logging(debug: bool) -> None:
     # line per RADIUS decision these were a fifth of the server's time per request.
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+
+
+if __name__ == "__main__":
+    # `python -m mfa_radius.daemon CONFIG [--debug]`: the same as `mfa-radius --config CONFIG serve`.
+    args = [a for a in sys.argv[1:] if a != "--debug"]
+    if len(args) != 1:
+        print("usage: python -m mfa_radius.daemon CONFIG [--debug]", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(run(args[0], debug="--debug" in sys.argv[1:]))
