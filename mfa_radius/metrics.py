@@ -21,6 +21,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY
 
+from .logsetup import RateLimitedLog
+
 log = logging.getLogger("mfa_radius.metrics")
 
 # `_created` series double every counter's output for no use on a dashboard.
@@ -94,6 +96,8 @@ class StoreCollector:
         self.config = None  # None: nothing to read (no server started), no gauges
         self._store = None
         self._lock = threading.Lock()
+        # Prometheus scrapes every 15 s or so: a missing database is one line a minute, not four.
+        self._errors = RateLimitedLog(log, per_seconds=60.0, burst=1)
 
     def set_config(self, config) -> None:
         """Read from this config's database from the next scrape on (None: stop reading)."""
@@ -120,7 +124,7 @@ class StoreCollector:
                     self._store = open_store(self.config)
                 counts = self._store.gauge_counts(time.time())
             except Exception as exc:  # a scrape must never kill the server thread
-                log.warning("metrics: cannot read the database: %s", exc)
+                self._errors.warning("db", "metrics: cannot read the database: %s", exc)
                 self.close_locked()
                 return
         yield GaugeMetricFamily("mfa_radius_locked_users", "Users locked out now (too many wrong "
