@@ -414,6 +414,16 @@ def backup(ctx: _Context, file) -> None:
                "is not in it: keep a copy of it elsewhere)")
 
 
+@main.command()
+@pass_ctx
+def housekeeping(ctx: _Context) -> None:
+    """Prune audit rows past [storage] audit_retention_days and expired state (the daemon does this
+    hourly by itself)."""
+    from . import housekeeping as hk
+
+    click.echo(hk.describe(hk.run_once(ctx.config), ctx.config))
+
+
 def _attach_subcommands() -> None:
     from .sms.commands import sms
 

@@ -367,3 +367,9 @@ def test_pskc_import_through_the_cli_with_preshared_key_and_password(cfg_path):
     bad = run_cli(cfg_path, "device", "import", os.path.join(data, "rfc6030-figure6.pskcxml"),
                   "--format", "pskc", "--pskc-key", "zz")
     assert bad.returncode == 2 and "hexadecimal" in bad.stderr
+
+
+def test_housekeeping_command_prunes_and_reports(cfg_path):
+    result = run_cli(cfg_path, "housekeeping")
+    assert result.returncode == 0, result.stderr
+    assert "deleted 0 audit rows" in result.stdout
