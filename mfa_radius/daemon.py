@@ -12,7 +12,7 @@ import signal
 import sys
 
 from . import config as config_mod
-from . import logsetup
+from . import logsetup, notify
 from .errors import MfaError
 from .verifier import Verifier
 
@@ -59,9 +59,11 @@ async def _serve(config_path: str, cfg, verifier: Verifier, server) -> int:
              ", ".join(server.addresses()), len(server.clients), cfg.radius.password_backend,
              f", PAM socket {cfg.pam.socket}" if pam else "",
              f", metrics on {metrics_http.url}" if metrics_http else "")
+    notify.ready(f"serving RADIUS on {', '.join(server.addresses())}")
     try:
         await stop.wait()
     finally:
+        notify.stopping()
         log.info("stopping")
         chores.cancel()
         server.close()
@@ -104,6 +106,14 @@ async def _start_pam(cfg, verifier: Verifier):
 
 
 def _reload(config_path: str, verifier: Verifier, server, pam, metrics=None) -> None:
+    notify.reloading()
+    try:
+        _do_reload(config_path, verifier, server, pam, metrics)
+    finally:
+        notify.ready()  # also after a refused reload: the old config is still serving
+
+
+def _do_reload(config_path: str, verifier: Verifier, server, pam, metrics=None) -> None:
     old = server.config
     try:
         cfg = config_mod.load(config_path)
