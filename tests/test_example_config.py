@@ -31,3 +31,12 @@ def test_example_config_names_every_setting():
     raw = config.tomllib.loads(text)
     missing = [f"{s}.{k}" for s, k in schema_keys() if k not in raw.get(s, {})]
     assert not missing, f"conf/mfa-radius.toml lacks {missing}"
+
+
+def test_readme_reference_names_every_setting():
+    readme = (ROOT / "README.md").read_text()
+    missing = [f"{s}.{k}" for s, k in schema_keys() if f"`{s}.{k}`" not in readme]
+    for section in ("clients", "replies"):
+        if "`radius." + section + "`" not in readme:
+            missing.append("radius." + section)
+    assert not missing, f"README's configuration reference lacks {missing}"
