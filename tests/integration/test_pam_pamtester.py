@@ -161,6 +161,20 @@ def test_forward_pass_with_pam_unix(env, mode, local_user):
     assert SUCCESS in pamtester(svc, name, password + codes[0])
 
 
+def test_use_first_pass_splits_a_previous_modules_authtok(env, mode, local_user):
+    """One prompt from the module before (pam_unix, optional, sets PAM_AUTHTOK to what was typed):
+    use_first_pass takes the code off its end, forward_pass hands the rest on."""
+    name, password = local_user
+    totp = env.enroll(name)
+    svc = env.service("use_first_pass forward_pass",
+                      before="auth optional pam_unix.so nodelay",
+                      after="auth required pam_unix.so use_first_pass nodelay")
+    out = pamtester(svc, name, password + env.next_code(totp))
+    assert SUCCESS in out and "Verification code" not in out
+    assert AUTH_ERR in pamtester(svc, name, password + "000000")
+    assert AUTH_ERR in pamtester(svc, name, password)  # no code at all: never prompts
+
+
 def test_forward_pass_unenrolled_nullok_still_forwards_password(env, mode, local_user):
     name, password = local_user
     svc = env.service("forward_pass nullok",
