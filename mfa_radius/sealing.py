@@ -12,9 +12,9 @@ import hashlib
 import hmac
 import os
 import secrets
-import stat
 
 from .errors import KeyFileError
+from .private_files import read_private_file
 
 KEY_BYTES = 32
 _NONCE = 12
@@ -44,21 +44,9 @@ def create_key_file(path: str) -> None:
 def read_key_file(path: str) -> bytes:
     """Return the 32-byte key, refusing a file that group or others can read or write."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        raw = read_private_file(path, "key file", KeyFileError)
     except FileNotFoundError:
         raise KeyFileError(f"{path}: key file not found (create it with 'mfa-radius init')") from None
-    except OSError as exc:
-        raise KeyFileError(f"{path}: cannot open key file: {exc.strerror}") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        # Checked before fdopen, which raises IsADirectoryError on a directory.
-        os.close(fd)
-        raise KeyFileError(f"{path}: key file is not a regular file")
-    with os.fdopen(fd, "rb") as fh:
-        if info.st_mode & 0o077:
-            raise KeyFileError(f"{path}: key file is accessible by group or others (mode "
-                               f"{stat.S_IMODE(info.st_mode):04o}); fix it with: chmod 600 {path}")
-        raw = fh.read(4096)
     try:
         key = base64.b64decode(raw.strip(), validate=True)
     except ValueError:

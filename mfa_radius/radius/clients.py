@@ -7,12 +7,11 @@ can get its own secret inside a network that shares another one.
 from __future__ import annotations
 
 import ipaddress
-import os
-import stat
 from dataclasses import dataclass
 
 from ..config import Config, RadiusClient
 from ..errors import ConfigError
+from ..private_files import read_private_file
 from .codec import Secret
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -93,18 +92,7 @@ def _client(entry: RadiusClient, cfg: Config) -> Client:
 def read_secret_file(path: str, where: str) -> bytes:
     """The secret in `path` (one line); refused when group or others may read or write it."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read secret_file {path}: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{where}: secret_file {path} is not a regular file")
-        if info.st_mode & 0o077:
-            raise ConfigError(f"{where}: secret_file {path} is readable or writable by group or "
-                              f"others (mode {stat.S_IMODE(info.st_mode):04o}); "
-                              f"run: chmod 600 {path}")
-        data = os.read(fd, 4096)
-    finally:
-        os.close(fd)
+        data = read_private_file(path, "secret_file", ConfigError, f"{where}: ")
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: cannot read secret_file {path}: no such file") from None
     return data.rstrip(b"\r\n")

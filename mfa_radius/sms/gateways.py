@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import signal
-import stat
 import subprocess
 import threading
 import time
@@ -23,6 +22,7 @@ from typing import Any
 
 from ..config import Config, SmsGateway
 from ..errors import ConfigError
+from ..private_files import read_private_file
 from .policy import SmsTicket, mask_phone
 
 log = logging.getLogger("mfa_radius.sms")
@@ -281,20 +281,9 @@ def _gateway(gw: SmsGateway, index: int, config_path: str):
 def read_secret_file(path: str, where: str) -> str:
     """The secret in `path` (its first line); refused unless only its owner can read it."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read secret file {path}: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{where}: secret file {path} is not a regular file")
-        if info.st_mode & 0o077:
-            raise ConfigError(f"{where}: secret file {path} is readable or writable by group or "
-                              f"others (mode {stat.S_IMODE(info.st_mode):04o}); "
-                              f"run: chmod 600 {path}")
-        data = os.read(fd, 4096)
-    finally:
-        os.close(fd)
+        data = read_private_file(path, "secret file", ConfigError, f"{where}: ")
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: cannot read secret file {path}: no such file") from None
     try:
         secret = data.decode("utf-8").strip()
     except UnicodeDecodeError:

@@ -1,0 +1,38 @@
+"""Reading small secret files (the sealing key, RADIUS shared secrets, SMS gateway tokens).
+
+One rule for all of them: a regular file, not a symlink, that only its owner may read or write;
+anything else is refused with the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from .errors import MfaError
+
+
+def read_private_file(path: str, what: str, error: type[MfaError], prefix: str = "",
+                      limit: int = 4096) -> bytes:
+    """The first `limit` bytes of `path`; `what` names the file in messages ("key file", ...),
+    `prefix` says where it is configured ("RADIUS client 'vpn1': ").
+
+    Raises `error` when the file is missing, unreadable, not a regular file or open to group or
+    others. FileNotFoundError is re-raised as is, so callers can say how to create the file.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise error(f"{prefix}cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{prefix}{what} {path} is not a regular file")
+        if info.st_mode & 0o077:
+            raise error(f"{prefix}{what} {path} is readable or writable by group or others (mode "
+                        f"{stat.S_IMODE(info.st_mode):04o}); fix it with: chmod 600 {path}")
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
