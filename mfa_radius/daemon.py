@@ -47,6 +47,8 @@ async def _serve(config_path: str, cfg, verifier: Verifier, server) -> int:
     pam = await _start_pam(cfg, verifier)
     metrics, metrics_http = _start_metrics(cfg)
     server.metrics = metrics if metrics_http is not None else None
+    if pam is not None:
+        pam.metrics = server.metrics
     from . import housekeeping
 
     # The live config: a reload that changes the audit retention applies to the next pass.
@@ -91,11 +93,8 @@ def _start_metrics(cfg):
 
 
 async def _start_pam(cfg, verifier: Verifier):
-    try:
-        from .pam_server import PamSocketServer
-    except ImportError as exc:
-        log.warning("PAM socket disabled: %s", exc)
-        return None
+    from .pam_server import PamSocketServer
+
     pam = PamSocketServer(cfg, verifier)
     try:
         await pam.start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 from .config import Config
 from .verifier import Attempt, Verifier, _safe
@@ -72,12 +73,14 @@ def verify_fields(verifier: Verifier, fields: dict, uid: int, log_decision: bool
     service = fields.get("service", "")[:64]
     rhost = fields.get("rhost", "")[:256]
     tty = fields.get("tty", "")[:64]
+    started = time.perf_counter()
     decision = verifier.verify(Attempt(user, code, source_of(fields, uid)))
     if log_decision:
-        log.info("pam service=%s user=%s rhost=%s tty=%s uid=%d result=%s reason=%s%s",
+        log.info("pam service=%s user=%s rhost=%s tty=%s uid=%d result=%s reason=%s%s ms=%.1f",
                  _safe(service) or "-", _safe(user), _safe(rhost) or "-", _safe(tty) or "-", uid,
                  decision.result, decision.reason,
-                 f" method={decision.method}" if decision.accepted and decision.method else "")
+                 f" method={decision.method}" if decision.accepted and decision.method else "",
+                 (time.perf_counter() - started) * 1000)
     return {"result": decision.result, "reason": decision.reason,
             "message": user_message(decision.reason, decision.retry_after),
             "retry_after": math.ceil(decision.retry_after)}

@@ -65,6 +65,7 @@ class PamSocketServer:
         self._active = 0
         self._buckets: dict[int, _Bucket] = {}
         self._sms = None  # SmsDispatcher, built at the first SMS request
+        self.metrics = None  # the metrics module while /metrics is served (the daemon sets it)
 
     # ---- life cycle ------------------------------------------------------------------------
 
@@ -188,7 +189,12 @@ class PamSocketServer:
             return self._error("error", "")
 
     def _verify(self, uid: int, fields: dict) -> bytes:
-        return proto.encode("ok", verify_fields(self.verifier, fields, uid))
+        started = time.perf_counter()
+        reply = verify_fields(self.verifier, fields, uid)
+        if self.metrics is not None:
+            self.metrics.observe("pam", fields.get("service", "")[:64] or "-", reply["result"],
+                                 reply["reason"], time.perf_counter() - started)
+        return proto.encode("ok", reply)
 
     async def _send_sms(self, uid: int, fields: dict) -> bytes:
         """Issue a code on this (the loop's) thread, send it on the dispatcher's pool, and wait
@@ -198,7 +204,8 @@ class PamSocketServer:
                 from .sms.gateways import SmsSender
                 from .sms.service import SmsDispatcher
 
-                self._sms = SmsDispatcher(self.verifier, SmsSender.from_config(self.config))
+                self._sms = SmsDispatcher(self.verifier,
+                                          SmsSender.from_config(self.config, self._sms_event))
             outcome = await self._sms.request(fields["user"], source_of(fields, uid))
         except Exception as exc:  # noqa: BLE001 - no code sent is an answer, not a crash
             log.error("PAM sms for %s failed: %s", _safe(fields["user"]), exc)
@@ -243,9 +250,14 @@ class PamSocketServer:
         bucket.tokens -= 1
         return True
 
-    @staticmethod
-    def _error(reason: str, message: str) -> bytes:
+    def _error(self, reason: str, message: str) -> bytes:
+        if self.metrics is not None:
+            self.metrics.drop("pam", reason)
         return proto.encode("error", {"reason": reason, "message": message})
+
+    def _sms_event(self, event: str, gateway: str) -> None:
+        if self.metrics is not None:
+            self.metrics.sms_event(event, gateway)
 
 
 async def serve(config: Config, stop: asyncio.Event | None = None) -> None:

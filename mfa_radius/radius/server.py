@@ -147,9 +147,13 @@ class RadiusServer:
         if self.sms is None:
             from ..sms.service import SmsDispatcher
 
-            return SmsDispatcher(self.verifier, SmsSender.from_config(config))
+            return SmsDispatcher(self.verifier, SmsSender.from_config(config, self._sms_event))
         self.sms.reconfigure(config)
         return self.sms
+
+    def _sms_event(self, event: str, gateway: str) -> None:
+        if self._metrics is not None:
+            self._metrics.sms_event(event, gateway)
 
     @property
     def metrics(self):

@@ -110,8 +110,25 @@ def test_metrics_served_by_the_daemon(tmp_path):
         assert after[key] - before.get(key, 0.0) == 1
         assert after[("mfa_radius_locked_users", ())] == 0
         assert ("mfa_radius_request_duration_seconds_count", (("front", "radius"),)) in after
+        # the PAM socket front is counted too: a decision, and a malformed request dropped
+        assert pam_ask(tmp_path / "pam.sock", b"verify\tuser=nobody\tcode=123456\tservice=sshd\n")
+        assert pam_ask(tmp_path / "pam.sock", b"bogus\n").startswith(b"error")
+        after = scrape(url)
+        key = ("mfa_radius_requests_total",
+               (("client", "sshd"), ("front", "pam"), ("result", "reject")))
+        assert after.get(key) == 1
+        assert after.get(("mfa_radius_dropped_total",
+                          (("cause", "malformed"), ("front", "pam")))) == 1
     finally:
         assert daemon.stop() == 0
+
+
+def pam_ask(path: Path, line: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(path))
+        s.sendall(line)
+        return s.makefile("rb").readline()
 
 
 def free_port_tcp() -> int:
