@@ -53,9 +53,27 @@ def machine() -> dict:
             return subprocess.run(argv, capture_output=True, text=True).stdout.splitlines()[0]
         except (OSError, IndexError):
             return ""
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kib / 2**20, 1),
+    return {"cpu": cpu, "cores": os.cpu_count(), "fsync_ms": fsync_probe(), "memory_gib": round(mem_kib / 2**20, 1),
             "kernel": platform.release(), "python": platform.python_version(),
             "freeradius": version(["freeradius", "-v"]), "loadavg_at_start": os.getloadavg()}
+
+
+def fsync_probe(count: int = 200) -> dict:
+    """What one 4 KiB write + fsync costs on the work disk now: a commit with
+    synchronous=full waits for this, so it explains verify and latency figures."""
+    fd, path = tempfile.mkstemp(dir="/var/tmp", prefix="mfa-bench-fsync-")
+    times = []
+    try:
+        for i in range(count):
+            os.pwrite(fd, b"x" * 4096, (i % 64) * 4096)
+            started = time.perf_counter()
+            os.fsync(fd)
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    times.sort()
+    return {"p50": round(times[len(times) // 2], 3), "p99": round(times[int(0.99 * (count - 1))], 3)}
 
 
 def ensure_peers(parts: list[str]) -> None:
@@ -262,6 +280,8 @@ def main() -> int:
     parser.add_argument("--large", type=int, help="large scale size (default 1000000; quick 100000)")
     parser.add_argument("--password-users", type=int,
                         help="users for the password+code part (default 100; quick 40)")
+    parser.add_argument("--scale-rounds", type=int,
+                        help="RADIUS blasts per scale size, one per 30 s step (default 3; quick 1)")
     parser.add_argument("--sample", type=int, default=1000, help="users sampled at each scale size")
     parser.add_argument("--hardware", type=int, default=100_000, help="hardware tokens to import")
     parser.add_argument("--only", default=",".join(PARTS), help="parts: radius,pam,scale,password")
@@ -278,6 +298,7 @@ def main() -> int:
     args.pam_runs = args.pam_runs or (10 if args.quick else 30)
     args.large = args.large or (100_000 if args.quick else 1_000_000)
     args.password_users = args.password_users or (40 if args.quick else 100)
+    args.scale_rounds = args.scale_rounds or (1 if args.quick else 3)
     if args.quick:
         args.hardware = min(args.hardware, 20_000)
     parts = [p for p in args.only.split(",") if p]
@@ -303,7 +324,8 @@ def main() -> int:
             results["pam"] = pam_bench.run(os.path.join(work, "pam"), args.pam_runs, salt, log)
         if "scale" in parts:
             results["scale"] = scale.run(os.path.join(work, "scale"), 1000, args.large,
-                                         args.sample, args.hardware, salt, log)
+                                         args.sample, args.hardware, salt, log,
+                                         rounds=args.scale_rounds)
         if "password" in parts:
             results["password"] = password_bench.run(os.path.join(work, "password"),
                                                      args.password_users, salt, log)
@@ -324,6 +346,8 @@ def main() -> int:
     print(text)
     print(f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores; "
           f"load average at start {results['machine']['loadavg_at_start'][0]:.2f}; "
+          f"fsync p50/p99 {results['machine']['fsync_ms']['p50']}/"
+          f"{results['machine']['fsync_ms']['p99']} ms; "
           f"{results['seconds']} s; JSON: {path}")
     ok = True
     mf = results.get("radius", {}).get("median", {}).get("mfa_radius")

@@ -2,13 +2,14 @@
 
 For each size: a fresh database filled through the Python API (`Devices.add`, in transactions of
 CHUNK devices), in-process `Verifier.verify` latency for a sample of users (fresh process cache:
-every verify is an indexed lookup, an unseal and a commit), then the RADIUS server on that database
-with a blast of the same sample's next-step codes. Also: importing 100,000 unassigned hardware
+every verify is an indexed lookup, an unseal and a commit), then both RADIUS servers up, with
+blasts of the sample's codes to each in turn, one round per 30 s step (medians). Also: importing 100,000 unassigned hardware
 tokens through `mfa-radius device import` (CSV).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import statistics
@@ -46,7 +47,7 @@ def build(workdir: str, count: int, salt: bytes, log) -> dict:
     # otherwise wait for the whole new database to be written back, and verify would look slow.
     os.sync()
     size = os.path.getsize(cfg.storage.database)
-    return {"config": config, "port": port, "devices": count,
+    return {"config": config, "port": port, "devices": count, "workdir": workdir,
             "add_seconds": round(seconds, 2), "devices_per_s": round(count / seconds),
             "db_bytes": size, "db_bytes_per_device": round(size / count, 1)}
 
@@ -81,26 +82,55 @@ def verify_latency(config: str, users: list[str], seeds: list[bytes]) -> dict:
             "cold_lookup_median_us": round(statistics.median(lookups), 1) if lookups else None}
 
 
-def one_size(workdir: str, count: int, sample: int, salt: bytes, log) -> dict:
+def prepare(workdir: str, count: int, sample: int, salt: bytes, log) -> dict:
+    """Build the database, then the in-process verify figures for the sample."""
     info = build(workdir, count, salt, log)
     idx = sorted(random.Random(count).sample(range(count), min(sample, count)))
-    users = [user_name(i, "s") for i in idx]
-    seeds = [seed_for(i, salt) for i in idx]
+    info["users"] = [user_name(i, "s") for i in idx]
+    info["seeds"] = [seed_for(i, salt) for i in idx]
     log(f"scale {count}: {len(idx)} in-process verifies")
-    step = current_step()
-    info["verify"] = verify_latency(info["config"], users, seeds)
-    started = time.perf_counter()
-    with servers.start_mfa(workdir, info["config"], info["port"]) as server:
-        info["server_start_seconds"] = round(time.perf_counter() - started, 2)
-        log(f"scale {count}: RADIUS blast of {len(idx)} next-step codes")
-        blast.warm_up(server.port, os.path.join(workdir, "req"))
-        # The verifies consumed `step` (or the one after); the next one is inside the window.
-        result = blast.blast(server.pid, server.port, users, seeds,
-                             os.path.join(workdir, "req"), "scale", step=max(step, current_step()) + 1)
-        result.pop("files")
-        info["radius"] = result
-        info["peak_rss_kib"] = peak_rss_kib(server.pid)
+    info["step"] = current_step()
+    info["verify"] = verify_latency(info["config"], info["users"], info["seeds"])
     return info
+
+
+def radius_rounds(sizes: list[dict], rounds: int, log) -> None:
+    """Both servers up; in each round a blast of the sample's codes to each, alternating.
+
+    Every round needs a fresh step per user: round r uses step S+r (S: the verifies' step), which
+    the +-1 window accepts once the clock has reached S+r-1, so later rounds wait for the clock.
+    """
+    base = max(info["step"] for info in sizes)
+    with contextlib.ExitStack() as stack:
+        running = []
+        for info in sizes:
+            started = time.perf_counter()
+            server = stack.enter_context(servers.start_mfa(info["workdir"], info["config"],
+                                                           info["port"]))
+            info["server_start_seconds"] = round(time.perf_counter() - started, 2)
+            blast.warm_up(server.port, os.path.join(info["workdir"], "req"))
+            running.append((info, server))
+        for r in range(1, rounds + 1):
+            step = base + r
+            while current_step() < step - 1:
+                time.sleep(0.2)
+            for info, server in running if r % 2 else reversed(running):
+                log(f"scale {info['devices']}: RADIUS blast {r}/{rounds} of {len(info['users'])} codes")
+                result = blast.blast(server.pid, server.port, info["users"], info["seeds"],
+                                     os.path.join(info["workdir"], "req"), f"scale{r}", step=step)
+                result.pop("files")
+                info.setdefault("radius_rounds", []).append(result)
+        for info, server in running:
+            info["peak_rss_kib"] = peak_rss_kib(server.pid)
+    for info in sizes:
+        runs = info["radius_rounds"]
+        info["radius"] = {
+            "requests": runs[0]["requests"],
+            "accepted": min(x["accepted"] for x in runs),
+            "server_cpu_us_per_request": round(statistics.median(
+                x["server_cpu_us_per_request"] for x in runs), 1),
+            "req_per_s": round(statistics.median(x["req_per_s"] for x in runs), 1)}
+        del info["users"], info["seeds"]
 
 
 def import_hardware(workdir: str, count: int, salt: bytes, log) -> dict:
@@ -117,10 +147,11 @@ def import_hardware(workdir: str, count: int, salt: bytes, log) -> dict:
 
 
 def run(workdir: str, small: int, large: int, sample: int, hardware: int, salt: bytes,
-        log) -> dict:
-    out = {"small": one_size(os.path.join(workdir, f"n{small}"), small, sample, salt, log),
-           "large": one_size(os.path.join(workdir, f"n{large}"), large, sample, salt, log),
-           "hardware_import": import_hardware(os.path.join(workdir, "hw"), hardware, salt, log)}
+        log, rounds: int = 3) -> dict:
+    out = {"small": prepare(os.path.join(workdir, f"n{small}"), small, sample, salt, log),
+           "large": prepare(os.path.join(workdir, f"n{large}"), large, sample, salt, log)}
+    radius_rounds([out["small"], out["large"]], rounds, log)
+    out["hardware_import"] = import_hardware(os.path.join(workdir, "hw"), hardware, salt, log)
     s, l = out["small"], out["large"]
     out["ratios"] = {
         "verify_median_large_over_small": round(l["verify"]["median_us"] / s["verify"]["median_us"], 2),
