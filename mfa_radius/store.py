@@ -124,7 +124,10 @@ class Store:
             text = str(exc)
             if "not a database" in text or "malformed" in text:
                 hint = "the file is corrupt or not an mfa-radius database; restore it from a backup"
-            elif "readonly" in text:
+            elif "readonly" in text or ("unable to open" in text and not os.access(
+                    os.path.dirname(os.path.abspath(self.path)), os.W_OK)):
+                # WAL mode must create -wal and -shm next to the file: a read-only directory
+                # (or mount) only shows up as "unable to open database file".
                 hint = "the database (or its directory) is read-only"
             elif "disk is full" in text or "disk I/O" in text:
                 hint = "the disk is full or failing"
