@@ -239,12 +239,15 @@ class Verifier:
         if device.kind == "totp":
             window = self.config.otp.totp_window
             centre = time_step(now, device.period) + device.drift
-            step = device.key.find(code, centre - window, centre + window)
-            if step is None:
-                return None, False
-            if step <= device.last_step:
-                return None, True
-            return step, False
+            first, last = centre - window, centre + window
+            # Fresh steps first: a used step whose code happens to equal a fresh step's code
+            # must not hide the fresh one. Both parts together are the whole window, so the
+            # work does not depend on where (or whether) the code matches.
+            fresh_from = max(first, device.last_step + 1)
+            step = device.key.find(code, fresh_from, last) if fresh_from <= last else None
+            used = device.key.find(code, first, min(last, fresh_from - 1)) if first < fresh_from \
+                else None
+            return step, step is None and used is not None
         window = self.config.otp.hotp_window
         counter = device.key.find(code, device.counter, device.counter + window - 1)
         if counter is not None:

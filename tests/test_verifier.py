@@ -791,3 +791,31 @@ def test_open_refuses_a_missing_database_or_a_too_open_key(make_world):
     with pytest.raises(StoreError, match="mfa-radius init"):
         Verifier.open(moved)
     assert not os.path.exists(moved.storage.database)
+
+
+def test_a_used_step_with_the_same_digits_does_not_hide_a_fresh_step(tmp_path):
+    """Steps 56188870 and 56188871 of the RFC 4226 seed both give 617002 (found by search)."""
+    from mfa_radius import config as config_mod
+    from mfa_radius.devices import DeviceSpec
+    from mfa_radius.otp import OtpKey
+    from mfa_radius.state import init, open_devices
+    from mfa_radius.verifier import Attempt, Verifier
+
+    seed, step = b"12345678901234567890", 56188870
+    key = OtpKey(seed)
+    assert key.code(step) == key.code(step + 1) == "617002"
+    path = tmp_path / "c.toml"
+    path.write_text(f'[storage]\ndatabase = "{tmp_path}/m.db"\nkey_file = "{tmp_path}/k"\n'
+                    'synchronous = "normal"\n')
+    cfg = config_mod.load(str(path))
+    init(cfg)
+    devices = open_devices(cfg)
+    devices.add([DeviceSpec("T1", seed)])
+    devices.enable("alice", "T1", key.code(step - 2), key.code(step - 1), now=(step - 1) * 30)
+    verifier = Verifier.open(cfg)
+    first = verifier.verify(Attempt("alice", "617002", now=step * 30 + 1))
+    assert first.accepted and first.reason == "ok"
+    second = verifier.verify(Attempt("alice", "617002", now=(step + 1) * 30 + 1))
+    assert second.accepted, second
+    third = verifier.verify(Attempt("alice", "617002", now=(step + 1) * 30 + 2))
+    assert not third.accepted and third.reason == "replay"
