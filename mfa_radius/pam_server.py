@@ -52,6 +52,9 @@ class PamSocketServer:
     # are one user's screen locker: a few tries, then one every two seconds.
     ROOT_RATE, ROOT_BURST = 200.0, 400.0
     USER_RATE, USER_BURST = 0.5, 10.0
+    # Open connections a non-root uid may hold at once: a local user who opens (and holds) as
+    # many as it can must not take the slots that root's logins (sshd, su) need.
+    USER_CONNECTIONS = 4
 
     def __init__(self, config: Config, verifier: Verifier, *, max_connections: int = 64,
                  read_timeout: float = 5.0):
@@ -63,6 +66,8 @@ class PamSocketServer:
         self._path: str | None = None
         self._inode: tuple[int, int] | None = None
         self._active = 0
+        self._user_active = 0  # of which non-root callers
+        self._active_by_uid: dict[int, int] = {}
         self._buckets: dict[int, _Bucket] = {}
         self._sms = None  # SmsDispatcher, built at the first SMS request
         self.metrics = None  # the metrics module while /metrics is served (the daemon sets it)
@@ -129,12 +134,23 @@ class PamSocketServer:
     # ---- one connection --------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._active += 1
+        uid = self._peer_uid(writer) or 0  # None (unknown) is refused in _serve_one
+        mine = self._active_by_uid.get(uid, 0)
+        # A refused connection is not counted: a flood of them must not crowd out root's.
+        admitted = self._active < self.max_connections and (
+            not uid or (mine < self.USER_CONNECTIONS
+                        # non-root callers together get half the slots, root the rest
+                        and self._user_active < self.max_connections // 2))
+        if admitted:
+            self._active += 1
+            if uid:
+                self._user_active += 1
+                self._active_by_uid[uid] = mine + 1
         try:
-            if self._active > self.max_connections:
-                reply = self._error("busy", "Authentication service busy, try again.")
-            else:
+            if admitted:
                 reply = await self._serve_one(reader, writer)
+            else:
+                reply = self._error("busy", "Authentication service busy, try again.")
             writer.write(reply)
             await asyncio.wait_for(writer.drain(), self.read_timeout)
         except (OSError, asyncio.TimeoutError, ConnectionError):
@@ -142,7 +158,14 @@ class PamSocketServer:
         except Exception:  # noqa: BLE001 - one bad connection must not take the front down
             log.exception("PAM socket: internal error on one connection")
         finally:
-            self._active -= 1
+            if admitted:
+                self._active -= 1
+                if uid:
+                    self._user_active -= 1
+                    if self._active_by_uid[uid] > 1:
+                        self._active_by_uid[uid] -= 1
+                    else:
+                        del self._active_by_uid[uid]
             writer.close()
 
     async def _serve_one(self, reader, writer) -> bytes:
