@@ -191,7 +191,46 @@ class Verifier:
         decision = self._check(user, attempt.code.strip(), now)
         audit.append((now, user[:MAX_USER_LEN], decision.method, decision.serial,
                       attempt.source[:512], decision.result, decision.reason))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("user %s from %s: %s: %s", _safe(user), _safe(attempt.source),
+                      decision.result, self._explain(user, decision, now))
         return decision
+
+    def _explain(self, user: str, decision: Decision, now: float) -> str:
+        """Why, for --debug (like radiusd -X): windows, steps, counters, policy; never a code."""
+        reason = decision.reason
+        if reason == "ok":
+            return f"{decision.method} code accepted" + (
+                f" from device {decision.serial}" if decision.serial else "")
+        if reason in ("exempt", "malformed", "error"):
+            return {"exempt": "user is in [policy] exempt_users: no code asked",
+                    "malformed": "empty or over-long user name or code",
+                    "error": "the database or key file failed: refused (fail closed)"}[reason]
+        state = self._cache.get(user)
+        if state is None:
+            return reason
+        if reason == "locked":
+            return (f"locked for {decision.retry_after:.0f} s more after {state.failures} "
+                    f"consecutive failures ([policy] lockout_*; 'mfa-radius user unlock')")
+        if reason in ("no_device", "no_device_allowed"):
+            rule = ("lets it through ([policy] nullok / nullok_groups)" if reason ==
+                    "no_device_allowed" else "refuses it (privileged, or nullok off)")
+            return f"no device, recovery code or usable phone; policy {rule}"
+        parts = []
+        for d in state.devices:
+            if d.kind == "totp":
+                centre = time_step(now, d.period) + d.drift
+                w = self.config.otp.totp_window
+                parts.append(f"{d.serial} (totp, {d.digits} digits): steps {centre - w}..{centre + w}"
+                             f" (drift {d.drift:+d}), last used step {d.last_step}")
+            else:
+                parts.append(f"{d.serial} (hotp, {d.digits} digits): counters {d.counter}.."
+                             f"{d.counter + self.config.otp.hotp_window - 1}")
+        what = {"replay": "the code belongs to a step or counter already used (a code works once)",
+                "bad_code": f"the code matches no device, recovery code or SMS code "
+                            f"(failure {state.failures} of {self.config.policy.lockout_failures}"
+                            " before a lockout)"}.get(reason, reason)
+        return what + "; searched " + ("; ".join(parts) or "no device")
 
     def _check(self, user: str, code: str, now: float) -> Decision:
         if not user or len(user) > MAX_USER_LEN or not code or len(code) > 64:

@@ -819,3 +819,37 @@ def test_a_used_step_with_the_same_digits_does_not_hide_a_fresh_step(tmp_path):
     assert second.accepted, second
     third = verifier.verify(Attempt("alice", "617002", now=(step + 1) * 30 + 2))
     assert not third.accepted and third.reason == "replay"
+
+
+def test_debug_log_says_why_a_code_was_refused_without_the_code(tmp_path, caplog):
+    import logging
+
+    import pyotp
+
+    from mfa_radius import config as config_mod
+    from mfa_radius.state import init, open_devices
+    from mfa_radius.verifier import Attempt, Verifier
+
+    path = tmp_path / "c.toml"
+    path.write_text(f'[storage]\ndatabase = "{tmp_path}/m.db"\nkey_file = "{tmp_path}/k"\n'
+                    'synchronous = "normal"\n')
+    cfg = config_mod.load(str(path))
+    init(cfg)
+    devices = open_devices(cfg)
+    info = devices.create_virtual("phone-9")
+    now = 1_800_000_000.0
+    t = pyotp.TOTP(info["secret"])
+    devices.enable("alice", "phone-9", t.at(now - 30), t.at(now), now=now)
+    verifier = Verifier.open(cfg)
+    wrong = "987654" if "987654" not in (t.at(now + 30), t.at(now)) else "876543"
+    with caplog.at_level(logging.DEBUG, logger="mfa_radius.verifier"):
+        verifier.verify(Attempt("alice", wrong, source="radius:vpn1", now=now + 30))
+        verifier.verify(Attempt("alice", t.at(now), source="radius:vpn1", now=now + 30))
+        verifier.verify(Attempt("mallory", wrong, source="pam:sshd", now=now + 30))
+    text = caplog.text
+    step = int(now) // 30
+    assert f"phone-9 (totp, 6 digits): steps {step}..{step + 2}" in text
+    assert "failure 1 of 5" in text
+    assert "already used" in text
+    assert "no device, recovery code or usable phone" in text
+    assert wrong not in text and t.at(now) not in text and info["secret"] not in text
