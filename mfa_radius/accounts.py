@@ -1,4 +1,5 @@
-"""Who is privileged or in a group: the system's user database (NSS), looked up with a short cache."""
+"""Who is privileged or in a group: the system's user database (NSS), looked up with a short
+cache."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """`mfa-radius`: the admin CLI. Thin: parse, call the library, print text or --json.
 
-The verbs mirror the device lifecycle (mfa_radius.devices.Devices); every error is one line on stderr.
+The verbs mirror the device lifecycle (mfa_radius.devices.Devices); every error is one line on
+stderr.
 Exit codes: 0 success, 1 refused or failed, 2 usage, configuration, key file or database error.
 """
 
@@ -50,7 +51,7 @@ class _Group(click.Group):
 class _Context:
     def __init__(self, path: str):
         self.path = path
-        self._config = None
+        self._config: config_mod.Config | None = None
 
     @property
     def config(self) -> config_mod.Config:
@@ -194,7 +195,8 @@ def import_devices(ctx: _Context, file, fmt, pskc_key, pskc_password, as_json) -
         specs = importers.without_users(importers.parse_pskc(file, key=key, password=pskc_password))
     count = ctx.devices().add(specs)
     assigned = sum(1 for s in specs if s.user)
-    result = {"imported": count, "assigned": assigned, "seconds": round(time.monotonic() - started, 3)}
+    result = {"imported": count, "assigned": assigned,
+              "seconds": round(time.monotonic() - started, 3)}
     if as_json:
         _print_json(result)
     else:
@@ -474,14 +476,14 @@ def _parse_since(text: str | None) -> float | None:
         raise click.BadParameter(f"{text!r}: use an ISO date/time or an age like 30m, 12h, 7d",
                                  param_hint="--since") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     return when.timestamp()
 
 
 def _iso(ts: float | None) -> str | None:
     if not ts:
         return None
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds").replace(
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace(
         "+00:00", "Z")
 
 

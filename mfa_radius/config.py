@@ -102,7 +102,8 @@ class RadiusConfig:
 @dataclass(frozen=True)
 class PamConfig:
     socket: str = "/run/mfa-radius/pam.sock"
-    # Non-root callers (screen lockers): "self" may ask about their own user only, "none" not at all.
+    # Non-root callers (screen lockers): "self" may ask about their own user only, "none" not at
+    # all.
     unprivileged_callers: str = field(default="self", metadata=_choice("self", "none"))
 
 
@@ -203,7 +204,8 @@ def load(path: str) -> Config:
         with open(path, "rb") as fh:
             raw = fh.read()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found (use --config FILE or {ENV_VAR})") from None
+        raise ConfigError(f"{path}: config file not found (use --config FILE or {ENV_VAR})") \
+            from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
     try:
@@ -284,7 +286,7 @@ def _coerce(hint, value, dotted, meta, path, text, section, key):
         if not isinstance(value, list):
             raise bad("a list")
         (item,) = args
-        if dataclasses.is_dataclass(item):
+        if isinstance(item, type) and dataclasses.is_dataclass(item):
             out = []
             for i, entry in enumerate(value):
                 if not isinstance(entry, dict):
@@ -346,7 +348,7 @@ def _check_sms(cfg: Config, raw_gateways: list, path: str, text: str) -> None:
     for i, (gw, raw) in enumerate(zip(sms.gateways, raw_gateways)):
         label = f"sms.gateways[{i}] ({gw.type})"
 
-        def bad(message: str, key: str = "gateways") -> ConfigError:
+        def bad(message: str, key: str = "gateways", label: str = label) -> ConfigError:
             return ConfigError(_where(path, text, "sms", key) + f"{label}: {message}")
 
         stray = sorted(set(raw) - _GATEWAY_KEYS[gw.type] - {"type", "name"})
@@ -359,11 +361,10 @@ def _check_sms(cfg: Config, raw_gateways: list, path: str, text: str) -> None:
         names.add(name)
         if gw.type == "file" and not os.path.isabs(gw.path):
             raise bad("'path' must be an absolute file path", "path")
-        if gw.type == "command":
-            if not gw.command or not os.path.isabs(gw.command[0]):
-                raise bad("'command' must be a list whose first item is an absolute path "
-                          '(e.g. ["/usr/local/bin/send-sms", "{phone}", "{message}"]); it runs '
-                          "without a shell", "command")
+        if gw.type == "command" and (not gw.command or not os.path.isabs(gw.command[0])):
+            raise bad("'command' must be a list whose first item is an absolute path "
+                      '(e.g. ["/usr/local/bin/send-sms", "{phone}", "{message}"]); it runs '
+                      "without a shell", "command")
         if gw.type == "http":
             if not gw.url.startswith(("http://", "https://")):
                 raise bad("'url' must start with http:// or https://", "url")

@@ -77,7 +77,8 @@ def setup(var: str = VAR) -> tuple[str, dict]:
 def show(info: dict) -> None:
     import segno
 
-    print(f"\nDemo user '{USER}', TOTP device {info['serial']}. Scan this with an authenticator app:\n")
+    print(f"\nDemo user '{USER}', TOTP device {info['serial']}. "
+          "Scan this with an authenticator app:\n")
     segno.make(info["otpauth_uri"]).terminal(compact=True)
     print(f"\nor type the secret: {info['secret']}")
     print("\nThen, in another terminal, log in with the 6-digit code the app shows:\n")

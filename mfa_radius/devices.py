@@ -1,4 +1,5 @@
-"""The device lifecycle, as AWS IAM names it: create, import, enable, resync, deactivate, delete, list.
+"""The device lifecycle, as AWS IAM names it: create, import, enable, resync, deactivate, delete,
+list.
 
 These functions are what the CLI calls; a script can call them with the same names.
 """
@@ -6,6 +7,7 @@ These functions are what the CLI calls; a script can call them with the same nam
 from __future__ import annotations
 
 import base64
+import builtins
 import hashlib
 import re
 import secrets
@@ -97,7 +99,8 @@ class Devices:
 
     def add(self, specs: list[DeviceSpec]) -> int:
         """Add devices in ONE transaction: all of them or, on any problem, none."""
-        seen_serials, seen_fps = {}, {}
+        seen_serials: dict[str, bool] = {}
+        seen_fps: dict[str, str] = {}
         rows = []
         now = time.time()
         assigned: dict[str, int] = {}
@@ -197,7 +200,7 @@ class Devices:
 
     # ---- recovery codes --------------------------------------------------------------------
 
-    def issue_recovery_codes(self, user: str, count: int | None = None) -> list[str]:
+    def issue_recovery_codes(self, user: str, count: int | None = None) -> builtins.list[str]:
         """Replace the user's recovery codes with `count` new ones; returned once, stored hashed."""
         check_user(user)
         count = self.config.policy.recovery_codes if count is None else count
@@ -261,9 +264,9 @@ def provisioning_uri(spec: DeviceSpec, secret_b32: str, issuer: str) -> str:
         otp = pyotp.TOTP(secret_b32, digits=spec.digits, digest=digest, interval=spec.period,
                          name=spec.serial, issuer=issuer or None)
         return otp.provisioning_uri()
-    otp = pyotp.HOTP(secret_b32, digits=spec.digits, digest=digest, name=spec.serial,
-                     issuer=issuer or None, initial_count=spec.counter)
-    return otp.provisioning_uri(initial_count=spec.counter)
+    hotp = pyotp.HOTP(secret_b32, digits=spec.digits, digest=digest, name=spec.serial,
+                      issuer=issuer or None, initial_count=spec.counter)
+    return hotp.provisioning_uri(initial_count=spec.counter)
 
 
 def public_view(row: dict) -> dict:

@@ -39,7 +39,8 @@ def priority(levelno: int) -> int:
 
 
 def stderr_is_journal(stream=None, environ=None) -> bool:
-    """True when `stream` (stderr) is the journal stream systemd set up ($JOURNAL_STREAM=DEV:INO)."""
+    """True when `stream` (stderr) is the journal stream systemd set up
+    ($JOURNAL_STREAM=DEV:INO)."""
     environ = os.environ if environ is None else environ
     value = environ.get("JOURNAL_STREAM", "")
     stream = sys.stderr if stream is None else stream

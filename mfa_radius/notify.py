@@ -1,4 +1,5 @@
-"""sd_notify(3) without libsystemd: tell systemd (Type=notify) when the daemon is ready or reloading.
+"""sd_notify(3) without libsystemd: tell systemd (Type=notify) when the daemon is ready or
+reloading.
 
 Every function is a no-op when $NOTIFY_SOCKET is unset (run by hand, in tests, under another
 supervisor) and never raises: a failed notification must not take the authentication server down.

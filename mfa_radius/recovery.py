@@ -27,7 +27,7 @@ def looks_like_recovery_code(text: str) -> bool:
 
 def generate(count: int) -> list[str]:
     """`count` fresh codes, formatted as the user sees them (XXXXX-XXXXX)."""
-    codes = set()
+    codes: set[str] = set()
     while len(codes) < count:
         codes.add(str(secrets.randbelow(10 ** DIGITS)).zfill(DIGITS))
     return [f"{c[:5]}-{c[5:]}" for c in sorted(codes)]

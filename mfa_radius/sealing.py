@@ -46,7 +46,8 @@ def read_key_file(path: str) -> bytes:
     try:
         raw = read_private_file(path, "key file", KeyFileError)
     except FileNotFoundError:
-        raise KeyFileError(f"{path}: key file not found (create it with 'mfa-radius init')") from None
+        raise KeyFileError(f"{path}: key file not found (create it with 'mfa-radius init')") \
+            from None
     try:
         key = base64.b64decode(raw.strip(), validate=True)
     except ValueError:
@@ -67,7 +68,7 @@ class Sealer:
         self._fp_key = hmac.digest(master_key, b"mfa-radius fingerprint v1", hashlib.sha256)
 
     @classmethod
-    def from_file(cls, path: str) -> "Sealer":
+    def from_file(cls, path: str) -> Sealer:
         return cls(read_key_file(path))
 
     def seal(self, seed: bytes, serial: str) -> bytes:

@@ -13,7 +13,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from .errors import StoreError
 
@@ -85,7 +85,7 @@ class Store:
 
     @classmethod
     def open(cls, path: str, *, create: bool = False, synchronous: str = "full",
-             busy_timeout: float = 10.0) -> "Store":
+             busy_timeout: float = 10.0) -> Store:
         """Open (or with `create`, create 0600) the database and bring its schema up to date."""
         if not os.path.exists(path):
             if not create:
@@ -265,12 +265,14 @@ class Store:
 
     def clashes(self, serials: list[str], fingerprints: list[str]) -> tuple[set, set]:
         """Which of these serials and fingerprints are already held by a device."""
-        taken_serials, taken_fps = set(), set()
+        taken_serials: set[str] = set()
+        taken_fps: set[str] = set()
         for chunk in _chunks(serials):
             q = f"SELECT serial FROM devices WHERE serial IN ({','.join('?' * len(chunk))})"
             taken_serials.update(r[0] for r in self.conn.execute(q, chunk))
         for chunk in _chunks(fingerprints):
-            q = f"SELECT fingerprint FROM devices WHERE fingerprint IN ({','.join('?' * len(chunk))})"
+            marks = ",".join("?" * len(chunk))
+            q = f"SELECT fingerprint FROM devices WHERE fingerprint IN ({marks})"
             taken_fps.update(r[0] for r in self.conn.execute(q, chunk))
         return taken_serials, taken_fps
 
@@ -311,7 +313,8 @@ class Store:
             where.append("user IS NOT NULL")
         elif status == "unassigned":
             where.append("user IS NULL")
-        sql = _DEVICE_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY serial"
+        sql = (_DEVICE_SELECT + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY serial")
         return [dict(zip(DEVICE_COLUMNS, r)) for r in self.conn.execute(sql, args)]
 
     # ---- users, recovery codes, audit ------------------------------------------------------
@@ -404,7 +407,8 @@ class Store:
 
     def audit_events(self, user: str | None = None, since: float | None = None,
                      limit: int = 1000) -> list[dict]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if user is not None:
             where.append("user = ?")
             args.append(user)
@@ -445,23 +449,19 @@ class Store:
         """
         done = {}
         with self.errors("pruning expired state"), self.transaction():
-            tables = {r[0] for r in self.conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if "sms_codes" in tables:
-                done["sms_codes"] = self.conn.execute(
-                    "DELETE FROM sms_codes WHERE expires_at <= ?", (now,)).rowcount
-            columns = {r[1] for r in self.conn.execute("PRAGMA table_info(users)")}
-            no_phone = " AND phone IS NULL" if "phone" in columns else ""
+            done["sms_codes"] = self.conn.execute(
+                "DELETE FROM sms_codes WHERE expires_at <= ?", (now,)).rowcount
             done["users"] = self.conn.execute(
-                "DELETE FROM users WHERE locked_until <= ? AND max(coalesce(last_failure, 0), "
-                "coalesce(last_success, 0), created_at) < ? AND NOT EXISTS (SELECT 1 FROM devices "
-                "WHERE devices.user = users.name) AND NOT EXISTS (SELECT 1 FROM recovery_codes "
-                "WHERE recovery_codes.user = users.name)" + no_phone,
-                (now, idle_before)).rowcount
+                "DELETE FROM users WHERE locked_until <= ? AND phone IS NULL AND "
+                "max(coalesce(last_failure, 0), coalesce(last_success, 0), created_at) < ? "
+                "AND NOT EXISTS (SELECT 1 FROM devices WHERE devices.user = users.name) "
+                "AND NOT EXISTS (SELECT 1 FROM recovery_codes WHERE recovery_codes.user = "
+                "users.name)", (now, idle_before)).rowcount
         return done
 
     def gauge_counts(self, now: float) -> dict[str, int]:
-        """Numbers for the metrics gauges: locked and enrolled users, assigned/unassigned devices."""
+        """Numbers for the metrics gauges: locked and enrolled users, assigned/unassigned
+        devices."""
         with self.errors("counting for metrics"):
             locked = self.conn.execute("SELECT count(*) FROM users WHERE locked_until > ?",
                                        (now,)).fetchone()[0]

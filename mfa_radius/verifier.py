@@ -48,7 +48,8 @@ class Attempt:
 @dataclass(frozen=True, slots=True)
 class Decision:
     accepted: bool
-    reason: str  # ok, exempt, no_device_allowed, bad_code, replay, locked, no_device, malformed, error
+    # ok, exempt, no_device_allowed, bad_code, replay, locked, no_device, malformed, error
+    reason: str
     method: str | None = None  # totp, hotp, recovery, sms
     serial: str | None = None
     retry_after: float = 0.0  # seconds, when locked
@@ -110,7 +111,7 @@ class Verifier:
         self._sms_key = sealer.fingerprint(b"mfa-radius sms code key v1").encode()
 
     @classmethod
-    def open(cls, config: Config, accounts: Accounts | None = None) -> "Verifier":
+    def open(cls, config: Config, accounts: Accounts | None = None) -> Verifier:
         """Open the key file and the database named by the config (both must exist)."""
         sealer = Sealer.from_file(config.storage.key_file)
         store = Store.open(config.storage.database, synchronous=config.storage.synchronous,
@@ -221,8 +222,9 @@ class Verifier:
             if d.kind == "totp":
                 centre = time_step(now, d.period) + d.drift
                 w = self.config.otp.totp_window
-                parts.append(f"{d.serial} (totp, {d.digits} digits): steps {centre - w}..{centre + w}"
-                             f" (drift {d.drift:+d}), last used step {d.last_step}")
+                parts.append(f"{d.serial} (totp, {d.digits} digits): steps "
+                             f"{centre - w}..{centre + w} (drift {d.drift:+d}), "
+                             f"last used step {d.last_step}")
             else:
                 parts.append(f"{d.serial} (hotp, {d.digits} digits): counters {d.counter}.."
                              f"{d.counter + self.config.otp.hotp_window - 1}")

@@ -156,7 +156,8 @@ class _Client:
                         break
                     data += chunk
             except OSError as exc:
-                raise _Unavailable("%s: %s" % (path, exc.strerror or type(exc).__name__))
+                raise _Unavailable("%s: %s" % (path, exc.strerror or type(exc).__name__)) \
+                    from None
         finally:
             sock.close()
         if not data:
@@ -164,7 +165,7 @@ class _Client:
         try:
             return decode(data)
         except ValueError:
-            raise _Unavailable("%s: unreadable answer" % path)
+            raise _Unavailable("%s: unreadable answer" % path) from None
 
     def _ask_local(self, op, fields):
         _add_venv(self.opts)

@@ -1,1 +1,2 @@
-"""The RADIUS front: wire format, clients, duplicates, challenges, password backends, packet loop."""
+"""The RADIUS front: wire format, clients, duplicates, challenges, password backends, packet
+loop."""

@@ -215,7 +215,8 @@ def build_reply(code: int, request: Request, secret: Secret, attrs: bytes = b"")
 
 def build_request(code: int, ident: int, authenticator: bytes, secret: Secret,
                   attrs: list[tuple[int, bytes]], sign: bool = True) -> bytes:
-    """An Access-Request or Status-Server, Message-Authenticator first when `sign` (tests, tools)."""
+    """An Access-Request or Status-Server, Message-Authenticator first when `sign` (tests,
+    tools)."""
     body = b"".join(encode_attr(t, v) for t, v in attrs)
     length = HEADER_LEN + len(body) + (18 if sign else 0)
     head = struct.pack("!BBH", code, ident, length) + authenticator

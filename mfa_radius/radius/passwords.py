@@ -20,7 +20,8 @@ class Overloaded(Exception):
 
 
 class NoPasswords:
-    """`password_backend = "none"`: the appliance checked the password; RADIUS sees the code only."""
+    """`password_backend = "none"`: the appliance checked the password; RADIUS sees the code
+    only."""
 
     needs_password = False
 

@@ -5,7 +5,8 @@
     attributes = { Class = "admins", Filter-Id = "full-access", Session-Timeout = 28800 }
 
 Names and types come from the shipped dictionary (pyrad format; it has a few vendor attributes,
-e.g. Fortinet-Group-Name, Cisco-AVPair, PaloAlto-User-Group, and admins can add more there). A value may be a list for an attribute sent more than once. An Access-Accept
+e.g. Fortinet-Group-Name, Cisco-AVPair, PaloAlto-User-Group, and admins can add more there). A
+value may be a list for an attribute sent more than once. An Access-Accept
 carries the user's own entries, then those of each matching group, in config order.
 """
 

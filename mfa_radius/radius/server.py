@@ -18,6 +18,7 @@ import re
 import socket
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..errors import ConfigError, MfaError
@@ -30,6 +31,9 @@ from .clients import Client, ClientTable
 from .dedup import IN_PROGRESS, NEW, DuplicateCache
 from .passwords import Overloaded, backend
 from .replies import ReplyTable
+
+if TYPE_CHECKING:
+    from ..sms.service import SmsDispatcher
 
 log = logging.getLogger("mfa_radius.radius")
 
@@ -112,7 +116,7 @@ class RadiusServer:
         self._flush_handle: asyncio.Handle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task] = set()
-        self.sms = None  # SmsDispatcher once [[sms.gateways]] are configured
+        self.sms: SmsDispatcher | None = None  # once [[sms.gateways]] are configured
         self._metrics = None
         self._apply(config)
 
@@ -244,7 +248,7 @@ class RadiusServer:
                 self._metrics.DUPLICATES.labels(client.name).inc()
             if cached is IN_PROGRESS:
                 log.debug("client %s: duplicate of a request in progress, dropped", client.name)
-            else:
+            elif isinstance(cached, bytes):
                 log.debug("client %s: duplicate, cached reply sent again", client.name)
                 self._send(sock, cached, addr)
             return
@@ -268,9 +272,9 @@ class RadiusServer:
 
     def _access_request(self, job: Job) -> None:
         request = job.request
-        raw_user = request.get(codec.USER_NAME)
+        raw_user = request.get(codec.USER_NAME) or b""
         try:
-            job.user = raw_user.decode("utf-8") if raw_user else ""
+            job.user = raw_user.decode("utf-8")
         except UnicodeDecodeError:
             job.user = raw_user.decode("utf-8", "backslashreplace")
             return self._reject(job, "malformed")
@@ -299,7 +303,14 @@ class RadiusServer:
             return self._reject(job, "error")
         if status.locked_for > 0:
             return self._reject(job, "locked")
-        task = self._loop.create_task(self._password_step(job, password, status))
+        self._spawn(self._password_step(job, password, status))
+
+    def _spawn(self, coro) -> None:
+        """Run `coro` as a task of the loop, kept until done (close() cancels what is left)."""
+        if self._loop is None:
+            coro.close()
+            raise RuntimeError("RadiusServer.start() was not called")
+        task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -308,8 +319,9 @@ class RadiusServer:
         no_code_needed = status.exempt or (not status.enrolled and status.allowed_without_device)
         try:
             # One split per code length of the user's devices (6 and 8 digits may both occur).
-            splits = {self._split(typed, d) for d in sorted(status.digits, reverse=True) or (None,)}
-            for split in sorted(splits - {None}):
+            splits = {split for d in sorted(status.digits, reverse=True) or (None,)
+                      if (split := self._split(typed, d)) is not None}
+            for split in sorted(splits):
                 if await self.passwords.check(job.user, split[0]):
                     return self._verify(job, split[1])
             if await self.passwords.check(job.user, typed):
@@ -400,9 +412,7 @@ class RadiusServer:
         """Verify the code, unless the user asks for an SMS (then send one and challenge)."""
         if self.sms is None or answer.strip().lower() not in (b"", b"sms"):
             return self._verify(job, answer)
-        task = self._loop.create_task(self._sms_step(job, answer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._sms_step(job, answer))
 
     async def _sms_step(self, job: Job, answer: bytes) -> None:
         try:
@@ -418,6 +428,8 @@ class RadiusServer:
             self._reject(job, "error")
 
     async def _send_sms(self, job: Job) -> None:
+        if self.sms is None:  # a reload removed the gateways since this request arrived
+            return self._reject(job, "error")
         source = f"radius:{job.client.name} nas={job.addr[0]}"
         outcome = await self.sms.request(job.user, source, wait=False)
         text = outcome.explain()

@@ -60,8 +60,8 @@ class FileGateway:
         self.path = path
 
     def send(self, phone: str, message: str) -> None:
-        stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        line = f"{stamp} {phone} {message.replace(chr(10), ' ')}\n".encode("utf-8")
+        stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        line = f"{stamp} {phone} {message.replace(chr(10), ' ')}\n".encode()
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
@@ -113,10 +113,10 @@ class HttpGateway:
             headers["Authorization"] = f"Bearer {self.auth}"
         deadline = time.monotonic() + self.timeout
         try:
-            with httpx.Client(timeout=self.timeout, follow_redirects=False) as client:
-                with client.stream(self.method, _fill(self.url, values), headers=headers,
-                                   **kwargs) as response:
-                    body = _read_bounded(response, deadline)
+            with httpx.Client(timeout=self.timeout, follow_redirects=False) as client, \
+                    client.stream(self.method, _fill(self.url, values), headers=headers,
+                                  **kwargs) as response:
+                body = _read_bounded(response, deadline)
         except httpx.TimeoutException:
             raise GatewayError(f"no answer within {self.timeout:g} s") from None
         except httpx.HTTPError as exc:
@@ -172,7 +172,9 @@ class CommandGateway:
         else:
             argv = [*self.argv, phone, message]
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            # The admin's argv (absolute path, checked by config), never a shell.
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,  # noqa: S603
+                                    stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, close_fds=True,
                                     start_new_session=True)
         except OSError as exc:
@@ -209,7 +211,7 @@ class SmsSender:
         self.stats: Counter = Counter()  # sent, failed, gateway_errors
 
     @classmethod
-    def from_config(cls, cfg: Config, on_event=None) -> "SmsSender":
+    def from_config(cls, cfg: Config, on_event=None) -> SmsSender:
         """Build the chain from [[sms.gateways]], reading secret files (ConfigError if bad).
 
         Call it at start and on reload, before swapping a new config in.

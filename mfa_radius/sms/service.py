@@ -26,8 +26,8 @@ from .policy import (SmsTicket, explain, is_sms_request, mask_phone, normalise_p
 
 log = logging.getLogger("mfa_radius.sms")
 
-__all__ = ["SmsService", "SmsDispatcher", "SmsOutcome", "SmsSender", "SmsTicket", "SendResult", "should_send",
-           "is_sms_request", "sms_users"]
+__all__ = ["SmsService", "SmsDispatcher", "SmsOutcome", "SmsSender", "SmsTicket", "SendResult",
+           "should_send", "is_sms_request", "sms_users"]
 
 
 class SmsError(MfaError):
@@ -109,7 +109,7 @@ class SmsService:
         self.sender = sender if sender is not None else SmsSender.from_config(verifier.config)
 
     @classmethod
-    def open(cls, config: Config, accounts=None) -> "SmsService":
+    def open(cls, config: Config, accounts=None) -> SmsService:
         return cls(Verifier.open(config, accounts))
 
     def enable(self, user: str, phone: str, now: float | None = None) -> dict:
