@@ -150,7 +150,8 @@ def _setup_logging(debug: bool) -> None:
 
 
 if __name__ == "__main__":
-    # `python -m mfa_radius.daemon CONFIG [--debug]`: the same as `mfa-radius --config CONFIG serve`.
+    # `python -m mfa_radius.daemon CONFIG [--debug]`: the same as
+    # `mfa-radius --config CONFIG serve`.
     args = [a for a in sys.argv[1:] if a != "--debug"]
     if len(args) != 1:
         print("usage: python -m mfa_radius.daemon CONFIG [--debug]", file=sys.stderr)

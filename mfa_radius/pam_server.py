@@ -23,12 +23,16 @@ import socket
 import stat
 import struct
 import time
+from typing import TYPE_CHECKING
 
 from . import pam_protocol as proto
 from .config import Config
 from .errors import MfaError
 from .pam_local import sms_fields, source_of, status_fields, verify_fields
 from .verifier import Verifier, _safe
+
+if TYPE_CHECKING:
+    from .sms.service import SmsDispatcher
 
 log = logging.getLogger("mfa_radius.pam")
 
@@ -69,7 +73,7 @@ class PamSocketServer:
         self._user_active = 0  # of which non-root callers
         self._active_by_uid: dict[int, int] = {}
         self._buckets: dict[int, _Bucket] = {}
-        self._sms = None  # SmsDispatcher, built at the first SMS request
+        self._sms: SmsDispatcher | None = None  # built at the first SMS request
         self.metrics = None  # the metrics module while /metrics is served (the daemon sets it)
 
     # ---- life cycle ------------------------------------------------------------------------
@@ -87,7 +91,8 @@ class PamSocketServer:
             if os.path.lexists(tmp):
                 os.unlink(tmp)
             sock.bind(tmp)
-            os.chmod(tmp, 0o666)
+            # Every caller may connect; SO_PEERCRED decides what it may ask.
+            os.chmod(tmp, 0o666)  # noqa: S103
             os.rename(tmp, path)
             sock.listen(128)
             sock.setblocking(False)
@@ -153,7 +158,7 @@ class PamSocketServer:
                 reply = self._error("busy", "Authentication service busy, try again.")
             writer.write(reply)
             await asyncio.wait_for(writer.drain(), self.read_timeout)
-        except (OSError, asyncio.TimeoutError, ConnectionError):
+        except (OSError, TimeoutError, ConnectionError):
             pass
         except Exception:  # noqa: BLE001 - one bad connection must not take the front down
             log.exception("PAM socket: internal error on one connection")
@@ -174,7 +179,7 @@ class PamSocketServer:
             return self._error("denied", "")
         try:
             line = await asyncio.wait_for(reader.readline(), self.read_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("PAM socket: uid %d sent no request within %.0f s", uid, self.read_timeout)
             return b""
         except (ValueError, asyncio.LimitOverrunError):
