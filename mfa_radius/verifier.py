@@ -408,9 +408,9 @@ class Verifier:
         return state
 
     def _load(self, name: str) -> _User:
-        row = self.store.user_row(name)
+        row, rows, has_recovery = self.store.load_user(name)
         devices = []
-        for d in self.store.user_devices(name):
+        for d in rows:
             seed = self.sealer.unseal(d["seed"], d["serial"])
             devices.append(_Device(d["id"], d["serial"], d["kind"], d["digits"], d["period"],
                                    d["counter"], d["last_step"], d["drift"],
@@ -418,8 +418,8 @@ class Verifier:
         return _User(name=name, known=row is not None,
                      failures=row["failures"] if row else 0,
                      locked_until=row["locked_until"] if row else 0.0,
-                     has_recovery=self.store.has_recovery_codes(name), devices=devices,
-                     phone=row.get("phone") if row else None)
+                     has_recovery=has_recovery, devices=devices,
+                     phone=row["phone"] if row else None)
 
     def forget(self, user: str | None = None) -> None:
         """Drop cached state (all of it, or one user's) after an admin change in this process."""
