@@ -145,7 +145,7 @@ class PamSocketServer:
         admitted = self._active < self.max_connections and (
             not uid or (mine < self.USER_CONNECTIONS
                         # non-root callers together get half the slots, root the rest
-                        and self._user_active < self.max_connections // 2))
+                        and self._user_active < max(1, self.max_connections // 2)))
         if admitted:
             self._active += 1
             if uid:
