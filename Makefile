@@ -11,7 +11,7 @@ BASE_PKGS := python3-venv
 TEST_PKGS := $(BASE_PKGS) oathtool freeradius-utils pamtester libpam-python openssh-server \
 	openssh-client libpam-radius-auth libpam-google-authenticator
 
-.PHONY: venv run test sysdeps-base sysdeps-test clean check
+.PHONY: venv run test lint sysdeps-base sysdeps-test clean
 
 define apt_install
 	@missing=""; for p in $(1); do \
@@ -45,6 +45,10 @@ run: venv
 
 test: sysdeps-test venv
 	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache
