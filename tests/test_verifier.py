@@ -795,61 +795,41 @@ def test_open_refuses_a_missing_database_or_a_too_open_key(make_world):
 
 def test_a_used_step_with_the_same_digits_does_not_hide_a_fresh_step(tmp_path):
     """Steps 56188870 and 56188871 of the RFC 4226 seed both give 617002 (found by search)."""
-    from mfa_radius import config as config_mod
     from mfa_radius.devices import DeviceSpec
     from mfa_radius.otp import OtpKey
-    from mfa_radius.state import init, open_devices
-    from mfa_radius.verifier import Attempt, Verifier
 
     seed, step = b"12345678901234567890", 56188870
     key = OtpKey(seed)
     assert key.code(step) == key.code(step + 1) == "617002"
-    path = tmp_path / "c.toml"
-    path.write_text(f'[storage]\ndatabase = "{tmp_path}/m.db"\nkey_file = "{tmp_path}/k"\n'
-                    'synchronous = "normal"\n')
-    cfg = config_mod.load(str(path))
-    init(cfg)
+    cfg = make_config(tmp_path)
     devices = open_devices(cfg)
     devices.add([DeviceSpec("T1", seed)])
     devices.enable("alice", "T1", key.code(step - 2), key.code(step - 1), now=(step - 1) * 30)
     verifier = Verifier.open(cfg)
-    first = verifier.verify(Attempt("alice", "617002", now=step * 30 + 1))
+    first = verify(verifier, "alice", "617002", now=step * 30 + 1)
     assert first.accepted and first.reason == "ok"
-    second = verifier.verify(Attempt("alice", "617002", now=(step + 1) * 30 + 1))
+    second = verify(verifier, "alice", "617002", now=(step + 1) * 30 + 1)
     assert second.accepted, second
-    third = verifier.verify(Attempt("alice", "617002", now=(step + 1) * 30 + 2))
+    third = verify(verifier, "alice", "617002", now=(step + 1) * 30 + 2)
     assert not third.accepted and third.reason == "replay"
 
 
 def test_debug_log_says_why_a_code_was_refused_without_the_code(tmp_path, caplog):
     import logging
 
-    import pyotp
-
-    from mfa_radius import config as config_mod
-    from mfa_radius.state import init, open_devices
-    from mfa_radius.verifier import Attempt, Verifier
-
-    path = tmp_path / "c.toml"
-    path.write_text(f'[storage]\ndatabase = "{tmp_path}/m.db"\nkey_file = "{tmp_path}/k"\n'
-                    'synchronous = "normal"\n')
-    cfg = config_mod.load(str(path))
-    init(cfg)
-    devices = open_devices(cfg)
-    info = devices.create_virtual("phone-9")
-    now = 1_800_000_000.0
-    t = pyotp.TOTP(info["secret"])
-    devices.enable("alice", "phone-9", t.at(now - 30), t.at(now), now=now)
+    cfg = make_config(tmp_path)
+    key = assign(open_devices(cfg), "alice", "phone-9")
     verifier = Verifier.open(cfg)
-    wrong = "987654" if "987654" not in (t.at(now + 30), t.at(now)) else "876543"
+    assert verify(verifier, "alice", totp_at(key, NOW)).accepted
+    wrong = next(c for c in ("987654", "876543")
+                 if c not in (totp_at(key, NOW, o) for o in (-1, 0, 1)))
     with caplog.at_level(logging.DEBUG, logger="mfa_radius.verifier"):
-        verifier.verify(Attempt("alice", wrong, source="radius:vpn1", now=now + 30))
-        verifier.verify(Attempt("alice", t.at(now), source="radius:vpn1", now=now + 30))
-        verifier.verify(Attempt("mallory", wrong, source="pam:sshd", now=now + 30))
+        verify(verifier, "alice", wrong, source="radius:vpn1")
+        verify(verifier, "alice", totp_at(key, NOW), source="radius:vpn1")
+        verify(verifier, "mallory", wrong, source="pam:sshd")
     text = caplog.text
-    step = int(now) // 30
-    assert f"phone-9 (totp, 6 digits): steps {step}..{step + 2}" in text
+    assert f"phone-9 (totp, 6 digits): steps {STEP - 1}..{STEP + 1}" in text
     assert "failure 1 of 5" in text
     assert "already used" in text
     assert "no device, recovery code or usable phone" in text
-    assert wrong not in text and t.at(now) not in text and info["secret"] not in text
+    assert wrong not in text and totp_at(key, NOW) not in text
