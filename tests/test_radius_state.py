@@ -5,7 +5,7 @@ from __future__ import annotations
 from mfa_radius.radius.challenge import STATE_BYTES, ChallengeStore
 from mfa_radius.radius.dedup import IN_PROGRESS, NEW, DuplicateCache
 
-KEY = ("127.0.0.1", 5000, 7, b"A" * 16)
+KEY = ("127.0.0.1", 5000, 7, b"A" * 16, b"request bytes")
 
 
 def test_duplicate_in_progress_then_cached_reply():
@@ -84,3 +84,12 @@ def test_challenge_carries_data_for_later_steps():
     state = store.issue("alice", "vpn", now=0, kind="sms", data={"sent": "+4912345"})
     challenge = store.take(state, "alice", "vpn", now=1)
     assert challenge.kind == "sms" and challenge.data == {"sent": "+4912345"}
+
+
+def test_a_different_packet_reusing_id_and_authenticator_is_not_a_duplicate():
+    cache = DuplicateCache(ttl=30)
+    cache.start(KEY, 0)
+    cache.finish(KEY, b"accept for the first packet", 1)
+    other = KEY[:4] + (b"other request bytes",)
+    assert cache.lookup(other, 2) is NEW
+    assert cache.lookup(KEY, 2) == b"accept for the first packet"

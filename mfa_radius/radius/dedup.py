@@ -1,10 +1,13 @@
 """RFC 5080 2.2.2 duplicate detection: a retransmit gets the same reply, never a second decision.
 
-Keyed by (client address, client port, ID, Request Authenticator), as the RFC defines a duplicate.
-While a request is being decided its entry holds no reply and duplicates are dropped; once answered,
-duplicates get the cached reply again for `ttl` seconds. A retransmit therefore never burns a
-one-time code or counts as a failure. Only requests that passed every check (shared secret,
-Message-Authenticator) get an entry, so a forged packet cannot claim a key.
+Keyed by (client address, client port, ID, Request Authenticator), as the RFC defines a duplicate,
+plus the request's bytes up to its Length field: a different packet that reuses those four (a
+buggy client, or a forgery from a spoofed address) is decided afresh, on its own merits, and never
+gets another packet's reply. While a request is being decided its entry holds no reply and
+duplicates are dropped; once answered, duplicates get the cached reply again for `ttl` seconds. A
+retransmit therefore never burns a one-time code or counts as a failure. Only requests that passed
+every check (shared secret, Message-Authenticator) get an entry, so a forged packet cannot claim a
+key.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections import OrderedDict
 IN_PROGRESS = "in_progress"
 NEW = "new"
 
-Key = tuple[str, int, int, bytes]
+Key = tuple[str, int, int, bytes, bytes]  # address, port, ID, authenticator, packet
 
 
 class DuplicateCache:

@@ -240,7 +240,8 @@ class RadiusServer:
         if header is None:
             self.drops.drop(host, f"malformed (client {client.name})", "shorter than a header")
             return
-        key = (host, addr[1], header[1], header[2])
+        # Octets past the Length field are padding (RFC 2865 3): not part of what is compared.
+        key = (host, addr[1], header[1], header[2], data[:int.from_bytes(data[2:4], "big")])
         now = time.monotonic()
         cached = self.dedup.lookup(key, now)
         if cached is not NEW:
