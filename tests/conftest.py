@@ -8,6 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI (CI=true) replays the same examples every run, so a landing is never decided by the luck of
+# the draw; local runs draw new examples each time and keep exploring (fuzz, property tests).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 from mfa_radius import config as config_mod
 from mfa_radius.state import init, open_devices
