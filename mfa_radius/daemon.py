@@ -65,6 +65,13 @@ async def _serve(config_path: str, cfg, verifier: Verifier, server) -> int:
     try:
         await stop.wait()
     finally:
+        # Shutdown has begun: a second SIGTERM (an impatient admin, a test harness) must not
+        # kill the process halfway through closing the sockets and the database. asyncio would
+        # restore SIG_DFL when the loop closes, so take the handlers off and ignore instead;
+        # systemd's TimeoutStopSec + SIGKILL remains the backstop.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
         notify.stopping()
         log.info("stopping")
         chores.cancel()

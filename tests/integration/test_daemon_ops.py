@@ -88,6 +88,9 @@ def test_notify_ready_reload_good_and_bad_stopping(tmp_path, notify_socket):
 
         daemon.proc.send_signal(signal.SIGTERM)
         assert any(m.get("STOPPING") == "1" for m in notify_socket.until("STOPPING"))
+        # A second SIGTERM while it shuts down must not turn a clean stop into a kill.
+        if daemon.proc.poll() is None:
+            daemon.proc.send_signal(signal.SIGTERM)
     finally:
         assert daemon.stop() == 0
 
