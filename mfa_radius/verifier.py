@@ -107,6 +107,8 @@ class Verifier:
         self.accounts = accounts or Accounts()
         self._cache: dict[str, _User] = {}
         self._version: int | None = None
+        self._order: tuple[int, ...] = ()
+        self._order_for = -1
         # A sub-key for SMS code hashes, derived through the fingerprint key (never stored).
         self._sms_key = sealer.fingerprint(b"mfa-radius sms code key v1").encode()
 
@@ -243,7 +245,8 @@ class Verifier:
         if state.locked_until > now:
             return Decision(False, "locked", retry_after=state.locked_until - now)
         if not state.devices and not state.has_recovery and not self._sms_usable(state):
-            _DUMMY_KEY.find(code, 0, 2 * self.config.otp.totp_window)
+            if code.isascii() and code.isdigit():
+                _DUMMY_KEY.find(code, range(2 * self.config.otp.totp_window + 1))
             if self.allowed_without_device(user):
                 return Decision(True, "no_device_allowed")
             return Decision(False, "no_device")
@@ -278,23 +281,32 @@ class Verifier:
     def _match(self, device: _Device, code: str, now: float) -> tuple[int | None, bool]:
         """(counter or step to consume, whether the code is a replay of a used one)."""
         if device.kind == "totp":
-            window = self.config.otp.totp_window
             centre = time_step(now, device.period) + device.drift
-            first, last = centre - window, centre + window
-            # Fresh steps first: a used step whose code happens to equal a fresh step's code
-            # must not hide the fresh one. Both parts together are the whole window, so the
-            # work does not depend on where (or whether) the code matches.
-            fresh_from = max(first, device.last_step + 1)
-            step = device.key.find(code, fresh_from, last) if fresh_from <= last else None
-            used = device.key.find(code, first, min(last, fresh_from - 1)) if first < fresh_from \
-                else None
-            return step, step is None and used is not None
+            # Fresh steps first, nearest the (drift-corrected) clock first: a used step whose
+            # code happens to equal a fresh step's code must not hide the fresh one. A wrong
+            # code is compared with every step of the window, fresh and used.
+            last_step = device.last_step
+            order = self._window_order
+            step = device.key.find(code, [centre + d for d in order if centre + d > last_step])
+            if step is not None:
+                return step, False
+            used = device.key.find(code, [centre + d for d in order if centre + d <= last_step])
+            return None, used is not None
         window = self.config.otp.hotp_window
-        counter = device.key.find(code, device.counter, device.counter + window - 1)
+        counter = device.key.find(code, range(device.counter, device.counter + window))
         if counter is not None:
             return counter, False
-        behind = device.key.find(code, max(0, device.counter - window), device.counter - 1)
+        behind = device.key.find(code, range(max(0, device.counter - window), device.counter))
         return None, behind is not None
+
+    @property
+    def _window_order(self) -> tuple[int, ...]:
+        """TOTP step offsets, nearest first: 0, -1, 1, -2, 2, ... up to [otp] totp_window."""
+        window = self.config.otp.totp_window
+        if self._order_for != window:
+            self._order = tuple(sorted(range(-window, window + 1), key=lambda d: (abs(d), d)))
+            self._order_for = window
+        return self._order
 
     def _consume(self, device: _Device, matched: int, now: float) -> bool:
         if device.kind == "totp":

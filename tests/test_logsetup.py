@@ -163,3 +163,43 @@ def test_debug_logs_everything():
     rl, clock, out = rate_limited(level=logging.DEBUG, per_seconds=60, burst=1)
     assert all(rl.info("k", "m") for _ in range(10))
     assert len(out.getvalue().splitlines()) == 10
+
+
+@pytest.mark.parametrize("journal", [True, False])
+def test_bulk_lines_look_exactly_like_logged_lines(restore_logging, journal):
+    out = io.StringIO()
+    handler = logsetup.setup(debug=False, stream=out, journal=journal)
+    root = logging.getLogger()
+    for other in [h for h in root.handlers if h is not handler]:  # pytest's capture handlers
+        root.removeHandler(other)
+    lines = logsetup.BulkLines("mfa_radius.radius")
+    assert lines.add("client=vpn1 user=alice result=accept reason=ok ms=0.4")
+    assert not lines.add("client=vpn1 user=evil\n<0>forged result=reject")  # second: no flush
+    assert out.getvalue() == ""  # nothing written before the flush
+    lines.flush()
+    logging.getLogger("mfa_radius.radius").info("%s", "client=vpn1 user=alice result=accept "
+                                                      "reason=ok ms=0.4")
+    written = out.getvalue().splitlines()
+    assert len(written) == 3
+    strip = (lambda s: s) if journal else (lambda s: s.split(" ", 1)[1])  # timestamps differ
+    assert strip(written[0]) == strip(written[2])
+    assert "\\n<0>forged" in written[1]
+
+
+def test_bulk_lines_go_through_logging_when_another_handler_listens(restore_logging, caplog):
+    logsetup.setup(debug=False, stream=io.StringIO(), journal=True)
+    lines = logsetup.BulkLines("mfa_radius.radius")
+    with caplog.at_level(logging.INFO, logger="mfa_radius.radius"):
+        assert not lines.add("client=vpn1 user=bob result=reject reason=bad_code ms=1")
+    assert "user=bob result=reject" in caplog.text
+
+
+def test_bulk_lines_respect_the_level(restore_logging):
+    out = io.StringIO()
+    logsetup.setup(debug=False, stream=out, journal=True)
+    logging.getLogger("mfa_radius.radius").setLevel(logging.WARNING)
+    try:
+        assert not logsetup.BulkLines("mfa_radius.radius").add("x")
+    finally:
+        logging.getLogger("mfa_radius.radius").setLevel(logging.NOTSET)
+    assert out.getvalue() == ""

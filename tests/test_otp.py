@@ -160,28 +160,28 @@ def test_matches_oathtool_now():
 
 # ---- find / find_pair ---------------------------------------------------------------------------
 
-def test_find_returns_the_matching_counter_in_an_inclusive_range():
+def test_find_returns_the_matching_counter_of_the_given_ones():
     key = OtpKey(RFC4226_SEED)
-    assert key.find(RFC4226_HOTP[5], 0, 9) == 5
-    assert key.find(RFC4226_HOTP[5], 5, 5) == 5
-    assert key.find(RFC4226_HOTP[0], 0, 0) == 0
-    assert key.find(RFC4226_HOTP[9], 0, 9) == 9
+    assert key.find(RFC4226_HOTP[5], range(0, 10)) == 5
+    assert key.find(RFC4226_HOTP[5], range(5, 6)) == 5
+    assert key.find(RFC4226_HOTP[0], range(0, 1)) == 0
+    assert key.find(RFC4226_HOTP[9], range(0, 10)) == 9
 
 
 def test_find_outside_the_range_is_none():
     key = OtpKey(RFC4226_SEED)
-    assert key.find(RFC4226_HOTP[5], 0, 4) is None
-    assert key.find(RFC4226_HOTP[5], 6, 9) is None
-    assert key.find(RFC4226_HOTP[5], 9, 0) is None  # empty range
-    assert key.find("000000", 0, 9) is None
+    assert key.find(RFC4226_HOTP[5], range(0, 5)) is None
+    assert key.find(RFC4226_HOTP[5], range(6, 10)) is None
+    assert key.find(RFC4226_HOTP[5], range(9, 1)) is None  # empty range
+    assert key.find("000000", range(0, 10)) is None
 
 
 def test_find_rejects_codes_that_differ_in_form():
     key = OtpKey(RFC4226_SEED)
-    assert key.find(RFC4226_HOTP[1][:-1], 0, 9) is None
-    assert key.find(RFC4226_HOTP[1] + "0", 0, 9) is None
-    assert key.find("0" + RFC4226_HOTP[1], 0, 9) is None
-    assert key.find("", 0, 9) is None
+    assert key.find(RFC4226_HOTP[1][:-1], range(0, 10)) is None
+    assert key.find(RFC4226_HOTP[1] + "0", range(0, 10)) is None
+    assert key.find("0" + RFC4226_HOTP[1], range(0, 10)) is None
+    assert key.find("", range(0, 10)) is None
 
 
 def test_find_returns_the_first_of_two_equal_codes():
@@ -195,8 +195,18 @@ def test_find_returns_the_first_of_two_equal_codes():
         seen[code] = counter
     else:
         pytest.skip("no repeated code in the first 20000 counters")
-    assert key.find(code, 0, counter) == seen[code]
-    assert key.find(code, seen[code] + 1, counter) == counter
+    assert key.find(code, range(0, counter + 1)) == seen[code]
+    assert key.find(code, range(seen[code] + 1, counter + 1)) == counter
+    # The order given is the order tried (the verifier tries the nearest steps first).
+    assert key.find(code, [counter, seen[code]]) == counter
+
+
+def test_find_agrees_with_code_for_every_algorithm_and_length():
+    for algorithm in ("SHA1", "SHA256", "SHA512"):
+        for digits in (6, 8):
+            key = OtpKey(RFC4226_SEED * 3, algorithm, digits)
+            for counter in (0, 1, 59, 2**33 + 7):
+                assert key.find(key.code(counter), [counter - 1, counter]) == counter
 
 
 def test_find_pair_requires_consecutive_codes():

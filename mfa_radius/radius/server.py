@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..errors import ConfigError, MfaError
-from ..logsetup import RateLimitedLog, fields
+from ..logsetup import BulkLines, RateLimitedLog, fields
 from ..sms.policy import should_send
 from ..verifier import Attempt, Decision, Verifier
 from . import codec
@@ -118,6 +118,7 @@ class RadiusServer:
         self._tasks: set[asyncio.Task] = set()
         self.sms: SmsDispatcher | None = None  # once [[sms.gateways]] are configured
         self._metrics = None
+        self._lines = BulkLines(log.name)
         self._apply(config)
 
     # ---- configuration ---------------------------------------------------------------------
@@ -203,6 +204,7 @@ class RadiusServer:
             self._flush_handle.cancel()
             self._flush_handle = None
         self.passwords.close()
+        self._lines.flush()
         if self.sms is not None:
             self.sms.close()
 
@@ -463,13 +465,20 @@ class RadiusServer:
         now = time.monotonic()
         self.dedup.finish(job.key, reply, now)
         self._send(job.sock, reply, job.addr)
-        # Appliances probe with Status-Server every few seconds: not a decision worth a line.
-        level = logging.DEBUG if code == codec.ACCESS_ACCEPT and not job.user else logging.INFO
         if self._metrics is not None:
             self._metrics.observe("radius", job.client.name, result, reason, now - job.started)
-        if log.isEnabledFor(level):
-            log.log(level, "%s", decision_line(job.client.name, job.user[:256] or "-", result,
-                                               reason, (now - job.started) * 1000))
+        if code == codec.ACCESS_ACCEPT and not job.user:
+            # Appliances probe with Status-Server every few seconds: not a decision worth a line.
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s", decision_line(job.client.name, "-", result, reason,
+                                              (now - job.started) * 1000))
+        elif self._lines.add(decision_line(job.client.name, job.user[:256] or "-", result,
+                                           reason, (now - job.started) * 1000)):
+            # One write for all the lines of this tick, after its replies have gone out.
+            if self._loop is not None:
+                self._loop.call_soon(self._lines.flush)
+            else:
+                self._lines.flush()
 
     def _send(self, sock: socket.socket, reply: bytes, addr: tuple) -> None:
         try:
