@@ -67,6 +67,9 @@ def main() -> int:
     ap.add_argument("--synchronous", default="full")
     ap.add_argument("--profile", nargs="?", const="all", choices=("all", "warm"),
                     help="cProfile both passes (all) or the warm one")
+    ap.add_argument("--page-size", type=int, default=0, help="VACUUM the database to this page size")
+    ap.add_argument("--no-preload", action="store_true",
+                    help="start with an empty user cache (as before the daemon preloaded users)")
     ap.add_argument("--without", default="",
                     help="comma list of parts to stub out, to see what they cost: audit, log")
     args = ap.parse_args()
@@ -92,6 +95,12 @@ def main() -> int:
     devices = open_devices(cfg)
     devices.add([DeviceSpec(f"S{i:07d}", seed_for(i, salt), user=user_name(i))
                  for i in range(args.users)])
+    if args.page_size:
+        conn = devices.store.conn
+        conn.execute("PRAGMA journal_mode = DELETE")
+        conn.execute(f"PRAGMA page_size = {args.page_size}")
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA journal_mode = WAL")
     devices.store.close()
     os.sync()
 
@@ -109,6 +118,15 @@ def main() -> int:
     verifier = Verifier.open(cfg)
     if "audit" in without:
         verifier.store.add_audit = lambda rows: None
+    if "consume" in without:
+        verifier.store.consume_totp = lambda *args: True
+    if "commit" in without:
+        import contextlib
+        verifier.store.transaction = contextlib.nullcontext
+    if not args.no_preload:
+        started = time.perf_counter()
+        loaded = verifier.preload()
+        print(f"preload: {loaded} users in {time.perf_counter() - started:.2f} s")
     server = RadiusServer(cfg, verifier)
     loop = FakeLoop()
     server._loop = loop

@@ -29,6 +29,7 @@ def run(config_path: str, debug: bool = False) -> int:
         verifier = Verifier.open(cfg)
         server = RadiusServer(cfg, verifier)
         server.bind()
+        _preload(verifier)
     except MfaError as exc:
         print(f"mfa-radius: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -81,6 +82,23 @@ async def _serve(config_path: str, cfg, verifier: Verifier, server) -> int:
         if metrics_http is not None:
             metrics_http.close()
     return 0
+
+
+def _preload(verifier: Verifier) -> None:
+    """Users with devices into memory before READY, so no first sign-in waits for the disk."""
+    import time
+
+    import gc
+
+    started = time.perf_counter()
+    count = verifier.preload()
+    # The cached users are long-lived objects: freezing them keeps the garbage collector from
+    # walking them all in a full collection (a 30-40 ms stall of the loop with 20k users).
+    gc.freeze()
+    limit = verifier.config.storage.cache_users
+    log.info("loaded %d user(s) with devices in %.2f s%s", count, time.perf_counter() - started,
+             " (the [storage] cache_users limit; others are read when they sign in)"
+             if count >= limit else "")
 
 
 def _start_metrics(cfg):

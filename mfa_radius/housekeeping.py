@@ -46,7 +46,7 @@ def run_once(config: Config, now: float | None = None) -> dict[str, int]:
         done = prune(store, config, now)
     finally:
         store.close()
-    if any(done.values()):
+    if any(count for what, count in done.items() if what != "changes"):
         log.info("housekeeping: %s", describe(done, config))
     try:
         from . import metrics

@@ -107,34 +107,46 @@ class BulkLines:
         self._root = logging.getLogger()
         self._pending: list[str] = []
         self._handler: _Handler | None = None
+        self._journal = False
+        self._prefix = ""
         self._second = -1
         self._stamp = ""
 
     def add(self, message: str) -> bool:
         """Queue one INFO line; True when it is the first since the last flush (schedule one)."""
-        if not self.logger.isEnabledFor(logging.INFO):
+        if not self._pending and not self._check():
+            if self.logger.isEnabledFor(logging.INFO):
+                self.logger.info("%s", message)
             return False
-        handlers = self._root.handlers
-        handler = handlers[0] if len(handlers) == 1 else None
-        if (not isinstance(handler, _Handler) or any(lg.handlers for lg in self._chain)
-                or not all(lg.propagate for lg in self._chain)):
-            self.logger.info("%s", message)
-            return False
-        if handler is not self._handler:
-            self.flush()
-            self._handler = handler
-        if handler.journal:
-            line = f"<6>{self.logger.name}: {escape(message)}\n"
+        # escape() changes only control characters, which are never printable.
+        text = message if message.isprintable() else escape(message)
+        if self._journal:
+            line = f"{self._prefix}{text}\n"
         else:
             now = time.time()
             second = int(now)
             if second != self._second:
                 self._second = second
                 self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            line = (f"{self._stamp}.{int((now - second) * 1000):03d}Z INFO {self.logger.name}: "
-                    f"{escape(message)}\n")
+            line = f"{self._stamp}.{int((now - second) * 1000):03d}Z {self._prefix}{text}\n"
         self._pending.append(line)
         return len(self._pending) == 1
+
+    def _check(self) -> bool:
+        """Whether lines can bypass the logging module until the next flush (checked once per
+        tick): INFO enabled, and setup()'s handler the only one on the way."""
+        if not self.logger.isEnabledFor(logging.INFO):
+            return False
+        handlers = self._root.handlers
+        handler = handlers[0] if len(handlers) == 1 else None
+        if (not isinstance(handler, _Handler) or any(lg.handlers for lg in self._chain)
+                or not all(lg.propagate for lg in self._chain)):
+            return False
+        self._handler = handler
+        self._journal = handler.journal
+        self._prefix = f"<6>{self.logger.name}: " if handler.journal \
+            else f"INFO {self.logger.name}: "
+        return True
 
     def flush(self) -> None:
         if not self._pending:

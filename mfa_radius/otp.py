@@ -8,12 +8,10 @@ Codes are checked against pyotp, oathtool and the RFC vectors in the tests.
 from __future__ import annotations
 
 import hmac
-import re
 from collections.abc import Iterable
 
 ALGORITHMS = {"SHA1": "sha1", "SHA256": "sha256", "SHA512": "sha512"}
 DIGITS = (6, 8)
-_CODE = re.compile(r"^[0-9]+$")
 
 
 class OtpKey:
@@ -60,6 +58,31 @@ class OtpKey:
                 return counter
         return None
 
+    def find_step(self, code: str, centre: int, offsets: tuple[int, ...],
+                   last_used: int) -> tuple[int | None, bool]:
+        """TOTP: (the step centre+offset, offsets tried in order, whose code is `code` and which
+        is after `last_used`, or None; whether `code` is the code of a used step instead).
+
+        A fresh match ends the search; a wrong code costs every step of the window, fresh and
+        used alike. `code` must be `digits` ASCII digits.
+        """
+        wanted = int(code)
+        mac, mod = self._mac, self._mod
+        used = False
+        for offset in offsets:
+            step = centre + offset
+            if step < 0:
+                continue
+            h = mac.copy()
+            h.update(step.to_bytes(8, "big"))
+            digest = h.digest()
+            i = digest[-1] & 0x0F
+            if (int.from_bytes(digest[i:i + 4], "big") & 0x7FFFFFFF) % mod == wanted:
+                if step > last_used:
+                    return step, False
+                used = True
+        return None, used
+
     def find_pair(self, code1: str, code2: str, first: int, last: int) -> int | None:
         """The counter c in [first, last] with code(c) == code1 and code(c+1) == code2."""
         previous = self.code(first)
@@ -77,4 +100,4 @@ def time_step(now: float, period: int) -> int:
 
 
 def is_code(text: str, digits: int) -> bool:
-    return len(text) == digits and bool(_CODE.match(text))
+    return len(text) == digits and text.isascii() and text.isdigit()

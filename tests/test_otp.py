@@ -244,3 +244,19 @@ def test_is_code():
     assert not is_code("12 456", 6)
     assert not is_code("", 6)
     assert not is_code("١٢٣٤٥٦", 6)  # Arabic-Indic digits are not ASCII digits
+
+
+def test_find_step_prefers_the_nearest_fresh_step_and_reports_used_ones():
+    key = OtpKey(RFC4226_SEED)
+    order = (0, -1, 1)
+    centre = 100
+    assert key.find_step(key.code(101), centre, order, 50) == (101, False)
+    assert key.find_step(key.code(99), centre, order, 50) == (99, False)
+    # Step 99 already used (last_used 99): its code is a replay, never a match.
+    assert key.find_step(key.code(99), centre, order, 99) == (None, True)
+    assert key.find_step(key.code(100), centre, order, 100) == (None, True)
+    assert key.find_step(key.code(101), centre, order, 100) == (101, False)
+    # Outside the window: neither.
+    assert key.find_step(key.code(103), centre, order, 50) == (None, False)
+    # Steps before the epoch are skipped, not an error.
+    assert key.find_step(key.code(0), 0, order, -1) == (0, False)

@@ -251,3 +251,31 @@ def test_audit_events_filters_and_order(tmp_path):
         assert [e["time"] for e in store.audit_events(limit=2)] == [8.0, 9.0]
     finally:
         store.close()
+
+
+def test_a_v2_database_gets_change_tracking_and_keeps_its_devices(tmp_path, monkeypatch):
+    path = str(tmp_path / "mfa.db")
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
+    old = Store.open(path, create=True)
+    old.conn.execute("INSERT INTO devices (serial, kind, digits, algorithm, period, counter, "
+                     "last_step, drift, seed, fingerprint, user, created_at, virtual) VALUES "
+                     "('A1', 'totp', 6, 'SHA1', 30, 0, 5, 0, x'00', 'fp', 'alice', 0, 1)")
+    old.close()
+    monkeypatch.undo()
+    store = Store.open(path)
+    try:
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert store.device("A1")["last_step"] == 5
+        indexes = {r[0] for r in store.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit'")}
+        assert "idx_audit_user_time" not in indexes and "idx_audit_time" in indexes
+        before = store.last_change()
+        with store.transaction():
+            store.resync_device(store.device("A1")["id"], last_step=9, drift=1)
+        assert store.changed_users(before, 10)[2] == {"alice"}
+        # The hot-path consume fires nothing: it is conditional in SQL instead.
+        with store.transaction():
+            assert store.consume_totp(store.device("A1")["id"], 10, 1, 0.0)
+        assert store.last_change() == before + 1
+    finally:
+        store.close()

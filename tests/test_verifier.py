@@ -673,6 +673,92 @@ def test_unlock_by_another_connection_is_seen(world):
     assert verify(world.v, "alice", totp_at(key, NOW)).accepted
 
 
+def test_another_connections_commit_drops_only_the_users_it_touched(world):
+    alice = assign(world.devices, "alice", "A1")
+    bob = assign(world.devices, "bob", "B1")
+    assert verify(world.v, "alice", totp_at(alice, NOW)).accepted
+    assert verify(world.v, "bob", totp_at(bob, NOW)).accepted
+    cached_bob = world.v._cache["bob"]
+    world.devices.deactivate("alice", "A1")  # another connection
+    assert verify(world.v, "alice", totp_at(alice, NOW, 1)).reason == "no_device"
+    assert world.v._cache["bob"] is cached_bob  # not reloaded
+    assert verify(world.v, "bob", totp_at(bob, NOW, 1)).accepted
+
+
+def test_a_write_from_the_sqlite3_shell_is_seen_too(world):
+    """The triggers record changes whoever writes, not only mfa-radius's own code."""
+    key = assign(world.devices, "alice", "A1")
+    assert verify(world.v, "alice", totp_at(key, NOW)).accepted
+    shell = sqlite3.connect(world.cfg.storage.database, isolation_level=None)
+    try:
+        shell.execute("UPDATE devices SET user = NULL WHERE serial = 'A1'")
+    finally:
+        shell.close()
+    assert verify(world.v, "alice", totp_at(key, NOW, 1)).reason == "no_device"
+
+
+def test_a_step_used_by_another_process_is_a_replay_for_a_stale_cache(world):
+    key = assign(world.devices, "alice", "A1")
+    assert verify(world.v, "alice", totp_at(key, NOW, -1)).accepted  # alice cached, step -1
+    other = world.verifier()
+    assert verify(other, "alice", totp_at(key, NOW)).accepted  # fires no trigger
+    assert verify(world.v, "alice", totp_at(key, NOW)).reason == "replay"
+    # Refused, never accepted twice, and the user is read afresh afterwards.
+    assert verify(world.v, "alice", totp_at(key, NOW, 1)).accepted
+    assert world.user_row("alice") is None or world.user_row("alice")["failures"] == 0
+
+
+def test_a_mass_change_drops_the_whole_cache(make_world):
+    world = make_world("cache_users = 100\n", sub="small")
+    key = assign(world.devices, "alice", "A1")
+    assert verify(world.v, "alice", totp_at(key, NOW)).accepted
+    cached = world.v._cache["alice"]
+    from mfa_radius.devices import DeviceSpec
+    world.devices.add([DeviceSpec(f"M{i}", os.urandom(20), user=f"m{i}") for i in range(30)])
+    assert verify(world.v, "alice", totp_at(key, NOW, 1)).accepted
+    assert world.v._cache["alice"] is not cached  # more than cache_users/4 changed: all dropped
+
+
+def test_preload_fills_the_cache_so_first_verifies_read_nothing(world, monkeypatch):
+    keys = {f"u{i}": assign(world.devices, f"u{i}", f"S{i}") for i in range(5)}
+    world.devices.issue_recovery_codes("u0", count=1)
+    v = world.verifier()
+    assert v.preload() == 5
+    assert v._cache["u0"].has_recovery and not v._cache["u1"].has_recovery
+
+    def no_reads(name):
+        raise AssertionError(f"{name} read from the database")
+
+    monkeypatch.setattr(v.store, "load_user", no_reads)
+    for name, key in keys.items():
+        assert verify(v, name, totp_at(key, NOW)).accepted
+
+
+def test_preload_stops_at_cache_users(make_world):
+    world = make_world("cache_users = 100\n", sub="cap")
+    from mfa_radius.devices import DeviceSpec
+    world.devices.add([DeviceSpec(f"S{i}", os.urandom(20), user=f"u{i:03d}")
+                       for i in range(150)])
+    v = world.verifier()
+    assert v.preload() == 100
+    assert len(v._cache) == 100
+
+
+def test_housekeeping_keeps_a_bounded_tail_of_changes(world, monkeypatch):
+    from mfa_radius import store as store_mod
+    monkeypatch.setattr(store_mod, "CHANGES_KEPT", 3)
+    for i in range(6):
+        assign(world.devices, f"u{i}", f"S{i}")
+    store = world.devices.store
+    assert store.conn.execute("SELECT count(*) FROM changes").fetchone()[0] >= 6
+    done = store.prune_expired(NOW, idle_before=0)
+    assert done["changes"] >= 3
+    assert store.conn.execute("SELECT count(*) FROM changes").fetchone()[0] == 3
+    # A verifier that fell behind the pruned rows drops everything instead of missing one.
+    key = assign(world.devices, "late", "L1")
+    assert verify(world.v, "late", totp_at(key, NOW)).accepted
+
+
 # ---- failing closed -----------------------------------------------------------------------------
 
 def test_closed_connection_refuses_everything(world, caplog):
