@@ -172,7 +172,7 @@ def main() -> int:
     print(f"cold: {cold_us:.1f} us/request CPU, {cold_ok} accepted")
     print(f"warm: {warm_us:.1f} us/request CPU, {warm_ok} accepted")
     if profiler:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "tottime")).print_stats(int(os.environ.get("TOP", "25")))
     return 0
 
 

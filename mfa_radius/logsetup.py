@@ -87,6 +87,9 @@ class _Handler(logging.StreamHandler):
     journal = False
 
 
+BULK_LINES_MAX = 512  # lines held before BulkLines writes without waiting for its flush()
+
+
 class BulkLines:
     """INFO lines of one logger (the per-decision lines), written in bulk once per loop tick.
 
@@ -129,8 +132,12 @@ class BulkLines:
                 self._second = second
                 self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             line = f"{self._stamp}.{int((now - second) * 1000):03d}Z {self._prefix}{text}\n"
-        self._pending.append(line)
-        return len(self._pending) == 1
+        pending = self._pending
+        pending.append(line)
+        if len(pending) >= BULK_LINES_MAX:
+            self.flush()
+            return False
+        return len(pending) == 1
 
     def _check(self) -> bool:
         """Whether lines can bypass the logging module until the next flush (checked once per

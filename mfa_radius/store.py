@@ -326,6 +326,16 @@ class Store:
                                 (step, drift, now, device_id, step))
         return cur.rowcount == 1
 
+    def consume_totp_many(self, rows: list[tuple]) -> None:
+        """consume_totp for many (step, drift, now, device id, step) rows at once, by a caller
+        who knows them all fresh; StoreError (roll back, refuse the batch) if any was not."""
+        done = self.conn.executemany("UPDATE devices SET last_step = ?, drift = ?, "
+                                     "last_used_at = ? WHERE id = ? AND last_step < ?",
+                                     rows).rowcount
+        if done != len(rows):
+            raise StoreError(f"{self.path}: {len(rows) - done} of {len(rows)} codes were used "
+                             "by another process meanwhile; batch refused")
+
     def consume_hotp(self, device_id: int, counter: int, now: float) -> bool:
         """Move the next expected counter past `counter` unless it already is; True if fresh."""
         cur = self.conn.execute("UPDATE devices SET counter = ?, last_used_at = ? "

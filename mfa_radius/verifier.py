@@ -110,6 +110,7 @@ class Verifier:
         self._cache: dict[str, _User] = {}
         self._version: int | None = None
         self._seq = 0  # the last row of `changes` the cache reflects
+        self._deferred: list[tuple] | None = None  # TOTP updates of the batch being decided
         self._order: tuple[int, ...] = ()
         self._order_for = -1
         # A sub-key for SMS code hashes, derived through the fingerprint key (never stored).
@@ -178,15 +179,22 @@ class Verifier:
         """
         try:
             with self.store.errors("verification"), self.store.transaction():
-                self._refresh()
+                # With nobody else's commit since our last look, the cached last steps are the
+                # database's: the TOTP updates of the batch go in one executemany at the end,
+                # which still checks each row (consume_totp_many). Otherwise one by one.
+                self._deferred = [] if self._refresh() else None
                 audit: list[tuple] = []
                 decisions = [self._decide(a, audit) for a in attempts]
+                if self._deferred:
+                    self.store.consume_totp_many(self._deferred)
                 self.store.add_audit(audit)
             return decisions
         except (StoreError, KeyFileError) as exc:
             log.error("refusing %d attempt(s): %s", len(attempts), exc)
         except Exception:  # noqa: BLE001 - a bug must refuse, never accept
             log.exception("refusing %d attempt(s): internal error", len(attempts))
+        finally:
+            self._deferred = None
         self._drop_all()
         return [Decision(False, "error") for _ in attempts]
 
@@ -310,7 +318,9 @@ class Verifier:
     def _consume(self, device: _Device, matched: int, now: float) -> bool:
         if device.kind == "totp":
             drift = matched - time_step(now, device.period)
-            if not self.store.consume_totp(device.id, matched, drift, now):
+            if self._deferred is not None:
+                self._deferred.append((matched, drift, now, device.id, matched))
+            elif not self.store.consume_totp(device.id, matched, drift, now):
                 return False
             device.last_step, device.drift = matched, drift
         else:
@@ -402,15 +412,17 @@ class Verifier:
 
     # ---- cache -----------------------------------------------------------------------------
 
-    def _refresh(self) -> None:
-        """Bring the cache up to date with what other connections committed."""
+    def _refresh(self) -> bool:
+        """Bring the cache up to date with what other connections committed; True when the
+        cached steps and counters are exactly the database's (nobody else committed since they
+        were read), False when another connection committed since."""
         version = self.store.data_version()
         if version == self._version:
-            return
+            return True
         if self._version is None:
             self._cache.clear()
             self._version, self._seq = version, self.store.last_change()
-            return
+            return True
         first, last, users = self.store.changed_users(self._seq, self._cache_max // 4)
         if users is None or last < self._seq or first > self._seq + 1:
             # A mass change (an import), or a gap: pruned rows, a restored file.
@@ -419,6 +431,7 @@ class Verifier:
             for name in users:
                 self._cache.pop(name, None)
         self._version, self._seq = version, last
+        return False
 
     def _drop_all(self) -> None:
         self._cache.clear()

@@ -759,6 +759,38 @@ def test_housekeeping_keeps_a_bounded_tail_of_changes(world, monkeypatch):
     assert verify(world.v, "late", totp_at(key, NOW)).accepted
 
 
+def test_totp_updates_go_in_one_executemany_unless_another_connection_committed(world,
+                                                                                  monkeypatch):
+    alice = assign(world.devices, "alice", "A1")
+    bob = assign(world.devices, "bob", "B1")
+    v = world.v
+    assert verify(v, "alice", totp_at(alice, NOW, -1)).accepted  # first use: loads, exact
+    one_by_one = []
+    real = v.store.consume_totp
+    monkeypatch.setattr(v.store, "consume_totp", lambda *a: one_by_one.append(a) or real(*a))
+    batch = [Attempt("alice", totp_at(alice, NOW), "t", NOW),
+             Attempt("bob", totp_at(bob, NOW), "t", NOW),
+             Attempt("bob", totp_at(bob, NOW), "t", NOW)]  # the same code twice: one replay
+    assert [d.reason for d in v.verify_batch(batch)] == ["ok", "ok", "replay"]
+    assert one_by_one == []
+    assert world.device_row("B1")["last_step"] == STEP
+    world.devices.store.conn.execute("INSERT INTO users (name, created_at) VALUES ('carol', 0)")
+    assert verify(v, "alice", totp_at(alice, NOW, 1)).accepted
+    assert len(one_by_one) == 1
+
+
+def test_a_stale_row_in_the_executemany_refuses_the_whole_batch(world):
+    key = assign(world.devices, "alice", "A1")
+    store = world.v.store
+    device_id = world.device_row("A1")["id"]
+    with pytest.raises(StoreError, match="1 of 2 codes were used"):
+        with store.transaction():
+            store.consume_totp_many([(STEP, 0, NOW, device_id, STEP),
+                                     (STEP, 0, NOW, device_id, STEP)])
+    assert world.device_row("A1")["last_step"] == -1  # rolled back
+    assert verify(world.v, "alice", totp_at(key, NOW)).accepted
+
+
 # ---- failing closed -----------------------------------------------------------------------------
 
 def test_closed_connection_refuses_everything(world, caplog):

@@ -269,6 +269,9 @@ def test_disk_fills_while_serving_then_recovers():
         code = env.next_code()
         after = ask(code)
         again = ask(code)
+        deadline = time.monotonic() + 5  # decision lines are written within 0.1 s, in bulk
+        while "reason=error" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
         text = log.read_text()
     finally:
         proc.send_signal(signal.SIGTERM)
