@@ -64,7 +64,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=20000)
     ap.add_argument("--batch", type=int, default=50)
-    ap.add_argument("--synchronous", default="full")
+    ap.add_argument("--synchronous", default="normal")
     ap.add_argument("--profile", nargs="?", const="all", choices=("all", "warm"),
                     help="cProfile both passes (all) or the warm one")
     ap.add_argument("--page-size", type=int, default=0, help="VACUUM the database to this page size")

@@ -290,7 +290,7 @@ def main() -> int:
     parser.add_argument("--no-warm", dest="warm", action="store_false",
                         help="skip mfa-radius's warm-cache blast (it waits up to one 30 s step)")
     parser.add_argument("--synchronous", choices=("full", "normal"),
-                        help="mfa-radius [storage] synchronous (default: the config default, full)")
+                        help="mfa-radius [storage] synchronous (default: the config default, normal)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
     args.users = args.users or (2000 if args.quick else 20000)

@@ -15,7 +15,7 @@ PEER_START = os.environ.get("MFA_BENCH_PEER",
                             os.path.join(os.path.dirname(ROOT), "shared", "peers",
                                          "freeradius-totp", "start"))
 SECRET = "testing123"
-# [storage] synchronous for every mfa-radius config the benchmark writes; None: the default (full).
+# [storage] synchronous for every mfa-radius config the benchmark writes; None: the default (normal).
 SYNCHRONOUS: str | None = None
 
 

@@ -33,8 +33,9 @@ def _min(low: float, high: float | None = None) -> dict:
 class StorageConfig:
     database: str = "/var/lib/mfa-radius/mfa.db"
     key_file: str = "/etc/mfa-radius/secret.key"
-    # "full" survives power loss; "normal" survives a process crash only (FACTS.md).
-    synchronous: str = field(default="full", metadata=_choice("full", "normal"))
+    # "normal": a used code stays used across any crash of the process (kill -9, OOM); "full"
+    # also across a power loss or kernel crash, for an fsync per commit (docs/SECURITY.md).
+    synchronous: str = field(default="normal", metadata=_choice("full", "normal"))
     busy_timeout: float = field(default=10.0, metadata=_min(0.1))
     # Audit rows older than this are pruned by the daemon's housekeeping; 0 keeps them forever.
     audit_retention_days: int = field(default=365, metadata=_min(0))

@@ -136,7 +136,7 @@ class Store:
     # ---- opening -------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str, *, create: bool = False, synchronous: str = "full",
+    def open(cls, path: str, *, create: bool = False, synchronous: str = "normal",
              busy_timeout: float = 10.0) -> Store:
         """Open (or with `create`, create 0600) the database and bring its schema up to date."""
         if not os.path.exists(path):

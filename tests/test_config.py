@@ -50,7 +50,7 @@ def test_an_empty_file_is_all_defaults(write):
 def test_storage_defaults():
     s = StorageConfig()
     assert (s.database, s.key_file, s.synchronous, s.busy_timeout) == (
-        "/var/lib/mfa-radius/mfa.db", "/etc/mfa-radius/secret.key", "full", 10.0)
+        "/var/lib/mfa-radius/mfa.db", "/etc/mfa-radius/secret.key", "normal", 10.0)
 
 
 def test_otp_defaults():
