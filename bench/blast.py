@@ -49,7 +49,7 @@ def blast(server_pid: int, port: int, users: list[str], seeds: list[bytes], work
           tag: str, step: int | None = None) -> dict:
     """Send every user its code once (current step, or `step` if given); totals and server CPU."""
     os.makedirs(workdir, exist_ok=True)
-    files, steps = [], set()
+    files, steps, chunk_steps = [], set(), []
     totals = {"accepted": 0, "rejected": 0, "lost": 0, "wall": 0.0}
     meter = CpuMeter(server_pid).start()
     started = time.perf_counter()
@@ -58,6 +58,7 @@ def blast(server_pid: int, port: int, users: list[str], seeds: list[bytes], work
             wait_for_room(STEP_MARGIN)
         s = current_step() if step is None else step
         steps.add(s)
+        chunk_steps.append(s)
         chunk_users = users[first:first + CHUNK]
         codes = [totp(seed, s) for seed in seeds[first:first + CHUNK]]
         path = os.path.join(workdir, f"{tag}-{n:04d}.txt")
@@ -68,7 +69,17 @@ def blast(server_pid: int, port: int, users: list[str], seeds: list[bytes], work
             totals[key] += result[key]
     elapsed = time.perf_counter() - started
     meter.stop()
-    return _summary(totals, len(users), meter, elapsed, files=files, steps=sorted(steps))
+    return _summary(totals, len(users), meter, elapsed, files=files, steps=sorted(steps),
+                    user_steps=[s for s in chunk_steps for _ in range(CHUNK)][:len(users)])
+
+
+def same_digits(seeds: list[bytes], step: int | list[int], used: list[list[int]]) -> int:
+    """How many users' code for `step` equals the code of a step they used before: RFC 6238 5.2
+    forbids accepting the same OTP twice, so mfa-radius refuses such a code while that used
+    step is in the window (one chance in a million per pair of steps)."""
+    steps = step if isinstance(step, list) else [step] * len(seeds)
+    return sum(1 for seed, s, before in zip(seeds, steps, used)
+               if any(totp(seed, s) == totp(seed, b) for b in before if b != s))
 
 
 def warm_up(port: int, workdir: str, count: int = 20) -> dict:

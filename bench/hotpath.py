@@ -144,12 +144,12 @@ def main() -> int:
                                             (codec.USER_PASSWORD, hidden)]))
         return out
 
-    def run(datagrams):
+    def run(datagrams, port_base=10000):
         sock.sent.clear()
         started = time.process_time()
         for first in range(0, len(datagrams), args.batch):
             for n, data in enumerate(datagrams[first:first + args.batch]):
-                server._datagram(sock, data, ("127.0.0.1", 10000 + first + n))
+                server._datagram(sock, data, ("127.0.0.1", port_base + first + n))
             server._schedule_flush()
             loop.run_ready()
         spent = time.process_time() - started
@@ -166,6 +166,17 @@ def main() -> int:
     if profiler:
         profiler.enable()
     warm_us, warm_ok = run(warm)
+    replay_us, replay_ok = run(cold + warm, port_base=40000)
+    print(f"replay of both: {replay_us:.1f} us/request CPU, {replay_ok} accepted (must be 0)")
+    if replay_ok:
+        import sqlite3
+        db = sqlite3.connect(cfg.storage.database)
+        rows = db.execute("SELECT a.user, count(*), group_concat(a.result || '/' || a.reason) FROM audit a GROUP BY a.user HAVING sum(a.result = 'accept') > 2").fetchall()
+        print("users with >2 accepts:", rows[:5])
+        for user, *_ in rows[:3]:
+            i = int(user[1:])
+            codes = [totp(seed_for(i, salt), s) for s in range(step - 2, step + 4)]
+            print(user, "steps", step - 2, "..", codes, db.execute("SELECT last_step, drift FROM devices WHERE user = ?", (user,)).fetchall())
     if profiler:
         profiler.disable()
     print(f"users {args.users}, batch {args.batch}, synchronous {args.synchronous}")

@@ -56,6 +56,7 @@ def run_freeradius(workdir: str, users: list[str], seeds: list[bytes], log) -> d
         out["blast"] = blast.blast(server.pid, server.port, users, seeds,
                                    os.path.join(workdir, "req"), "fr")
         out["blast"].pop("files")
+        out["blast"].pop("user_steps")
         rate = out["blast"]["req_per_s"] / 2
         log(f"freeradius latency at {rate:.0f} req/s")
         out["latency"] = measure_latency(server, users, seeds, rate)
@@ -92,6 +93,7 @@ def run_mfa(workdir: str, users: list[str], seeds: list[bytes], log,
             stop_profiler(spy)
             out["profile"] = profile
         files = out["blast"].pop("files")
+        used = [[s] for s in out["blast"].pop("user_steps")]
         log("mfa-radius: replay blast (same files again)")
         out["replay"] = blast.replay(pid, port, files, len(users))
         rate = out["blast"]["req_per_s"] / 2
@@ -99,6 +101,11 @@ def run_mfa(workdir: str, users: list[str], seeds: list[bytes], log,
         step = max(out["blast"]["steps"]) + 1
         log(f"mfa-radius latency at {rate:.0f} req/s")
         out["latency"] = measure_latency(server, users, seeds, rate, step=step)
+        sent = out["latency"]["requests"]
+        out["latency"]["same_digits_as_a_used_code"] = blast.same_digits(seeds[:sent], step,
+                                                                         used[:sent])
+        for u in range(sent):
+            used[u].append(step)
         if warm:
             # Every user is cached now. Step+1 is used; step+2 is inside the window once the
             # clock has reached step+1, so wait for that (at most one step).
@@ -108,6 +115,9 @@ def run_mfa(workdir: str, users: list[str], seeds: list[bytes], log,
             out["warm_blast"] = blast.blast(pid, port, users, seeds,
                                             os.path.join(workdir, "req"), "warm", step=step + 1)
             out["warm_blast"].pop("files")
+            out["warm_blast"].pop("user_steps")
+            out["warm_blast"]["same_digits_as_a_used_code"] = blast.same_digits(
+                seeds, step + 1, used)
         out["peak_rss_kib"] = peak_rss_kib(pid)
     out["audit"] = audit_summary(os.path.join(workdir, "mfa.db"))
     out["all_accepted"] = out["blast"]["accepted"] == len(users)

@@ -164,6 +164,8 @@ def _radius_medians(rounds: list[dict]) -> dict:
                 m["warm_cpu_us_per_request"] = _med([w["server_cpu_us_per_request"] for w in warm])
                 m["warm_req_per_s"] = _med([w["req_per_s"] for w in warm])
                 m["warm_accepted"] = min(w["accepted"] for w in warm)
+                # Fresh codes equal to a code the user had just used: refused (RFC 6238 5.2).
+                m["warm_same_digits"] = max(w.get("same_digits_as_a_used_code", 0) for w in warm)
         out[server] = m
     if "freeradius" in out and "mfa_radius" in out:
         fr, mf = out["freeradius"], out["mfa_radius"]
@@ -205,7 +207,11 @@ def tables(results: dict) -> str:
         if mf.get("warm_cpu_us_per_request") is not None:
             lines.append(f"| warm cache (users seen before): CPU us/req, req/s, accepted | | "
                          f"{mf['warm_cpu_us_per_request']:.1f}, {mf['warm_req_per_s']:.0f}, "
-                         f"{mf['warm_accepted']} | |")
+                         f"{mf['warm_accepted']}"
+                         + (f" ({mf['warm_same_digits']} user(s) got a code equal to one they used "
+                            "before: refused if that step is still in the window, RFC 6238 5.2)"
+                            if mf.get("warm_same_digits") else "")
+                         + " | |")
         if mf.get("replay_cpu_us_per_request") is not None:
             lines.append(f"| replay blast (all rejected): CPU us/req | | "
                          f"{mf['replay_cpu_us_per_request']:.1f} | |")

@@ -119,6 +119,7 @@ def radius_rounds(sizes: list[dict], rounds: int, log) -> None:
                 result = blast.blast(server.pid, server.port, info["users"], info["seeds"],
                                      os.path.join(info["workdir"], "req"), f"scale{r}", step=step)
                 result.pop("files")
+                result.pop("user_steps")
                 info.setdefault("radius_rounds", []).append(result)
         for info, server in running:
             info["peak_rss_kib"] = peak_rss_kib(server.pid)

@@ -62,15 +62,20 @@ class OtpKey:
         return None
 
     def find_step(self, code: str, centre: int, offsets: tuple[int, ...],
-                   last_used: int) -> tuple[int | None, bool]:
-        """TOTP: (the step centre+offset, offsets tried in order, whose code is `code` and which
-        is after `last_used`, or None; whether `code` is the code of a used step instead).
+                  last_used: int) -> tuple[int | None, bool]:
+        """TOTP: (the step to consume, or None; whether `code` is a replay).
 
-        A fresh match ends the search; a wrong code costs every step of the window, fresh and
-        used alike. `code` must be `digits` ASCII digits.
+        `offsets` are tried in order (nearest the clock first) around `centre`. RFC 6238 5.2: an
+        OTP accepted once is never accepted again, so a code equal to the code of a used step
+        still in the window is a replay even when a fresh step happens to give the same digits
+        (one chance in 10**digits per pair of steps; the user types the next code). Without a
+        used step in the window, the first fresh match ends the search. A wrong code costs every
+        step of the window. `code` must be `digits` ASCII digits.
         """
         wanted = int(code)
         inner_key, outer_key, mod = self._inner, self._outer, self._mod
+        check_used = last_used >= centre + min(offsets)
+        found = None
         used = False
         for offset in offsets:
             step = centre + offset
@@ -83,10 +88,13 @@ class OtpKey:
             digest = outer.digest()
             i = digest[-1] & 0x0F
             if (int.from_bytes(digest[i:i + 4], "big") & 0x7FFFFFFF) % mod == wanted:
-                if step > last_used:
-                    return step, False
-                used = True
-        return None, used
+                if step <= last_used:
+                    used = True
+                elif found is None:
+                    found = step
+                    if not check_used:
+                        return found, False
+        return (None, True) if used else (found, False)
 
     def find_pair(self, code1: str, code2: str, first: int, last: int) -> int | None:
         """The counter c in [first, last] with code(c) == code1 and code(c+1) == code2."""

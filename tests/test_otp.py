@@ -260,3 +260,13 @@ def test_find_step_prefers_the_nearest_fresh_step_and_reports_used_ones():
     assert key.find_step(key.code(103), centre, order, 50) == (None, False)
     # Steps before the epoch are skipped, not an error.
     assert key.find_step(key.code(0), 0, order, -1) == (0, False)
+
+
+def test_find_step_refuses_the_digits_of_a_used_step_in_the_window_even_if_fresh_too():
+    key = OtpKey(b"12345678901234567890")
+    step = 56188870  # steps 56188870 and 56188871 both give 617002
+    assert key.code(step) == key.code(step + 1)
+    assert key.find_step("617002", step + 1, (0, -1, 1), step) == (None, True)
+    assert key.find_step("617002", step + 1, (0, -1, 1), step - 5) == (step + 1, False)
+    # Once the used step has left the window, step+1's code is just a fresh code.
+    assert key.find_step("617002", step + 2, (0, -1, 1), step) == (step + 1, False)
