@@ -261,15 +261,25 @@ class Store:
 
     def preload_users(self, limit: int) -> Iterator[tuple[str, dict | None, list[dict], bool]]:
         """(name, users row or None, devices, has unused recovery codes) for up to `limit` users
-        with an assigned device, in one pass over the devices' user index (the server's
-        start-up load; users with no device are loaded when first asked about)."""
+        with an assigned device (the server's start-up load; users with no device are loaded
+        when first asked about). With more such users than `limit`, the most recently active
+        ones (a device used, or enabled, last): they are the likeliest to sign in next."""
         recovery = {r[0] for r in self.conn.execute(
             "SELECT DISTINCT user FROM recovery_codes WHERE used_at IS NULL")}
-        rows = self.conn.execute(
-            "SELECT d.user, u.name IS NOT NULL, u.failures, u.locked_until, u.phone, "
-            + ", ".join(f"d.{k}" for k in _LOAD_DEVICE_KEYS) +
-            " FROM devices d LEFT JOIN users u ON u.name = d.user WHERE d.user IS NOT NULL "
-            "ORDER BY d.user, d.id")
+        columns = ("SELECT d.user, u.name IS NOT NULL, u.failures, u.locked_until, u.phone, "
+                   + ", ".join(f"d.{k}" for k in _LOAD_DEVICE_KEYS))
+        enrolled = self.conn.execute("SELECT count(*) FROM (SELECT DISTINCT user FROM devices "
+                                     "WHERE user IS NOT NULL)").fetchone()[0]
+        if enrolled <= limit:
+            rows = self.conn.execute(
+                columns + " FROM devices d LEFT JOIN users u ON u.name = d.user "
+                "WHERE d.user IS NOT NULL ORDER BY d.user, d.id")
+        else:
+            rows = self.conn.execute(
+                "WITH recent AS (SELECT user FROM devices WHERE user IS NOT NULL GROUP BY user "
+                "ORDER BY max(coalesce(last_used_at, enabled_at, created_at)) DESC LIMIT ?) "
+                + columns + " FROM recent r JOIN devices d ON d.user = r.user "
+                "LEFT JOIN users u ON u.name = d.user ORDER BY d.user, d.id", (limit,))
         name: str | None = None
         user: dict | None = None
         devices: list[dict] = []

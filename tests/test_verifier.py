@@ -744,6 +744,22 @@ def test_preload_stops_at_cache_users(make_world):
     assert len(v._cache) == 100
 
 
+def test_preload_over_the_limit_takes_the_most_recently_active_users(make_world):
+    world = make_world("cache_users = 100\n", sub="recent")
+    from mfa_radius.devices import DeviceSpec
+    seeds = {f"u{i:03d}": os.urandom(20) for i in range(150)}
+    world.devices.add([DeviceSpec(f"S{i}", seed, user=name)
+                       for i, (name, seed) in enumerate(seeds.items())])
+    # The last ten users alphabetically signed in a moment ago.
+    from mfa_radius.otp import OtpKey
+    recent = [f"u{i:03d}" for i in range(140, 150)]
+    for name in recent:
+        assert verify(world.v, name, totp_at(OtpKey(seeds[name]), NOW)).accepted
+    v = world.verifier()
+    assert v.preload() == 100
+    assert set(recent) <= set(v._cache)
+
+
 def test_housekeeping_keeps_a_bounded_tail_of_changes(world, monkeypatch):
     from mfa_radius import store as store_mod
     monkeypatch.setattr(store_mod, "CHANGES_KEPT", 3)
