@@ -26,6 +26,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import servers  # noqa: E402
 from tokens import current_step, seed_for, totp, user_name  # noqa: E402
 
 
@@ -82,14 +83,8 @@ def main() -> int:
     from mfa_radius.verifier import Verifier
 
     work = tempfile.mkdtemp(prefix="mfa-hotpath-", dir="/var/tmp")
-    conf = os.path.join(work, "mfa.toml")
-    with open(conf, "w") as f:
-        f.write(f'[storage]\ndatabase = "{work}/mfa.db"\nkey_file = "{work}/mfa.key"\n'
-                f'synchronous = "{args.synchronous}"\n'
-                '[radius]\nlisten = ["127.0.0.1:0"]\npassword_backend = "none"\n'
-                '[[radius.clients]]\nname = "bench"\naddress = "127.0.0.0/8"\n'
-                'secret = "testing123"\n')
-    cfg = config_mod.load(conf)
+    servers.SYNCHRONOUS = args.synchronous
+    cfg = config_mod.load(servers.write_mfa_config(work, servers.free_udp_port()))
     init(cfg)
     salt = os.urandom(8)
     devices = open_devices(cfg)
@@ -131,7 +126,7 @@ def main() -> int:
     loop = FakeLoop()
     server._loop = loop
     sock = FakeSocket()
-    secret = codec.Secret(b"testing123")
+    secret = codec.Secret(servers.SECRET.encode())
 
     def packets(step):
         out = []

@@ -7,9 +7,11 @@ Everything is logged to stderr (journald under systemd), one line per decision.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
+import time
 
 from . import config as config_mod
 from . import logsetup, notify
@@ -86,10 +88,6 @@ async def _serve(config_path: str, cfg, verifier: Verifier, server) -> int:
 
 def _preload(verifier: Verifier) -> None:
     """Users with devices into memory before READY, so no first sign-in waits for the disk."""
-    import time
-
-    import gc
-
     started = time.perf_counter()
     count = verifier.preload()
     # The cached users are long-lived objects: freezing them keeps the garbage collector from

@@ -33,7 +33,3 @@ class PreparedHmac:
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.digest()
-
-    def parts(self):
-        """(inner, outer) prepared hash objects, for loops that inline `digest`."""
-        return self._inner, self._outer

@@ -7,6 +7,7 @@ Codes are checked against pyotp, oathtool and the RFC vectors in the tests.
 
 from __future__ import annotations
 
+import functools
 import hmac
 from collections.abc import Iterable
 
@@ -19,26 +20,22 @@ DIGITS = (6, 8)
 class OtpKey:
     """One seed, prepared for fast code generation."""
 
-    __slots__ = ("_inner", "_outer", "digits", "_mod")
+    __slots__ = ("_mac", "digits", "_mod")
 
     def __init__(self, seed: bytes, algorithm: str = "SHA1", digits: int = 6):
-        self._inner, self._outer = PreparedHmac(seed, ALGORITHMS[algorithm]).parts()
+        self._mac = PreparedHmac(seed, ALGORITHMS[algorithm]).digest
         self.digits = digits
         self._mod = 10 ** digits
 
-    def _mac(self, counter: int) -> bytes:
-        inner = self._inner.copy()
-        inner.update(counter.to_bytes(8, "big"))
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()
+    def _value(self, counter: int) -> int:
+        """RFC 4226 5.3: the HMAC of the counter, dynamically truncated, modulo 10**digits."""
+        digest = self._mac(counter.to_bytes(8, "big"))
+        offset = digest[-1] & 0x0F
+        return (int.from_bytes(digest[offset:offset + 4], "big") & 0x7FFFFFFF) % self._mod
 
     def code(self, counter: int) -> str:
         """The code for an HOTP counter or a TOTP time step."""
-        digest = self._mac(counter)
-        offset = digest[-1] & 0x0F
-        value = int.from_bytes(digest[offset:offset + 4], "big") & 0x7FFFFFFF
-        return str(value % self._mod).zfill(self.digits)
+        return str(self._value(counter)).zfill(self.digits)
 
     def find(self, code: str, counters: Iterable[int]) -> int | None:
         """The first of `counters` (tried in the order given) whose code is `code`, or None.
@@ -51,13 +48,10 @@ class OtpKey:
         if len(code) != self.digits or not (code.isascii() and code.isdigit()):
             return None
         wanted = int(code)
-        mac, mod = self._mac, self._mod
+        value = self._value
         for counter in counters:
-            if counter < 0:  # before the epoch / counter 0: no code there
-                continue
-            digest = mac(counter)
-            offset = digest[-1] & 0x0F
-            if (int.from_bytes(digest[offset:offset + 4], "big") & 0x7FFFFFFF) % mod == wanted:
+            # Before the epoch / counter 0 there is no code.
+            if counter >= 0 and value(counter) == wanted:
                 return counter
         return None
 
@@ -73,21 +67,13 @@ class OtpKey:
         step of the window. `code` must be `digits` ASCII digits.
         """
         wanted = int(code)
-        inner_key, outer_key, mod = self._inner, self._outer, self._mod
+        value = self._value
         check_used = last_used >= centre + min(offsets)
         found = None
         used = False
         for offset in offsets:
             step = centre + offset
-            if step < 0:
-                continue
-            inner = inner_key.copy()
-            inner.update(step.to_bytes(8, "big"))
-            outer = outer_key.copy()
-            outer.update(inner.digest())
-            digest = outer.digest()
-            i = digest[-1] & 0x0F
-            if (int.from_bytes(digest[i:i + 4], "big") & 0x7FFFFFFF) % mod == wanted:
+            if step >= 0 and value(step) == wanted:
                 if step <= last_used:
                     used = True
                 elif found is None:
@@ -105,6 +91,12 @@ class OtpKey:
                 return counter
             previous = following
         return None
+
+
+@functools.lru_cache(maxsize=16)
+def nearest_first(window: int) -> tuple[int, ...]:
+    """TOTP step offsets, nearest the clock first: 0, -1, 1, -2, 2, ... up to `window`."""
+    return tuple(sorted(range(-window, window + 1), key=lambda d: (abs(d), d)))
 
 
 def time_step(now: float, period: int) -> int:

@@ -119,6 +119,10 @@ _LOAD_USER = (
     " FROM (SELECT ? AS n) q LEFT JOIN users u ON u.name = q.n "
     "LEFT JOIN devices d ON d.user = q.n ORDER BY d.id")
 
+# A TOTP step is consumed only if it is after the last one used (the cross-process guard).
+_CONSUME_TOTP = ("UPDATE devices SET last_step = ?, drift = ?, last_used_at = ? "
+                 "WHERE id = ? AND last_step < ?")
+
 MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
 # The send log is kept this long (the rate limits look back minutes; the rest is for audits).
 SMS_SEND_LOG_DAYS = 30
@@ -331,17 +335,12 @@ class Store:
 
     def consume_totp(self, device_id: int, step: int, drift: int, now: float) -> bool:
         """Record `step` as used unless it (or a later one) already was; True if it was fresh."""
-        cur = self.conn.execute("UPDATE devices SET last_step = ?, drift = ?, last_used_at = ? "
-                                "WHERE id = ? AND last_step < ?",
-                                (step, drift, now, device_id, step))
-        return cur.rowcount == 1
+        return self.conn.execute(_CONSUME_TOTP, (step, drift, now, device_id, step)).rowcount == 1
 
     def consume_totp_many(self, rows: list[tuple]) -> None:
         """consume_totp for many (step, drift, now, device id, step) rows at once, by a caller
         who knows them all fresh; StoreError (roll back, refuse the batch) if any was not."""
-        done = self.conn.executemany("UPDATE devices SET last_step = ?, drift = ?, "
-                                     "last_used_at = ? WHERE id = ? AND last_step < ?",
-                                     rows).rowcount
+        done = self.conn.executemany(_CONSUME_TOTP, rows).rowcount
         if done != len(rows):
             raise StoreError(f"{self.path}: {len(rows) - done} of {len(rows)} codes were used "
                              "by another process meanwhile; batch refused")

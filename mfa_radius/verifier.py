@@ -24,7 +24,7 @@ from . import recovery
 from .accounts import Accounts
 from .config import Config
 from .errors import KeyFileError, MfaError, StoreError
-from .otp import OtpKey, time_step
+from .otp import OtpKey, nearest_first, time_step
 from .sealing import Sealer
 from .sms import policy as sms_policy
 from .sms.policy import SmsTicket
@@ -111,8 +111,6 @@ class Verifier:
         self._version: int | None = None
         self._seq = 0  # the last row of `changes` the cache reflects
         self._deferred: list[tuple] | None = None  # TOTP updates of the batch being decided
-        self._order: tuple[int, ...] = ()
-        self._order_for = -1
         # A sub-key for SMS code hashes, derived through the fingerprint key (never stored).
         self._sms_key = sealer.fingerprint(b"mfa-radius sms code key v1").encode()
 
@@ -255,8 +253,7 @@ class Verifier:
         if state.locked_until > now:
             return Decision(False, "locked", retry_after=state.locked_until - now)
         if not state.devices and not state.has_recovery and not self._sms_usable(state):
-            if code.isascii() and code.isdigit():
-                _DUMMY_KEY.find(code, range(2 * self.config.otp.totp_window + 1))
+            _DUMMY_KEY.find(code, range(2 * self.config.otp.totp_window + 1))
             if self.allowed_without_device(user):
                 return Decision(True, "no_device_allowed")
             return Decision(False, "no_device")
@@ -295,10 +292,11 @@ class Verifier:
     def _match(self, device: _Device, code: str, now: float) -> tuple[int | None, bool]:
         """(counter or step to consume, whether the code is a replay of a used one)."""
         if device.kind == "totp":
-            # Nearest the (drift-corrected) clock first; a used step whose code happens to equal
-            # a fresh step's code must not hide the fresh one (OtpKey.find_step).
-            return device.key.find_step(code, int(now) // device.period + device.drift,
-                                        self._window_order, device.last_step)
+            # Nearest the (drift-corrected) clock first; the digits of a used step in the window
+            # are a replay even if a fresh step gives them too (OtpKey.find_step).
+            return device.key.find_step(code, time_step(now, device.period) + device.drift,
+                                        nearest_first(self.config.otp.totp_window),
+                                        device.last_step)
         window = self.config.otp.hotp_window
         counter = device.key.find(code, range(device.counter, device.counter + window))
         if counter is not None:
@@ -306,14 +304,6 @@ class Verifier:
         behind = device.key.find(code, range(max(0, device.counter - window), device.counter))
         return None, behind is not None
 
-    @property
-    def _window_order(self) -> tuple[int, ...]:
-        """TOTP step offsets, nearest first: 0, -1, 1, -2, 2, ... up to [otp] totp_window."""
-        window = self.config.otp.totp_window
-        if self._order_for != window:
-            self._order = tuple(sorted(range(-window, window + 1), key=lambda d: (abs(d), d)))
-            self._order_for = window
-        return self._order
 
     def _consume(self, device: _Device, matched: int, now: float) -> bool:
         if device.kind == "totp":

@@ -12,6 +12,7 @@ logged at most once per source every few seconds, so a flood cannot fill the dis
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import re
@@ -500,21 +501,18 @@ class RadiusServer:
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9._@+\-]+\Z").match
-_PLAIN_CLIENTS: set[str] = set()  # client names (from the config) known to need no quoting
 
 
+@functools.lru_cache(maxsize=1024)
 def _plain_client(name: str) -> bool:
-    if not _PLAIN(name):
-        return False
-    if len(_PLAIN_CLIENTS) < 4096:
-        _PLAIN_CLIENTS.add(name)
-    return True
+    """Client names come from the config: checked once each."""
+    return _PLAIN(name) is not None
 
 
 def decision_line(client: str, user: str, result: str, reason: str, ms: float) -> str:
     """The logfmt decision line, exactly as logsetup.fields() writes it; plain names (the usual
     case) skip its per-value escaping, which cost ~10 us a request."""
     ms_text = f"{ms:.1f}".rstrip("0").rstrip(".") or "0"
-    if (client in _PLAIN_CLIENTS or _plain_client(client)) and _PLAIN(user):
+    if _plain_client(client) and _PLAIN(user):
         return f"client={client} user={user} result={result} reason={reason} ms={ms_text}"
     return fields(client=client, user=user, result=result, reason=reason, ms=round(ms, 1))
