@@ -81,7 +81,9 @@ def run_mfa(workdir: str, users: list[str], seeds: list[bytes], log,
             profile: str | None = None, warm: bool = False) -> dict:
     """Import, blast, replay blast, latency. With `profile`, py-spy samples the server during
     the first blast (its CPU figures are then inflated: use them for the profile only)."""
-    config, port, import_seconds = setup_mfa(workdir, users, seeds, log)
+    by_name = sorted(range(len(users)), key=users.__getitem__)
+    config, port, import_seconds = setup_mfa(workdir, [users[i] for i in by_name],
+                                             [seeds[i] for i in by_name], log)
     out = {"import_seconds": import_seconds, "import_devices": len(users)}
     with servers.start_mfa(workdir, config, port) as server:
         pid = server.pid

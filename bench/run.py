@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -114,6 +115,11 @@ def ensure_peers(parts: list[str]) -> None:
 
 def part_radius(args, work: str, salt: bytes) -> dict:
     users, seeds = radius_bench.make_users(args.users, salt)
+    # Users sign in in no particular order: the blast sends them shuffled (the same order to
+    # both servers), while the CSV import assigns device rows in name order.
+    order = list(range(len(users)))
+    random.Random(len(users)).shuffle(order)
+    users, seeds = [users[i] for i in order], [seeds[i] for i in order]
     rounds = []
     for r in range(args.rounds):
         entry = {}

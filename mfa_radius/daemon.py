@@ -56,6 +56,7 @@ async def _serve(config_path: str, cfg, verifier: Verifier, server) -> int:
 
     # The live config: a reload that changes the audit retention applies to the next pass.
     chores = loop.create_task(housekeeping.periodic(lambda: server.config))
+    folding = loop.create_task(housekeeping.fold_when_idle(verifier))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -78,6 +79,7 @@ async def _serve(config_path: str, cfg, verifier: Verifier, server) -> int:
         notify.stopping()
         log.info("stopping")
         chores.cancel()
+        folding.cancel()
         server.close()
         if pam is not None:
             pam.close()

@@ -1,4 +1,5 @@
-"""Housekeeping: prune the audit log past its retention, and state that has expired.
+"""Housekeeping: fold the used-steps log, prune the audit log past its retention, and state that
+has expired.
 
 The daemon runs `periodic(...)` as an asyncio task (hourly, no timer unit needed); an admin or a
 cron job can run the same pass with `run_once(config)` (the CLI's `mfa-radius housekeeping`).
@@ -30,6 +31,10 @@ def prune(store, config: Config, now: float | None = None) -> dict[str, int]:
     """One pass over `store`: {"audit": rows, "sms_codes": rows, "users": rows} deleted."""
     now = time.time() if now is None else now
     done = {"audit": 0}
+    # The daemon folds the log itself when idle (fold_when_idle); this covers hosts where only
+    # the PAM fallback or the CLI appended to it.
+    with store.errors("folding used steps"), store.transaction():
+        done["used"] = len(store.fold_used())
     days = config.storage.audit_retention_days
     if days:
         done["audit"] = store.prune_audit(now - days * DAY)
@@ -46,7 +51,7 @@ def run_once(config: Config, now: float | None = None) -> dict[str, int]:
         done = prune(store, config, now)
     finally:
         store.close()
-    if any(count for what, count in done.items() if what != "changes"):
+    if any(count for what, count in done.items() if what not in ("changes", "used")):
         log.info("housekeeping: %s", describe(done, config))
     try:
         from . import metrics
@@ -61,9 +66,11 @@ def describe(done: dict[str, int], config: Config) -> str:
     """One line for the admin: what a pass deleted."""
     days = config.storage.audit_retention_days
     kept = f"older than {days} days" if days else "none: audit_retention_days = 0 keeps all"
+    folded = (f"; used TOTP steps of {done['used']} devices moved into their rows"
+              if done.get("used") else "")
     return (f"deleted {done.get('audit', 0)} audit rows ({kept}), "
             f"{done.get('sms_codes', 0)} expired SMS codes, "
-            f"{done.get('users', 0)} idle user rows without devices")
+            f"{done.get('users', 0)} idle user rows without devices{folded}")
 
 
 async def periodic(get_config: Callable[[], Config], interval: float = INTERVAL,
@@ -80,3 +87,17 @@ async def periodic(get_config: Callable[[], Config], interval: float = INTERVAL,
         except Exception:
             log.exception("housekeeping failed")
         await asyncio.sleep(interval)
+
+
+async def fold_when_idle(verifier, interval: float = 0.5) -> None:
+    """The daemon's fold of the used-steps log into device rows (Verifier.fold_due), a chunk
+    per loop pass so that a request arriving meanwhile waits for one chunk at most."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            while verifier.fold_due():
+                if not verifier.fold():
+                    break
+                await asyncio.sleep(0)
+        except Exception:  # the log waits for the next pass; the server goes on
+            log.exception("folding the used-steps log failed")

@@ -1,8 +1,10 @@
 """The only module that speaks SQL: schema, migrations, and every query the rest of the code needs.
 
 One SQLite file in WAL mode. Anything that consumes a code runs inside a short `BEGIN IMMEDIATE`
-transaction and uses conditional UPDATEs (`... WHERE last_step < ?`), so two processes (the daemon
-and a PAM fallback, or two CLI calls) can never both accept one code.
+transaction, so two processes (the daemon and a PAM fallback, or two CLI calls) can never both
+accept one code: an HOTP counter moves with a conditional UPDATE (`... WHERE counter <= ?`); a used
+TOTP step is appended to the `used` log (see `_migrate_4`) by a verifier that has read every row
+of it committed before, and folded into its device row later, in bulk.
 Schema changes are numbered migrations keyed on `PRAGMA user_version`; they run under sqlite-utils,
 imported only when a migration is due (it costs ~90 ms to import).
 """
@@ -17,7 +19,7 @@ from collections.abc import Iterable, Iterator
 
 from .errors import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 DEVICE_COLUMNS = ("id", "serial", "kind", "virtual", "digits", "algorithm", "period", "counter",
                   "last_step", "drift", "seed", "fingerprint", "user", "created_at", "enabled_at",
@@ -108,6 +110,27 @@ def _migrate_3(db) -> None:
                      f"BEGIN INSERT INTO changes (user) VALUES (OLD.{column}); END")
 
 
+def _migrate_4(db) -> None:
+    """The used-steps log: a TOTP accept appends one row instead of updating its device's row.
+
+    In a table of many devices each accept's UPDATE landed on a page of its own, so a commit of a
+    handful of accepts wrote a handful of random pages to the WAL (and, at checkpoint, to the
+    file): with a million devices most of them not even in the cache. Appends share the table's
+    last page. `seq` is AUTOINCREMENT so that it never goes back once rows are folded away: every
+    verifier keeps its place in the log, reads the rows other processes appended since, and
+    notices a gap (rows folded or deleted before it saw them) by counting. Rows are folded into
+    `devices` (last_step, drift, last_used_at) by the daemon when idle, and by housekeeping;
+    readers of device rows merge the rows not folded yet (Store.device, list_devices).
+    """
+    conn = db.conn
+    conn.execute("CREATE TABLE used (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                 "device INTEGER NOT NULL, step INTEGER NOT NULL, drift INTEGER NOT NULL, "
+                 "time REAL NOT NULL)")
+    # A deleted device's id can be given to a new device: its used steps go with it.
+    conn.execute("CREATE TRIGGER used_devices_delete AFTER DELETE ON devices "
+                 "BEGIN DELETE FROM used WHERE device = OLD.id; END")
+
+
 # The verifier's cold load of one user, in ONE query (three separate ones cost twice as much):
 # the user row (if any), whether unused recovery codes exist, and one row per assigned device.
 _LOAD_DEVICE_KEYS = ("id", "serial", "kind", "digits", "algorithm", "period", "counter",
@@ -119,11 +142,11 @@ _LOAD_USER = (
     " FROM (SELECT ? AS n) q LEFT JOIN users u ON u.name = q.n "
     "LEFT JOIN devices d ON d.user = q.n ORDER BY d.id")
 
-# A TOTP step is consumed only if it is after the last one used (the cross-process guard).
-_CONSUME_TOTP = ("UPDATE devices SET last_step = ?, drift = ?, last_used_at = ? "
-                 "WHERE id = ? AND last_step < ?")
+# Folding a used step into its device row never moves the row back (a resync may be ahead).
+_FOLD_TOTP = ("UPDATE devices SET last_step = ?, drift = ?, last_used_at = ? "
+              "WHERE id = ? AND last_step < ?")
 
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4}
 # The send log is kept this long (the rate limits look back minutes; the rest is for audits).
 SMS_SEND_LOG_DAYS = 30
 # Rows of `changes` kept by housekeeping (a server more than this far behind reloads all users).
@@ -320,7 +343,7 @@ class Store:
 
     def user_devices(self, name: str) -> list[dict]:
         rows = self.conn.execute(_DEVICE_SELECT + " WHERE user = ? ORDER BY id", (name,))
-        return [dict(zip(DEVICE_COLUMNS, r)) for r in rows]
+        return self._with_used([dict(zip(DEVICE_COLUMNS, r)) for r in rows])
 
     def has_recovery_codes(self, name: str) -> bool:
         return self.conn.execute("SELECT 1 FROM recovery_codes WHERE user = ? AND used_at IS NULL"
@@ -333,17 +356,75 @@ class Store:
 
     # ---- hot path: writes (inside transaction()) -------------------------------------------
 
-    def consume_totp(self, device_id: int, step: int, drift: int, now: float) -> bool:
-        """Record `step` as used unless it (or a later one) already was; True if it was fresh."""
-        return self.conn.execute(_CONSUME_TOTP, (step, drift, now, device_id, step)).rowcount == 1
+    # ---- the used-steps log (_migrate_4) ---------------------------------------------------
 
-    def consume_totp_many(self, rows: list[tuple]) -> None:
-        """consume_totp for many (step, drift, now, device id, step) rows at once, by a caller
-        who knows them all fresh; StoreError (roll back, refuse the batch) if any was not."""
-        done = self.conn.executemany(_CONSUME_TOTP, rows).rowcount
-        if done != len(rows):
-            raise StoreError(f"{self.path}: {len(rows) - done} of {len(rows)} codes were used "
-                             "by another process meanwhile; batch refused")
+    def add_used_steps(self, rows: list[tuple[int, int, int, float]]) -> int:
+        """Append (device id, step, drift, time) rows; the seq of the last one. The caller holds
+        the write lock and has read every row before (Verifier._refresh): it knows them fresh."""
+        self.conn.executemany("INSERT INTO used (device, step, drift, time) VALUES (?, ?, ?, ?)",
+                              rows)
+        return self.conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+
+    def last_used_seq(self) -> int:
+        """The seq of the latest row ever appended to `used` (0 before the first)."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'used'").fetchone()
+        return row[0] if row else 0
+
+    def used_since(self, after: int) -> list[tuple[int, int, int, int, str | None]]:
+        """(seq, device id, step, drift, its user) of the rows after `after`, in order."""
+        return self.conn.execute(
+            "SELECT u.seq, u.device, u.step, u.drift, d.user FROM used u "
+            "LEFT JOIN devices d ON d.id = u.device WHERE u.seq > ? ORDER BY u.seq",
+            (after,)).fetchall()
+
+    def unfolded_steps(self, device_ids: Iterable[int] | None = None) -> dict[int, tuple[int, int]]:
+        """{device id: (step, drift)} of the latest row not folded yet, for the given devices
+        (a scan of the log: it holds what was used since the last fold) or for all."""
+        if device_ids is None:
+            rows = self.conn.execute("SELECT device, step, drift FROM used ORDER BY seq")
+        else:
+            ids = list(device_ids)
+            if not ids:
+                return {}
+            rows = self.conn.execute(
+                f"SELECT device, step, drift FROM used WHERE device IN "
+                f"({','.join('?' * len(ids))}) ORDER BY seq", ids)
+        latest: dict[int, tuple[int, int]] = {}
+        for device, step, drift in rows:
+            if device not in latest or step > latest[device][0]:
+                latest[device] = (step, drift)
+        return latest
+
+    def fold_used(self, limit: int = -1) -> list[tuple[int, int]]:
+        """Move the oldest `limit` rows (all with -1) of the log into their device rows and
+        delete them; the (device id, step) pairs folded. Inside a transaction."""
+        rows = self.conn.execute("SELECT seq, device, step, drift, time FROM used ORDER BY seq "
+                                 "LIMIT ?", (limit,)).fetchall()
+        if not rows:
+            return []
+        latest: dict[int, tuple[int, int, float]] = {}
+        for _, device, step, drift, when in rows:
+            if device not in latest or step > latest[device][0]:
+                latest[device] = (step, drift, when)
+        self.conn.executemany(_FOLD_TOTP, [(step, drift, when, device, step)
+                                           for device, (step, drift, when) in latest.items()])
+        self.conn.execute("DELETE FROM used WHERE seq <= ?", (rows[-1][0],))
+        return [(device, step) for device, (step, _, _) in latest.items()]
+
+    def count_used(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM used").fetchone()[0]
+
+    def _with_used(self, rows: list[dict]) -> list[dict]:
+        """Device rows with the steps used since the last fold merged in (what they will hold)."""
+        if not rows:
+            return rows
+        by_id = {r["id"]: r for r in rows}
+        for device, step, drift, when in self.conn.execute(
+                "SELECT device, step, drift, time FROM used ORDER BY seq"):
+            r = by_id.get(device)
+            if r is not None and step > r["last_step"]:
+                r.update(last_step=step, drift=drift, last_used_at=when)
+        return rows
 
     def consume_hotp(self, device_id: int, counter: int, now: float) -> bool:
         """Move the next expected counter past `counter` unless it already is; True if fresh."""
@@ -376,7 +457,7 @@ class Store:
 
     def device(self, serial: str) -> dict | None:
         row = self.conn.execute(_DEVICE_SELECT + " WHERE serial = ?", (serial,)).fetchone()
-        return dict(zip(DEVICE_COLUMNS, row)) if row else None
+        return self._with_used([dict(zip(DEVICE_COLUMNS, row))])[0] if row else None
 
     def insert_devices(self, devices: Iterable[dict]) -> int:
         """Insert device rows (inside a transaction). Raises sqlite3.IntegrityError on a clash."""
@@ -439,7 +520,7 @@ class Store:
             where.append("user IS NULL")
         sql = (_DEVICE_SELECT + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY serial")
-        return [dict(zip(DEVICE_COLUMNS, r)) for r in self.conn.execute(sql, args)]
+        return self._with_used([dict(zip(DEVICE_COLUMNS, r)) for r in self.conn.execute(sql, args)])
 
     # ---- users, recovery codes, audit ------------------------------------------------------
 

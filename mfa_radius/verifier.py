@@ -8,8 +8,10 @@ passes a batch of one.
 Users and their devices are cached in memory with their seeds unsealed and HMACs prepared (the
 daemon loads them all at start-up, `preload`). When another connection has committed (`PRAGMA
 data_version`, checked under the write lock) the users its writes touched, as recorded by the
-database's triggers in `changes`, are dropped and read again when next needed; a decision is
-always made on current state.
+database's triggers in `changes` and by the steps it appended to `used`, are dropped and read
+again when next needed; a decision is always made on current state, so a TOTP accept only has to
+append its step to `used` (Store._migrate_4). The daemon folds that log into the device rows
+when it is idle (`fold`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ from .store import Store
 log = logging.getLogger("mfa_radius.verifier")
 
 MAX_USER_LEN = 256
+# The daemon folds the used-steps log into device rows when no attempt came for FOLD_IDLE
+# seconds, or at once past FOLD_AT rows, FOLD_CHUNK rows a transaction (~5 ms each).
+FOLD_IDLE = 1.0
+FOLD_AT = 30_000
+FOLD_CHUNK = 1000
 # Work done for users without devices, so that they take as long as users with one.
 _DUMMY_KEY = OtpKey(b"\x00" * 20)
 
@@ -110,7 +117,13 @@ class Verifier:
         self._cache: dict[str, _User] = {}
         self._version: int | None = None
         self._seq = 0  # the last row of `changes` the cache reflects
-        self._deferred: list[tuple] | None = None  # TOTP updates of the batch being decided
+        self._used_seq = 0  # the last row of `used` the cache reflects
+        # {device id: (step, drift)} of the used log's rows not folded yet, kept by the daemon
+        # (preload) so that a user read from disk needs no scan of the log; None elsewhere.
+        self._unfolded: dict[int, tuple[int, int]] | None = None
+        self._folded_seq = 0  # everything up to here is folded, as far as this process knows
+        self._last_batch = 0.0  # time.monotonic() of the last verify_batch
+        self._deferred: list[tuple] = []  # used steps of the batch being decided
         # A sub-key for SMS code hashes, derived through the fingerprint key (never stored).
         self._sms_key = sealer.fingerprint(b"mfa-radius sms code key v1").encode()
 
@@ -175,16 +188,17 @@ class Verifier:
         A decision to accept is returned only after the transaction that records the code as used
         has committed; if anything fails, every attempt of the batch is refused (fail closed).
         """
+        self._last_batch = time.monotonic()
         try:
             with self.store.errors("verification"), self.store.transaction():
-                # With nobody else's commit since our last look, the cached last steps are the
-                # database's: the TOTP updates of the batch go in one executemany at the end,
-                # which still checks each row (consume_totp_many). Otherwise one by one.
-                self._deferred = [] if self._refresh() else None
+                # Under the write lock and with every commit of others read (_refresh), the
+                # cached steps are the database's: the used steps are appended, no check needed.
+                self._refresh()
+                self._deferred = []
                 audit: list[tuple] = []
                 decisions = [self._decide(a, audit) for a in attempts]
                 if self._deferred:
-                    self.store.consume_totp_many(self._deferred)
+                    self._used_seq = self.store.add_used_steps(self._deferred)
                 self.store.add_audit(audit)
             return decisions
         except (StoreError, KeyFileError) as exc:
@@ -192,8 +206,8 @@ class Verifier:
         except Exception:  # noqa: BLE001 - a bug must refuse, never accept
             log.exception("refusing %d attempt(s): internal error", len(attempts))
         finally:
-            self._deferred = None
-        self._drop_all()
+            self._deferred = []
+        self._drop_all()  # the cache may hold steps of the rolled-back batch
         return [Decision(False, "error") for _ in attempts]
 
     def _decide(self, attempt: Attempt, audit: list[tuple]) -> Decision:
@@ -267,8 +281,8 @@ class Verifier:
             if matched is not None:
                 if self._consume(device, matched, now):
                     return self._success(state, device.kind, device.serial, now)
-                # Another process used this step or counter after we cached the device:
-                # refused as a replay, and the user is read afresh next time.
+                # Another process moved this HOTP counter after we cached the device: refused
+                # as a replay, and the user is read afresh next time.
                 self._cache.pop(user, None)
                 replay = True
             if replay:
@@ -308,11 +322,10 @@ class Verifier:
     def _consume(self, device: _Device, matched: int, now: float) -> bool:
         if device.kind == "totp":
             drift = matched - time_step(now, device.period)
-            if self._deferred is not None:
-                self._deferred.append((matched, drift, now, device.id, matched))
-            elif not self.store.consume_totp(device.id, matched, drift, now):
-                return False
+            self._deferred.append((device.id, matched, drift, now))
             device.last_step, device.drift = matched, drift
+            if self._unfolded is not None:
+                self._unfolded[device.id] = (matched, drift)
         else:
             if not self.store.consume_hotp(device.id, matched, now):
                 return False
@@ -402,17 +415,20 @@ class Verifier:
 
     # ---- cache -----------------------------------------------------------------------------
 
-    def _refresh(self) -> bool:
-        """Bring the cache up to date with what other connections committed; True when the
-        cached steps and counters are exactly the database's (nobody else committed since they
-        were read), False when another connection committed since."""
+    def _refresh(self) -> None:
+        """Bring the cache up to date with what other connections committed."""
         version = self.store.data_version()
         if version == self._version:
-            return True
+            return
         if self._version is None:
             self._cache.clear()
+            # The place in `used` before its content: a row appended in between is read twice,
+            # never missed.
             self._version, self._seq = version, self.store.last_change()
-            return True
+            self._used_seq = self._folded_seq = self.store.last_used_seq()
+            if self._unfolded is not None:
+                self._unfolded = self.store.unfolded_steps()
+            return
         first, last, users = self.store.changed_users(self._seq, self._cache_max // 4)
         if users is None or last < self._seq or first > self._seq + 1:
             # A mass change (an import), or a gap: pruned rows, a restored file.
@@ -421,7 +437,31 @@ class Verifier:
             for name in users:
                 self._cache.pop(name, None)
         self._version, self._seq = version, last
-        return False
+        self._read_used()
+
+    def _read_used(self) -> None:
+        """Take in the steps other processes used since our last look."""
+        last = self.store.last_used_seq()
+        if last == self._used_seq:
+            return
+        rows = self.store.used_since(self._used_seq)
+        # Outside a transaction a row may land between the two reads: it counts, not a gap.
+        last = max(last, rows[-1][0] if rows else 0)
+        if last < self._used_seq or len(rows) != last - self._used_seq:
+            # Rows we never saw are gone (folded by another process, a restored file): what
+            # they said is only in the device rows now. Read everything again.
+            self._cache.clear()
+            self._used_seq = self._folded_seq = last
+            if self._unfolded is not None:
+                self._unfolded = self.store.unfolded_steps()
+            return
+        unfolded = self._unfolded
+        for _, device, step, drift, user in rows:
+            if unfolded is not None and step > unfolded.get(device, (-1, 0))[0]:
+                unfolded[device] = (step, drift)
+            if user is not None:
+                self._cache.pop(user, None)
+        self._used_seq = last
 
     def _drop_all(self) -> None:
         self._cache.clear()
@@ -437,7 +477,13 @@ class Verifier:
         One pass over the database (~10 us a user: the read, the unseal, the HMAC set-up), so
         that nobody's first sign-in after a start pays for a database read.
         """
+        # Fold the log first: the device rows then say who signed in last (the choice below
+        # when there are too many users), and the in-memory rest of the log starts empty.
+        self.fold(limit=-1)
         with self.store.errors("loading users"):
+            if self._unfolded is None:
+                self._unfolded = {}
+                self._version = None  # _refresh reads the whole log
             self._refresh()
             room = self._cache_max - len(self._cache)
             count = 0
@@ -457,21 +503,62 @@ class Verifier:
         return state
 
     def _load(self, name: str) -> _User:
-        return self._build(name, *self.store.load_user(name))
+        row, devices, has_recovery = self.store.load_user(name)
+        unfolded = self._unfolded
+        if unfolded is None and devices:  # not the daemon: scan the (short) log for them
+            unfolded = self.store.unfolded_steps(d["id"] for d in devices)
+        return self._build(name, row, devices, has_recovery, unfolded)
 
-    def _build(self, name: str, row: dict | None, rows: list[dict],
-               has_recovery: bool) -> _User:
+    def _build(self, name: str, row: dict | None, rows: list[dict], has_recovery: bool,
+               unfolded: dict[int, tuple[int, int]] | None = None) -> _User:
         devices = []
+        unfolded = self._unfolded if unfolded is None else unfolded
         for d in rows:
             seed = self.sealer.unseal(d["seed"], d["serial"])
+            last_step, drift = d["last_step"], d["drift"]
+            if unfolded and d["id"] in unfolded and unfolded[d["id"]][0] > last_step:
+                last_step, drift = unfolded[d["id"]]
             devices.append(_Device(d["id"], d["serial"], d["kind"], d["digits"], d["period"],
-                                   d["counter"], d["last_step"], d["drift"],
+                                   d["counter"], last_step, drift,
                                    OtpKey(seed, d["algorithm"], d["digits"])))
         return _User(name=name, known=row is not None,
                      failures=row["failures"] if row else 0,
                      locked_until=row["locked_until"] if row else 0.0,
                      has_recovery=has_recovery, devices=devices,
                      phone=row["phone"] if row else None)
+
+    # ---- folding the used-steps log ------------------------------------------------------
+
+    def fold_due(self, now: float | None = None) -> bool:
+        """Whether the daemon should fold now: rows wait and nobody signed in for FOLD_IDLE
+        seconds, or FOLD_AT rows wait (as far as this process knows)."""
+        waiting = self._used_seq - self._folded_seq
+        if waiting <= 0:
+            return False
+        now = time.monotonic() if now is None else now
+        return waiting >= FOLD_AT or now - self._last_batch >= FOLD_IDLE
+
+    def fold(self, limit: int = FOLD_CHUNK) -> int:
+        """Fold up to `limit` rows of the used-steps log into the device rows (one short
+        transaction); how many devices it updated. Errors are logged, never raised: the log is
+        only folded later."""
+        try:
+            with self.store.errors("folding used steps"), self.store.transaction():
+                self._refresh()
+                folded = self.store.fold_used(limit)
+                self._folded_seq = self._used_seq - self.store.count_used()
+        except (StoreError, KeyFileError) as exc:
+            log.error("folding the used-steps log: %s", exc)
+            self._drop_all()
+            return 0
+        unfolded = self._unfolded
+        if unfolded is not None:
+            for device, step in folded:
+                if device in unfolded and unfolded[device][0] <= step:
+                    del unfolded[device]
+            if len(unfolded) > 2 * FOLD_AT:  # others folded what we still hold: read it again
+                self._version = None
+        return len(folded)
 
     def forget(self, user: str | None = None) -> None:
         """Drop cached state (all of it, or one user's) after an admin change in this process."""

@@ -324,6 +324,19 @@ def test_resync_never_goes_back_to_used_steps(devices):
                        now=NOW + 60)
 
 
+def test_resync_and_reenable_see_steps_used_but_not_folded_yet(devices, verifier):
+    key = enabled_totp(devices, when=NOW - 300)
+    assert verify(verifier, "alice", totp_at(key, NOW, 1)).accepted  # in the used log only
+    assert devices.store.count_used() == 1
+    with pytest.raises(DeviceError):  # would reopen the step just used
+        devices.resync("alice", "S1", totp_at(key, NOW), totp_at(key, NOW, 1), now=NOW)
+    devices.deactivate("alice", "S1")
+    with pytest.raises(DeviceError):
+        devices.enable("bob", "S1", totp_at(key, NOW), totp_at(key, NOW, 1), now=NOW)
+    devices.enable("bob", "S1", totp_at(key, NOW, 2), totp_at(key, NOW, 3), now=NOW)
+    assert verify(verifier, "bob", totp_at(key, NOW, 3)).reason == "replay"
+
+
 def test_resync_a_hotp_counter_far_ahead(devices, verifier):
     key = key_of(devices.create_virtual("H1", kind="hotp"))
     devices.enable("alice", "H1", key.code(0), key.code(1), now=NOW)

@@ -132,3 +132,76 @@ def test_periodic_runs_with_the_live_config_and_survives_errors(cfg, tmp_path, c
 
     assert asyncio.run(main()) == 0
     assert "housekeeping failed" in caplog.text and "database not found" in caplog.text
+
+
+def _accept_codes(cfg, devices, users, first_seed=1):
+    """Each user gets a TOTP device and signs in once, through its own verifier; the seeds."""
+    from mfa_radius.devices import DeviceSpec
+    from mfa_radius.otp import OtpKey, time_step
+    from mfa_radius.verifier import Attempt
+
+    seeds = {u: bytes([i + first_seed]) * 20 for i, u in enumerate(users)}
+    devices.add([DeviceSpec(f"S-{u}", seed, user=u) for u, seed in seeds.items()])
+    v = Verifier.open(cfg)
+    now = time.time()
+    for u, seed in seeds.items():
+        code = OtpKey(seed).code(time_step(now, 30))
+        assert v.verify(Attempt(u, code, "test", now)).accepted
+    return v, seeds
+
+
+def test_run_once_folds_the_used_steps_log_into_device_rows(cfg, devices):
+    v, _ = _accept_codes(cfg, devices, ["alice", "bob"])
+    assert devices.store.count_used() == 2
+    done = housekeeping.run_once(cfg)
+    assert done["used"] == 2
+    assert devices.store.count_used() == 0
+    steps = dict(devices.store.conn.execute("SELECT user, last_step FROM devices"))
+    assert steps["alice"] == steps["bob"] == int(time.time()) // 30
+    assert "used TOTP steps of 2 devices" in housekeeping.describe(done, cfg)
+    v.store.close()
+
+
+def test_the_daemon_task_folds_once_nobody_signs_in(cfg, devices, monkeypatch):
+    from mfa_radius import verifier as verifier_mod
+
+    monkeypatch.setattr(verifier_mod, "FOLD_IDLE", 0.2)
+    monkeypatch.setattr(verifier_mod, "FOLD_CHUNK", 1)  # one device a transaction
+    v, _ = _accept_codes(cfg, devices, ["alice", "bob", "carol"])
+    v.preload()  # the daemon's verifier: preload folds what waits
+    assert devices.store.count_used() == 0
+    now = time.time()
+    from mfa_radius.otp import OtpKey, time_step
+    from mfa_radius.verifier import Attempt
+    for i, u in enumerate(["alice", "bob", "carol"]):
+        code = OtpKey(bytes([i + 1]) * 20).code(time_step(now, 30) + 1)
+        assert v.verify(Attempt(u, code, "test", now)).accepted
+    assert devices.store.count_used() == 3
+
+    async def main():
+        task = asyncio.create_task(housekeeping.fold_when_idle(v, interval=0.05))
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if not devices.store.count_used():
+                break
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert devices.store.count_used() == 0
+    assert not v.fold_due()
+    v.store.close()
+
+
+def test_fold_due_past_the_threshold_even_while_busy(cfg, devices, monkeypatch):
+    from mfa_radius import verifier as verifier_mod
+
+    monkeypatch.setattr(verifier_mod, "FOLD_AT", 2)
+    v, _ = _accept_codes(cfg, devices, ["alice"])
+    assert not v.fold_due(v._last_batch)  # one row waits, the server is busy
+    v2, _ = _accept_codes(cfg, devices, ["bob"], first_seed=2)
+    v._refresh()
+    assert v.fold_due(v._last_batch)
+    v.store.close()
+    v2.store.close()

@@ -204,20 +204,14 @@ def test_conditional_consume_is_once_only(tmp_path):
     cfg = make_config(tmp_path)
     d = open_devices(cfg)
     try:
-        assign(d, "alice", "S1")
         assign(d, "alice", "H1", kind="hotp")
         s = d.store
-        t_id, h_id = s.device("S1")["id"], s.device("H1")["id"]
+        h_id = s.device("H1")["id"]
         with s.transaction():
-            assert s.consume_totp(t_id, 100, 0, 1.0)
-            assert not s.consume_totp(t_id, 100, 0, 1.0)
-            assert not s.consume_totp(t_id, 99, 0, 1.0)
-            assert s.consume_totp(t_id, 101, 1, 1.0)
             assert s.consume_hotp(h_id, 5, 1.0)
             assert not s.consume_hotp(h_id, 5, 1.0)
             assert not s.consume_hotp(h_id, 4, 1.0)
             assert s.consume_hotp(h_id, 6, 1.0)
-        assert (s.device("S1")["last_step"], s.device("S1")["drift"]) == (101, 1)
         assert s.device("H1")["counter"] == 7
     finally:
         d.store.close()
@@ -273,9 +267,61 @@ def test_a_v2_database_gets_change_tracking_and_keeps_its_devices(tmp_path, monk
         with store.transaction():
             store.resync_device(store.device("A1")["id"], last_step=9, drift=1)
         assert store.changed_users(before, 10)[2] == {"alice"}
-        # The hot-path consume fires nothing: it is conditional in SQL instead.
+        # The hot path's used steps fire nothing: verifiers read the log itself.
         with store.transaction():
-            assert store.consume_totp(store.device("A1")["id"], 10, 1, 0.0)
+            store.add_used_steps([(store.device("A1")["id"], 10, 1, 0.0)])
         assert store.last_change() == before + 1
     finally:
         store.close()
+
+
+def test_used_steps_are_merged_into_device_rows_until_folded_then_moved_there(tmp_path):
+    cfg = make_config(tmp_path)
+    d = open_devices(cfg)
+    try:
+        assign(d, "alice", "S1")
+        assign(d, "bob", "S2")
+        s = d.store
+        a, b = s.device("S1")["id"], s.device("S2")["id"]
+        with s.transaction():
+            assert s.add_used_steps([(a, 100, 0, 5.0), (b, 7, -1, 6.0)]) == 2
+            assert s.add_used_steps([(a, 101, 1, 7.0)]) == 3
+        assert s.last_used_seq() == 3
+        assert [r[:4] for r in s.used_since(1)] == [(2, b, 7, -1), (3, a, 101, 1)]
+        assert s.used_since(1)[0][4] == "bob"
+        assert s.unfolded_steps() == {a: (101, 1), b: (7, -1)}
+        assert s.unfolded_steps([b]) == {b: (7, -1)}
+        row = s.device("S1")
+        assert (row["last_step"], row["drift"], row["last_used_at"]) == (101, 1, 7.0)
+        assert [r["last_step"] for r in s.list_devices()] == [101, 7]
+        with s.transaction():
+            assert sorted(s.fold_used(2)) == [(a, 100), (b, 7)]
+        assert s.count_used() == 1
+        raw = s.conn.execute("SELECT last_step FROM devices WHERE id = ?", (a,)).fetchone()[0]
+        assert raw == 100
+        # A fold never moves a row back: a resync ahead of the log stays.
+        with s.transaction():
+            s.resync_device(a, last_step=200, drift=3)
+            assert s.fold_used() == [(a, 101)]
+        assert (s.device("S1")["last_step"], s.device("S1")["drift"]) == (200, 3)
+        assert s.count_used() == 0
+        # The sequence never goes back once the log is empty (AUTOINCREMENT).
+        with s.transaction():
+            assert s.add_used_steps([(b, 8, 0, 9.0)]) == 4
+    finally:
+        d.store.close()
+
+
+def test_deleting_a_device_deletes_its_used_steps(tmp_path):
+    cfg = make_config(tmp_path)
+    d = open_devices(cfg)
+    try:
+        d.create_virtual("V1")
+        s = d.store
+        v1 = s.device("V1")["id"]
+        with s.transaction():
+            s.add_used_steps([(v1, 50, 0, 1.0)])
+        d.delete("V1")
+        assert s.count_used() == 0
+    finally:
+        d.store.close()

@@ -775,35 +775,81 @@ def test_housekeeping_keeps_a_bounded_tail_of_changes(world, monkeypatch):
     assert verify(world.v, "late", totp_at(key, NOW)).accepted
 
 
-def test_totp_updates_go_in_one_executemany_unless_another_connection_committed(world,
-                                                                                  monkeypatch):
+def test_totp_accepts_append_to_the_used_log_in_one_statement(world):
     alice = assign(world.devices, "alice", "A1")
     bob = assign(world.devices, "bob", "B1")
     v = world.v
-    assert verify(v, "alice", totp_at(alice, NOW, -1)).accepted  # first use: loads, exact
-    one_by_one = []
-    real = v.store.consume_totp
-    monkeypatch.setattr(v.store, "consume_totp", lambda *a: one_by_one.append(a) or real(*a))
+    assert verify(v, "alice", totp_at(alice, NOW, -1)).accepted
+    statements = []
+    v.store.conn.set_trace_callback(statements.append)
     batch = [Attempt("alice", totp_at(alice, NOW), "t", NOW),
              Attempt("bob", totp_at(bob, NOW), "t", NOW),
              Attempt("bob", totp_at(bob, NOW), "t", NOW)]  # the same code twice: one replay
     assert [d.reason for d in v.verify_batch(batch)] == ["ok", "ok", "replay"]
-    assert one_by_one == []
+    v.store.conn.set_trace_callback(None)
+    assert not [q for q in statements if q.startswith("UPDATE devices")]
+    assert sum(q.startswith("INSERT INTO used") for q in statements) == 2  # one per row
     assert world.device_row("B1")["last_step"] == STEP
-    world.devices.store.conn.execute("INSERT INTO users (name, created_at) VALUES ('carol', 0)")
-    assert verify(v, "alice", totp_at(alice, NOW, 1)).accepted
-    assert len(one_by_one) == 1
+    assert world.devices.store.count_used() == 3
 
 
-def test_a_stale_row_in_the_executemany_refuses_the_whole_batch(world):
+def test_a_step_used_by_another_process_is_a_replay_here(world):
     key = assign(world.devices, "alice", "A1")
-    store = world.v.store
-    device_id = world.device_row("A1")["id"]
-    with pytest.raises(StoreError, match="1 of 2 codes were used"):
-        with store.transaction():
-            store.consume_totp_many([(STEP, 0, NOW, device_id, STEP),
-                                     (STEP, 0, NOW, device_id, STEP)])
-    assert world.device_row("A1")["last_step"] == -1  # rolled back
+    daemon, other = world.v, world.verifier()
+    daemon.preload()
+    assert verify(daemon, "alice", totp_at(key, NOW, -1)).accepted
+    assert verify(other, "alice", totp_at(key, NOW)).accepted  # e.g. the PAM fallback
+    assert verify(daemon, "alice", totp_at(key, NOW)).reason == "replay"
+    assert verify(other, "alice", totp_at(key, NOW, -1)).reason == "replay"
+    # The daemon holds the log's rows for users it reads from disk later.
+    daemon.forget("alice")
+    assert verify(daemon, "alice", totp_at(key, NOW)).reason == "replay"
+
+
+def test_a_verifier_that_missed_folded_rows_reads_everything_again(world):
+    key = assign(world.devices, "alice", "A1")
+    daemon, other = world.v, world.verifier()
+    daemon.preload()
+    assert verify(daemon, "alice", totp_at(key, NOW, -1)).accepted
+    assert verify(other, "alice", totp_at(key, NOW)).accepted
+    # Housekeeping in a third process folds the row before the daemon looked at it.
+    with world.devices.store.transaction():
+        world.devices.store.fold_used()
+    assert world.devices.store.count_used() == 0
+    assert verify(daemon, "alice", totp_at(key, NOW)).reason == "replay"
+    assert verify(daemon, "alice", totp_at(key, NOW, 1)).accepted
+
+
+def test_the_daemon_folds_when_idle_and_keeps_refusing_used_codes(world):
+    keys = {u: assign(world.devices, u, f"S-{u}") for u in ("alice", "bob")}
+    v = world.v
+    v.preload()
+    for u, k in keys.items():
+        assert verify(v, u, totp_at(k, NOW)).accepted
+    assert v.fold_due(v._last_batch + 0.1) is False  # busy
+    assert v.fold_due(v._last_batch + 1.5) is True  # idle: rows wait
+    assert v.fold() == 2
+    assert v.fold_due(v._last_batch + 5) is False
+    assert world.devices.store.count_used() == 0
+    raw = world.devices.store.conn.execute(
+        "SELECT last_step, last_used_at FROM devices WHERE serial = 'S-alice'").fetchone()
+    assert raw == (STEP, NOW)
+    assert verify(v, "alice", totp_at(keys["alice"], NOW)).reason == "replay"
+    fresh = world.verifier()
+    assert verify(fresh, "bob", totp_at(keys["bob"], NOW)).reason == "replay"
+    assert verify(fresh, "bob", totp_at(keys["bob"], NOW, 1)).accepted
+
+
+def test_a_rolled_back_batch_leaves_no_used_step(world):
+    key = assign(world.devices, "alice", "A1")
+    admin = world.devices.store.conn
+    world.v.preload()
+    admin.execute("ALTER TABLE audit RENAME TO audit_away")
+    try:
+        assert verify(world.v, "alice", totp_at(key, NOW)).reason == "error"
+    finally:
+        admin.execute("ALTER TABLE audit_away RENAME TO audit")
+    assert world.devices.store.count_used() == 0
     assert verify(world.v, "alice", totp_at(key, NOW)).accepted
 
 
