@@ -247,6 +247,27 @@ def test_audit_events_filters_and_order(tmp_path):
         store.close()
 
 
+def test_audit_time_bounds_are_found_over_the_rowid(tmp_path):
+    store = Store.open(str(tmp_path / "mfa.db"), create=True)
+    try:
+        assert store._audit_id_at(5.0) == 1  # empty
+        times = [1000.0 + t for t in range(3000)]
+        times[2000] = 900.0  # the clock stepped back once
+        with store.transaction():
+            store.add_audit([(t, "u", "totp", "S", "src", "accept", "ok") for t in times])
+        assert store._audit_id_at(0.0) == 1
+        assert store._audit_id_at(1500.0) == 501
+        assert store._audit_id_at(99999.0) == 3001
+        since = store.audit_events(since=3995.0, limit=100)
+        assert [e["time"] for e in since] == [3995.0, 3996.0, 3997.0, 3998.0, 3999.0]
+        # Pruning never deletes a row newer than the bound, wherever it sits.
+        assert store.prune_audit(2500.0, batch=700) == 1501  # 1000..2499 and the 900
+        left = [r[0] for r in store.conn.execute("SELECT time FROM audit ORDER BY id")]
+        assert left[0] == 2500.0 and min(left) == 2500.0 and len(left) == 1499
+    finally:
+        store.close()
+
+
 def test_a_v2_database_gets_change_tracking_and_keeps_its_devices(tmp_path, monkeypatch):
     path = str(tmp_path / "mfa.db")
     monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
@@ -262,7 +283,7 @@ def test_a_v2_database_gets_change_tracking_and_keeps_its_devices(tmp_path, monk
         assert store.device("A1")["last_step"] == 5
         indexes = {r[0] for r in store.conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit'")}
-        assert "idx_audit_user_time" not in indexes and "idx_audit_time" in indexes
+        assert not indexes  # time bounds go over the rowid (_migrate_5)
         before = store.last_change()
         with store.transaction():
             store.resync_device(store.device("A1")["id"], last_step=9, drift=1)
