@@ -182,6 +182,12 @@ def main() -> int:
             print(user, "steps", step - 2, "..", codes, db.execute("SELECT last_step, drift FROM devices WHERE user = ?", (user,)).fetchall())
     if profiler:
         profiler.disable()
+    chunks, started = 0, time.process_time()
+    while verifier.fold(int(os.environ.get("FOLD_CHUNK", "500"))):
+        chunks += 1
+    if chunks:
+        spent = time.process_time() - started
+        print(f"fold: {chunks} chunks, {spent / chunks * 1e3:.1f} ms CPU a chunk")
     print(f"users {args.users}, batch {args.batch}, synchronous {args.synchronous}")
     print(f"cold: {cold_us:.1f} us/request CPU, {cold_ok} accepted")
     print(f"warm: {warm_us:.1f} us/request CPU, {warm_ok} accepted")

@@ -95,8 +95,8 @@ async def fold_when_idle(verifier, interval: float = 0.5) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            while verifier.fold_due():
-                if not verifier.fold():
+            while chunk := verifier.fold_due():
+                if not verifier.fold(chunk):
                     break
                 await asyncio.sleep(0)
         except Exception:  # the log waits for the next pass; the server goes on

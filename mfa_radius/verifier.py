@@ -36,8 +36,12 @@ log = logging.getLogger("mfa_radius.verifier")
 
 MAX_USER_LEN = 256
 # The daemon folds the used-steps log into device rows when no attempt came for FOLD_IDLE
-# seconds, or at once past FOLD_AT rows, FOLD_CHUNK rows a transaction (~5 ms each).
+# seconds, FOLD_IDLE_CHUNK rows a transaction, or while busy past FOLD_AT rows, FOLD_CHUNK rows
+# a transaction. A fold writes each device page it touches once, so big chunks are cheap per
+# row (20k-user harness: 23 us a row in chunks of 500, 14 in 5,000, 5.5 in 40,000) but hold
+# the loop longer (~10 ms for 1,000 rows, ~150 ms for 20,000: only when nobody is waiting).
 FOLD_IDLE = 1.0
+FOLD_IDLE_CHUNK = 20_000
 FOLD_AT = 30_000
 FOLD_CHUNK = 1000
 # Work done for users without devices, so that they take as long as users with one.
@@ -529,14 +533,17 @@ class Verifier:
 
     # ---- folding the used-steps log ------------------------------------------------------
 
-    def fold_due(self, now: float | None = None) -> bool:
-        """Whether the daemon should fold now: rows wait and nobody signed in for FOLD_IDLE
-        seconds, or FOLD_AT rows wait (as far as this process knows)."""
+    def fold_due(self, now: float | None = None) -> int:
+        """How many rows the daemon should fold now (0: none): FOLD_IDLE_CHUNK when rows wait
+        and nobody signed in for FOLD_IDLE seconds, FOLD_CHUNK when FOLD_AT rows wait (as far
+        as this process knows)."""
         waiting = self._used_seq - self._folded_seq
         if waiting <= 0:
-            return False
+            return 0
         now = time.monotonic() if now is None else now
-        return waiting >= FOLD_AT or now - self._last_batch >= FOLD_IDLE
+        if now - self._last_batch >= FOLD_IDLE:
+            return FOLD_IDLE_CHUNK
+        return FOLD_CHUNK if waiting >= FOLD_AT else 0
 
     def fold(self, limit: int = FOLD_CHUNK) -> int:
         """Fold up to `limit` rows of the used-steps log into the device rows (one short

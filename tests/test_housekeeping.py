@@ -166,7 +166,7 @@ def test_the_daemon_task_folds_once_nobody_signs_in(cfg, devices, monkeypatch):
     from mfa_radius import verifier as verifier_mod
 
     monkeypatch.setattr(verifier_mod, "FOLD_IDLE", 0.2)
-    monkeypatch.setattr(verifier_mod, "FOLD_CHUNK", 1)  # one device a transaction
+    monkeypatch.setattr(verifier_mod, "FOLD_IDLE_CHUNK", 1)  # one device a transaction
     v, _ = _accept_codes(cfg, devices, ["alice", "bob", "carol"])
     v.preload()  # the daemon's verifier: preload folds what waits
     assert devices.store.count_used() == 0
@@ -199,9 +199,10 @@ def test_fold_due_past_the_threshold_even_while_busy(cfg, devices, monkeypatch):
 
     monkeypatch.setattr(verifier_mod, "FOLD_AT", 2)
     v, _ = _accept_codes(cfg, devices, ["alice"])
-    assert not v.fold_due(v._last_batch)  # one row waits, the server is busy
+    assert v.fold_due(v._last_batch) == 0  # one row waits, the server is busy
     v2, _ = _accept_codes(cfg, devices, ["bob"], first_seed=2)
     v._refresh()
-    assert v.fold_due(v._last_batch)
+    assert v.fold_due(v._last_batch) == verifier_mod.FOLD_CHUNK
+    assert v.fold_due(v._last_batch + 2) == verifier_mod.FOLD_IDLE_CHUNK
     v.store.close()
     v2.store.close()

@@ -826,10 +826,10 @@ def test_the_daemon_folds_when_idle_and_keeps_refusing_used_codes(world):
     v.preload()
     for u, k in keys.items():
         assert verify(v, u, totp_at(k, NOW)).accepted
-    assert v.fold_due(v._last_batch + 0.1) is False  # busy
-    assert v.fold_due(v._last_batch + 1.5) is True  # idle: rows wait
+    assert not v.fold_due(v._last_batch + 0.1)  # busy
+    assert v.fold_due(v._last_batch + 1.5)  # idle: rows wait
     assert v.fold() == 2
-    assert v.fold_due(v._last_batch + 5) is False
+    assert not v.fold_due(v._last_batch + 5)
     assert world.devices.store.count_used() == 0
     raw = world.devices.store.conn.execute(
         "SELECT last_step, last_used_at FROM devices WHERE serial = 'S-alice'").fetchone()
