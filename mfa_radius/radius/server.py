@@ -285,15 +285,15 @@ class RadiusServer:
 
     def _access_request(self, job: Job) -> None:
         request = job.request
-        raw_user = request.get(codec.USER_NAME) or b""
+        raw_user = request.user_name or b""
         try:
-            job.user = raw_user.decode("utf-8")
+            job.user = user = raw_user.decode("utf-8")
         except UnicodeDecodeError:
             job.user = raw_user.decode("utf-8", "backslashreplace")
             return self._reject(job, "malformed")
-        if not job.user or "\x00" in job.user:
+        if not user or "\x00" in user:
             return self._reject(job, "malformed")
-        hidden = request.get(codec.USER_PASSWORD)
+        hidden = request.password
         if hidden is None:
             # CHAP and EAP cannot carry a one-time code through a PAM password check: PAP only.
             reason = ("chap_unsupported" if request.get(codec.CHAP_PASSWORD) is not None else
@@ -301,9 +301,9 @@ class RadiusServer:
                       "no_user_password")
             return self._reject(job, reason)
         password = codec.decrypt_password(hidden, request.authenticator, job.client.secret)
-        state = request.get(codec.STATE)
+        state = request.state
         if state is not None:
-            challenge = self.challenges.take(state, job.user, job.client.name, time.time())
+            challenge = self.challenges.take(state, user, job.client.name, time.time())
             if challenge is None:
                 return self._reject(job, "unknown_state")
             return self._code_or_sms(job, password)
