@@ -35,6 +35,7 @@ HEADER_LEN = 20
 MAX_PACKET = 4096
 _MA_ZERO = bytes(16)
 _HEADER = struct.Struct("!BBH16s")
+_compare_digest = hmac.compare_digest
 _REPLY_HEAD = struct.Struct("!BBH").pack
 _MA_TYPE_LEN = bytes((80, 18))  # Message-Authenticator, 18 octets
 _MA_BLANK = _MA_TYPE_LEN + _MA_ZERO  # as it is hashed: value zeroed
@@ -159,7 +160,7 @@ def parse_request(data: bytes, secret: Secret, require_ma: bool) -> Request:
         pos += attr_len
     if ma_at >= 0:
         check = data[:ma_at] + _MA_ZERO + data[ma_at + 16:]
-        if not hmac.compare_digest(secret.hmac_md5(check), data[ma_at:ma_at + 16]):
+        if not _compare_digest(secret.hmac_md5(check), data[ma_at:ma_at + 16]):
             raise Malformed("wrong Message-Authenticator (wrong shared secret?)",
                             "bad_message_authenticator")
     elif require_ma or code == STATUS_SERVER or (seen >> EAP_MESSAGE) & 1:

@@ -69,7 +69,8 @@ class DuplicateCache:
     def _expire(self, now: float) -> None:
         entries = self._entries
         while entries:
-            key, entry = next(iter(entries.items()))
+            key = next(iter(entries))
+            entry = entries[key]
             if entry[0] > now:
                 break
             if entry[1] is None:

@@ -303,6 +303,8 @@ class RadiusServer:
             return self._reject(job, reason)
         password = codec.decrypt_password(hidden, request.authenticator, job.client.secret)
         state = request.state
+        if state is None and self.sms is None and not self.passwords.needs_password:
+            return self._verify(job, password)  # a code alone, the usual case
         if state is not None:
             challenge = self.challenges.take(state, user, job.client.name, time.time())
             if challenge is None:
