@@ -64,26 +64,33 @@ class Request:
     """A parsed, authenticated request. `attrs` keeps wire order; values are raw bytes.
 
     `user_name`, `password` (hidden) and `state` are the values of those single-instance
-    attributes, or None: recorded while parsing, so the server does not scan `attrs` again.
+    attributes, or None: recorded while parsing, the only values a code-only request needs.
+    `attrs` is listed from `raw` (already checked) when first asked for: a NAS sends a dozen
+    attributes the server never reads, and a list of them cost ~0.1 us each.
     """
 
-    __slots__ = ("attrs", "authenticator", "code", "has_ma", "id", "password", "proxied", "raw",
+    __slots__ = ("_attrs", "authenticator", "code", "has_ma", "id", "password", "proxied", "raw",
                  "state", "user_name")
 
-    def __init__(self, code: int, ident: int, authenticator: bytes,
-                 attrs: list[tuple[int, bytes]], raw: bytes, has_ma: bool,
+    def __init__(self, code: int, ident: int, authenticator: bytes, raw: bytes, has_ma: bool,
                  proxied: bool = True, user_name: bytes | None = None,
                  password: bytes | None = None, state: bytes | None = None):
         self.proxied = proxied  # carries Proxy-State (True when unknown: look)
         self.code = code
         self.id = ident
         self.authenticator = authenticator
-        self.attrs = attrs
         self.raw = raw
         self.has_ma = has_ma
         self.user_name = user_name
         self.password = password
         self.state = state
+        self._attrs: list[tuple[int, bytes]] | None = None
+
+    @property
+    def attrs(self) -> list[tuple[int, bytes]]:
+        if self._attrs is None:
+            self._attrs = parse_attrs(self.raw)
+        return self._attrs
 
     def get(self, attr_type: int) -> bytes | None:
         for t, v in self.attrs:
@@ -124,7 +131,6 @@ def parse_request(data: bytes, secret: Secret, require_ma: bool) -> Request:
     if len(data) < length:
         raise Malformed(f"truncated: length field {length}, received {len(data)}")
     data = data[:length]
-    attrs: list[tuple[int, bytes]] = []
     ma_at = -1
     seen = 0
     user_name = password = state = None
@@ -135,9 +141,9 @@ def parse_request(data: bytes, secret: Secret, require_ma: bool) -> Request:
             raise Malformed("attribute header runs past the end")
         attr_type = data[pos]
         attr_len = data[pos + 1]
-        if attr_len < 2 or pos + attr_len > length:
+        end = pos + attr_len
+        if attr_len < 2 or end > length:
             raise Malformed(f"attribute {attr_type} has bad length {attr_len}")
-        value = data[pos + 2:pos + attr_len]
         # The attributes the server reads are all single-instance: one test for the others.
         if attr_type in _AT_MOST_ONCE:
             bit = 1 << attr_type
@@ -149,15 +155,14 @@ def parse_request(data: bytes, secret: Secret, require_ma: bool) -> Request:
                     raise Malformed("Message-Authenticator has bad length")
                 ma_at = pos + 2
             elif attr_type == USER_NAME:
-                user_name = value
+                user_name = data[pos + 2:end]
             elif attr_type == USER_PASSWORD:
-                password = value
+                password = data[pos + 2:end]
             elif attr_type == STATE:
-                state = value
+                state = data[pos + 2:end]
         elif attr_type == PROXY_STATE:
             proxied = True
-        attrs.append((attr_type, value))
-        pos += attr_len
+        pos = end
     if ma_at >= 0:
         check = data[:ma_at] + _MA_ZERO + data[ma_at + 16:]
         if not _compare_digest(secret.hmac_md5(check), data[ma_at:ma_at + 16]):
@@ -171,8 +176,8 @@ def parse_request(data: bytes, secret: Secret, require_ma: bool) -> Request:
         if password is not None and (len(password) < 16 or len(password) > 128
                                      or len(password) % 16):
             raise Malformed("User-Password has bad length")
-    return Request(code, ident, authenticator, attrs, data, ma_at >= 0, proxied, user_name,
-                   password, state)
+    return Request(code, ident, authenticator, data, ma_at >= 0, proxied, user_name, password,
+                   state)
 
 
 def decrypt_password(encrypted: bytes, authenticator: bytes, secret: Secret) -> bytes:
@@ -261,7 +266,7 @@ def verify_reply(reply: bytes, request_authenticator: bytes, secret: Secret) -> 
 
 
 def parse_attrs(data: bytes) -> list[tuple[int, bytes]]:
-    """The attributes of a well-formed packet (tests, tools)."""
+    """The attributes of a well-formed packet (Request.attrs, tests, tools)."""
     length = struct.unpack_from("!H", data, 2)[0]
     out, pos = [], HEADER_LEN
     while pos < length:
