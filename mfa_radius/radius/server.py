@@ -223,20 +223,20 @@ class RadiusServer:
     # ---- receiving -------------------------------------------------------------------------
 
     def _on_readable(self, sock: socket.socket) -> None:
-        count = 0
+        recvfrom = sock.recvfrom
+        datagram = self._datagram
         self._draining = True
         try:
-            while count < MAX_PER_TICK:
+            for _ in range(MAX_PER_TICK):
                 try:
-                    data, addr = sock.recvfrom(RECV_SIZE)
+                    data, addr = recvfrom(RECV_SIZE)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:
                     log.warning("receive error: %s", exc)
                     break
-                count += 1
                 try:
-                    self._datagram(sock, data, addr)
+                    datagram(sock, data, addr)
                 except Exception:  # one bad packet must never stop the server
                     log.exception("internal error on a packet from %s", addr[0])
         finally:
