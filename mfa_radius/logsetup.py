@@ -88,6 +88,7 @@ class _Handler(logging.StreamHandler):
 
 
 BULK_LINES_MAX = 512  # lines held before BulkLines writes without waiting for its flush()
+_MILLIS = tuple(f".{ms:03d}Z " for ms in range(1000))  # the per-line part of a plain timestamp
 
 
 class BulkLines:
@@ -117,23 +118,23 @@ class BulkLines:
 
     def add(self, message: str) -> bool:
         """Queue one INFO line; True when it is the first since the last flush (schedule one)."""
-        if not self._pending and not self._check():
+        pending = self._pending
+        if not pending and not self._check():
             if self.logger.isEnabledFor(logging.INFO):
                 self.logger.info("%s", message)
             return False
         # escape() changes only control characters, which are never printable.
         text = message if message.isprintable() else escape(message)
         if self._journal:
-            line = f"{self._prefix}{text}\n"
+            pending.append(f"{self._prefix}{text}\n")
         else:
             now = time.time()
             second = int(now)
             if second != self._second:
                 self._second = second
                 self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            line = f"{self._stamp}.{int((now - second) * 1000):03d}Z {self._prefix}{text}\n"
-        pending = self._pending
-        pending.append(line)
+            pending.append(f"{self._stamp}{_MILLIS[int((now - second) * 1000)]}{self._prefix}"
+                           f"{text}\n")
         if len(pending) >= BULK_LINES_MAX:
             self.flush()
             return False

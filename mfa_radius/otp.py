@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import functools
 import hmac
+import struct
 from collections.abc import Iterable
 
 from .hmacprep import PreparedHmac
 
 ALGORITHMS = {"SHA1": "sha1", "SHA256": "sha256", "SHA512": "sha512"}
 DIGITS = (6, 8)
+_COUNTER = struct.Struct(">Q").pack  # RFC 4226 5.2: the counter as 8 octets, big-endian
+_WORD = struct.Struct(">I").unpack_from
 
 
 class OtpKey:
@@ -29,9 +32,8 @@ class OtpKey:
 
     def _value(self, counter: int) -> int:
         """RFC 4226 5.3: the HMAC of the counter, dynamically truncated, modulo 10**digits."""
-        digest = self._mac(counter.to_bytes(8, "big"))
-        offset = digest[-1] & 0x0F
-        return (int.from_bytes(digest[offset:offset + 4], "big") & 0x7FFFFFFF) % self._mod
+        digest = self._mac(_COUNTER(counter))
+        return (_WORD(digest, digest[-1] & 0x0F)[0] & 0x7FFFFFFF) % self._mod
 
     def code(self, counter: int) -> str:
         """The code for an HOTP counter or a TOTP time step."""

@@ -35,6 +35,18 @@ class DuplicateCache:
             return NEW
         return IN_PROGRESS if entry[1] is None else entry[1]
 
+    def claim(self, key: Key, now: float) -> bytes | str:
+        """lookup(), and start() when the answer is NEW: one call a request."""
+        self._expire(now)
+        entries = self._entries
+        entry = entries.get(key)
+        if entry is not None:
+            return IN_PROGRESS if entry[1] is None else entry[1]
+        if len(entries) >= self.max_entries:
+            entries.popitem(last=False)
+        entries[key] = [now + self.ttl, None]  # a new key goes last: no move_to_end
+        return NEW
+
     def start(self, key: Key, now: float) -> None:
         if len(self._entries) >= self.max_entries:
             self._entries.popitem(last=False)
@@ -57,7 +69,8 @@ class DuplicateCache:
     def _expire(self, now: float) -> None:
         entries = self._entries
         while entries:
-            key, entry = next(iter(entries.items()))
+            key = next(iter(entries))
+            entry = entries[key]
             if entry[0] > now:
                 break
             if entry[1] is None:
