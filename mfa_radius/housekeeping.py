@@ -28,7 +28,8 @@ DAY = 86400.0
 
 
 def prune(store, config: Config, now: float | None = None) -> dict[str, int]:
-    """One pass over `store`: {"audit": rows, "sms_codes": rows, "users": rows} deleted."""
+    """One pass over `store`: {"used": devices folded, "audit": rows, "sms_codes": rows,
+    "users": rows, "changes": rows} deleted."""
     now = time.time() if now is None else now
     done = {"audit": 0}
     # The daemon folds the log itself when idle (fold_when_idle); this covers hosts where only

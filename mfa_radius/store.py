@@ -142,6 +142,17 @@ _LOAD_USER = (
     " FROM (SELECT ? AS n) q LEFT JOIN users u ON u.name = q.n "
     "LEFT JOIN devices d ON d.user = q.n ORDER BY d.id")
 
+def _latest_by_device(rows: Iterable[tuple[int, int, int, float]]
+                      ) -> dict[int, tuple[int, int, float]]:
+    """{device id: (step, drift, time)} of the highest step of each device among `rows` of
+    (device id, step, drift, time)."""
+    latest: dict[int, tuple[int, int, float]] = {}
+    for device, step, drift, when in rows:
+        if device not in latest or step > latest[device][0]:
+            latest[device] = (step, drift, when)
+    return latest
+
+
 # Folding a used step into its device row never moves the row back (a resync may be ahead).
 _FOLD_TOTP = ("UPDATE devices SET last_step = ?, drift = ?, last_used_at = ? "
               "WHERE id = ? AND last_step < ?")
@@ -391,20 +402,22 @@ class Store:
     def unfolded_steps(self, device_ids: Iterable[int] | None = None) -> dict[int, tuple[int, int]]:
         """{device id: (step, drift)} of the latest row not folded yet, for the given devices
         (a scan of the log: it holds what was used since the last fold) or for all."""
+        return {device: (step, drift)
+                for device, (step, drift, _) in self._latest_used(device_ids).items()}
+
+    def _latest_used(self, device_ids: Iterable[int] | None = None
+                     ) -> dict[int, tuple[int, int, float]]:
+        """{device id: (step, drift, time)} of each device's latest row in the log."""
         if device_ids is None:
-            rows = self.conn.execute("SELECT device, step, drift FROM used ORDER BY seq")
+            rows = self.conn.execute("SELECT device, step, drift, time FROM used")
         else:
             ids = list(device_ids)
             if not ids:
                 return {}
             rows = self.conn.execute(
-                f"SELECT device, step, drift FROM used WHERE device IN "
-                f"({','.join('?' * len(ids))}) ORDER BY seq", ids)
-        latest: dict[int, tuple[int, int]] = {}
-        for device, step, drift in rows:
-            if device not in latest or step > latest[device][0]:
-                latest[device] = (step, drift)
-        return latest
+                f"SELECT device, step, drift, time FROM used WHERE device IN "
+                f"({','.join('?' * len(ids))})", ids)
+        return _latest_by_device(rows)
 
     def fold_used(self, limit: int = -1) -> list[tuple[int, int]]:
         """Move the oldest `limit` rows (all with -1) of the log into their device rows and
@@ -413,10 +426,7 @@ class Store:
                                  "LIMIT ?", (limit,)).fetchall()
         if not rows:
             return []
-        latest: dict[int, tuple[int, int, float]] = {}
-        for _, device, step, drift, when in rows:
-            if device not in latest or step > latest[device][0]:
-                latest[device] = (step, drift, when)
+        latest = _latest_by_device(r[1:] for r in rows)
         self.conn.executemany(_FOLD_TOTP, [(step, drift, when, device, step)
                                            for device, (step, drift, when) in latest.items()])
         self.conn.execute("DELETE FROM used WHERE seq <= ?", (rows[-1][0],))
@@ -429,12 +439,11 @@ class Store:
         """Device rows with the steps used since the last fold merged in (what they will hold)."""
         if not rows:
             return rows
-        by_id = {r["id"]: r for r in rows}
-        for device, step, drift, when in self.conn.execute(
-                "SELECT device, step, drift, time FROM used ORDER BY seq"):
-            r = by_id.get(device)
-            if r is not None and step > r["last_step"]:
-                r.update(last_step=step, drift=drift, last_used_at=when)
+        latest = self._latest_used()
+        for r in rows:
+            used = latest.get(r["id"])
+            if used is not None and used[0] > r["last_step"]:
+                r.update(last_step=used[0], drift=used[1], last_used_at=used[2])
         return rows
 
     def consume_hotp(self, device_id: int, counter: int, now: float) -> bool:

@@ -36,16 +36,11 @@ class DuplicateCache:
         return IN_PROGRESS if entry[1] is None else entry[1]
 
     def claim(self, key: Key, now: float) -> bytes | str:
-        """lookup(), and start() when the answer is NEW: one call a request."""
-        self._expire(now)
-        entries = self._entries
-        entry = entries.get(key)
-        if entry is not None:
-            return IN_PROGRESS if entry[1] is None else entry[1]
-        if len(entries) >= self.max_entries:
-            entries.popitem(last=False)
-        entries[key] = [now + self.ttl, None]  # a new key goes last: no move_to_end
-        return NEW
+        """lookup(), and start() when the answer is NEW."""
+        cached = self.lookup(key, now)
+        if cached is NEW:
+            self.start(key, now)
+        return cached
 
     def start(self, key: Key, now: float) -> None:
         if len(self._entries) >= self.max_entries:

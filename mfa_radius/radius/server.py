@@ -380,8 +380,7 @@ class RadiusServer:
         source = f"radius:{job.client.name} nas={job.addr[0]}"
         self._queue.append(job)
         self._attempts.append(Attempt(job.user, text, source))
-        if not self._draining:  # else _on_readable flushes when the socket is drained
-            self._schedule_flush()
+        self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         if self._draining:
@@ -479,10 +478,7 @@ class RadiusServer:
             result, reason = "reject", "reply_too_long"
         now = time.monotonic()
         self.dedup.finish(job.key, reply, now)
-        try:
-            job.sock.sendto(reply, job.addr)
-        except OSError as exc:
-            self.drops.drop(job.addr[0], "send failed", str(exc), "send_failed")
+        self._send(job.sock, reply, job.addr)
         elapsed = now - job.started
         if self._metrics is not None:
             self._metrics.observe("radius", job.client.name, result, reason, elapsed)
@@ -501,7 +497,6 @@ class RadiusServer:
                 self._lines.flush()
 
     def _send(self, sock: socket.socket, reply: bytes, addr: tuple) -> None:
-        # _reply has its own copy of this (one call fewer a request).
         try:
             sock.sendto(reply, addr)
         except OSError as exc:
