@@ -46,6 +46,10 @@ def run(config_path: str, debug: bool = False) -> int:
 
 async def _serve(config_path: str, cfg, verifier: Verifier, server) -> int:
     loop = asyncio.get_running_loop()
+    from .checkpoints import Checkpointer
+
+    checkpoints = Checkpointer(verifier.store, loop)
+    checkpoints.start()
     server.start(loop)
     pam = await _start_pam(cfg, verifier)
     metrics, metrics_http = _start_metrics(cfg)
@@ -80,6 +84,7 @@ async def _serve(config_path: str, cfg, verifier: Verifier, server) -> int:
         log.info("stopping")
         chores.cancel()
         folding.cancel()
+        checkpoints.stop()
         server.close()
         if pam is not None:
             pam.close()

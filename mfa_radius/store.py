@@ -272,6 +272,17 @@ class Store:
                 self.conn.rollback()
             raise
 
+    def defer_checkpoints(self, pages: int) -> None:
+        """Checkpoint at commit only once the WAL holds `pages` pages (SQLite's default: 1000);
+        the daemon's Checkpointer does them before that."""
+        self.conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """A PASSIVE WAL checkpoint: (1 if it could not run, pages in the WAL, pages copied)."""
+        with self.errors("WAL checkpoint"):
+            busy, pages, copied = self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return busy, pages, copied
+
     def data_version(self) -> int:
         """Changes whenever another connection commits (the cache-invalidation signal)."""
         return self.conn.execute("PRAGMA data_version").fetchone()[0]
