@@ -144,7 +144,8 @@ def wait_for_fold(pid: int, database: str, steps: int, timeout: float = 30.0) ->
         time.sleep(0.2)
         conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
         try:
-            left = conn.execute("SELECT count(*) FROM used").fetchone()[0]
+            left = conn.execute("SELECT count(*) FROM audit WHERE id > (SELECT upto FROM "
+                                "fold_mark) AND device IS NOT NULL").fetchone()[0]
         finally:
             conn.close()
         if left == 0:

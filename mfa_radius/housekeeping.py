@@ -35,7 +35,7 @@ def prune(store, config: Config, now: float | None = None) -> dict[str, int]:
     # The daemon folds the log itself when idle (fold_when_idle); this covers hosts where only
     # the PAM fallback or the CLI appended to it.
     with store.errors("folding used steps"), store.transaction():
-        done["used"] = len(store.fold_used())
+        done["used"] = len(store.fold_used()[0])
     days = config.storage.audit_retention_days
     if days:
         done["audit"] = store.prune_audit(now - days * DAY)

@@ -8,10 +8,10 @@ passes a batch of one.
 Users and their devices are cached in memory with their seeds unsealed and HMACs prepared (the
 daemon loads them all at start-up, `preload`). When another connection has committed (`PRAGMA
 data_version`, checked under the write lock) the users its writes touched, as recorded by the
-database's triggers in `changes` and by the steps it appended to `used`, are dropped and read
-again when next needed; a decision is always made on current state, so a TOTP accept only has to
-append its step to `used` (Store._migrate_4). The daemon folds that log into the device rows
-when it is idle (`fold`).
+database's triggers in `changes` and by the TOTP accepts it added to the audit log, are dropped
+and read again when next needed; a decision is always made on current state, so a TOTP accept
+only has to write its step into its audit row (the used-steps log, Store._migrate_6). The daemon
+folds that log into the device rows when it is idle (`fold`).
 """
 
 from __future__ import annotations
@@ -36,14 +36,16 @@ log = logging.getLogger("mfa_radius.verifier")
 
 MAX_USER_LEN = 256
 # The daemon folds the used-steps log into device rows when no attempt came for FOLD_IDLE
-# seconds, FOLD_IDLE_CHUNK rows a transaction, or while busy past FOLD_AT rows, FOLD_CHUNK rows
-# a transaction. A fold writes each device page it touches once, so big chunks are cheap per
-# row (20k-user harness: 23 us a row in chunks of 500, 14 in 5,000, 5.5 in 40,000) but hold
-# the loop longer (~10 ms for 1,000 rows, ~150 ms for 20,000: only when nobody is waiting).
+# seconds, FOLD_IDLE_CHUNK steps a transaction, or while busy once steps of FOLD_AT devices
+# wait, FOLD_CHUNK steps a transaction. A fold writes each device page it touches once, so big
+# chunks are cheap per step (20k-user harness: 23 us a step in chunks of 500, 14 in 5,000, 5.5
+# in 40,000) but hold the loop longer (~10 ms for 1,000 steps, ~150 ms for 20,000: only when
+# nobody is waiting).
 FOLD_IDLE = 1.0
 FOLD_IDLE_CHUNK = 20_000
 FOLD_AT = 30_000
 FOLD_CHUNK = 1000
+_NOT_USED = (None, None, None)  # the audit row's (device, step, drift) of all but TOTP accepts
 # Work done for users without devices, so that they take as long as users with one.
 _DUMMY_KEY = OtpKey(b"\x00" * 20)
 
@@ -121,13 +123,13 @@ class Verifier:
         self._cache: dict[str, _User] = {}
         self._version: int | None = None
         self._seq = 0  # the last row of `changes` the cache reflects
-        self._used_seq = 0  # the last row of `used` the cache reflects
-        # {device id: (step, drift)} of the used log's rows not folded yet, kept by the daemon
+        self._used_seq = 0  # the last audit row (the used-steps log) the cache reflects
+        # {device id: (step, drift)} of the log's steps not folded yet, kept by the daemon
         # (preload) so that a user read from disk needs no scan of the log; None elsewhere.
         self._unfolded: dict[int, tuple[int, int]] | None = None
-        self._folded_seq = 0  # everything up to here is folded, as far as this process knows
         self._last_batch = 0.0  # time.monotonic() of the last verify_batch
-        self._deferred: list[tuple] = []  # used steps of the batch being decided
+        self._used: tuple = _NOT_USED  # (device id, step, drift) of the attempt being decided
+        self._steps_used = False  # in the batch being decided
         # A sub-key for SMS code hashes, derived through the fingerprint key (never stored).
         self._sms_key = sealer.fingerprint(b"mfa-radius sms code key v1").encode()
 
@@ -198,19 +200,17 @@ class Verifier:
                 # Under the write lock and with every commit of others read (_refresh), the
                 # cached steps are the database's: the used steps are appended, no check needed.
                 self._refresh()
-                self._deferred = []
+                self._steps_used, self._used = False, _NOT_USED
                 audit: list[tuple] = []
                 decisions = [self._decide(a, audit) for a in attempts]
-                if self._deferred:
-                    self._used_seq = self.store.add_used_steps(self._deferred)
                 self.store.add_audit(audit)
+                if self._steps_used:  # our rows of the log: not to be read back as others'
+                    self._used_seq = self.store.last_audit_id()
             return decisions
         except (StoreError, KeyFileError) as exc:
             log.error("refusing %d attempt(s): %s", len(attempts), exc)
         except Exception:  # noqa: BLE001 - a bug must refuse, never accept
             log.exception("refusing %d attempt(s): internal error", len(attempts))
-        finally:
-            self._deferred = []
         self._drop_all()  # the cache may hold steps of the rolled-back batch
         return [Decision(False, "error") for _ in attempts]
 
@@ -219,7 +219,8 @@ class Verifier:
         user = attempt.user
         decision = self._check(user, attempt.code.strip(), now)
         audit.append((now, user[:MAX_USER_LEN], decision.method, decision.serial,
-                      attempt.source[:512], decision.result, decision.reason))
+                      attempt.source[:512], decision.result, decision.reason) + self._used)
+        self._used = _NOT_USED
         if log.isEnabledFor(logging.DEBUG):
             log.debug("user %s from %s: %s: %s", _safe(user), _safe(attempt.source),
                       decision.result, self._explain(user, decision, now))
@@ -326,7 +327,8 @@ class Verifier:
     def _consume(self, device: _Device, matched: int, now: float) -> bool:
         if device.kind == "totp":
             drift = matched - time_step(now, device.period)
-            self._deferred.append((device.id, matched, drift, now))
+            self._used = (device.id, matched, drift)
+            self._steps_used = True
             device.last_step, device.drift = matched, drift
             if self._unfolded is not None:
                 self._unfolded[device.id] = (matched, drift)
@@ -426,10 +428,10 @@ class Verifier:
             return
         if self._version is None:
             self._cache.clear()
-            # The place in `used` before its content: a row appended in between is read twice,
+            # The place in the log before its content: a row added in between is read twice,
             # never missed.
             self._version, self._seq = version, self.store.last_change()
-            self._used_seq = self._folded_seq = self.store.last_used_seq()
+            self._used_seq = self.store.last_audit_id()
             if self._unfolded is not None:
                 self._unfolded = self.store.unfolded_steps()
             return
@@ -445,20 +447,20 @@ class Verifier:
 
     def _read_used(self) -> None:
         """Take in the steps other processes used since our last look."""
-        last = self.store.last_used_seq()
+        last = self.store.last_audit_id()
         if last == self._used_seq:
             return
-        rows = self.store.used_since(self._used_seq)
-        # Outside a transaction a row may land between the two reads: it counts, not a gap.
-        last = max(last, rows[-1][0] if rows else 0)
-        if last < self._used_seq or len(rows) != last - self._used_seq:
-            # Rows we never saw are gone (folded by another process, a restored file): what
-            # they said is only in the device rows now. Read everything again.
+        if last < self._used_seq:
+            # The log went back (a restored file): what it said is only in the device rows
+            # now. Read everything again.
             self._cache.clear()
-            self._used_seq = self._folded_seq = last
+            self._used_seq = last
             if self._unfolded is not None:
                 self._unfolded = self.store.unfolded_steps()
             return
+        rows = self.store.used_since(self._used_seq)
+        # Outside a transaction a row may land between the two reads: it counts.
+        last = max(last, rows[-1][0] if rows else 0)
         unfolded = self._unfolded
         for _, device, step, drift, user in rows:
             if unfolded is not None and step > unfolded.get(device, (-1, 0))[0]:
@@ -534,11 +536,11 @@ class Verifier:
     # ---- folding the used-steps log ------------------------------------------------------
 
     def fold_due(self, now: float | None = None) -> int:
-        """How many rows the daemon should fold now (0: none): FOLD_IDLE_CHUNK when rows wait
-        and nobody signed in for FOLD_IDLE seconds, FOLD_CHUNK when FOLD_AT rows wait (as far
-        as this process knows)."""
-        waiting = self._used_seq - self._folded_seq
-        if waiting <= 0:
+        """How many steps the daemon should fold now (0: none): FOLD_IDLE_CHUNK when steps wait
+        and nobody signed in for FOLD_IDLE seconds, FOLD_CHUNK when steps of FOLD_AT devices
+        wait (as far as this process knows; the daemon keeps count, others fold in bulk)."""
+        waiting = len(self._unfolded or ())
+        if not waiting:
             return 0
         now = time.monotonic() if now is None else now
         if now - self._last_batch >= FOLD_IDLE:
@@ -552,19 +554,18 @@ class Verifier:
         try:
             with self.store.errors("folding used steps"), self.store.transaction():
                 self._refresh()
-                folded = self.store.fold_used(limit)
-                self._folded_seq = self._used_seq - self.store.count_used()
+                folded, done = self.store.fold_used(limit)
         except (StoreError, KeyFileError) as exc:
             log.error("folding the used-steps log: %s", exc)
             self._drop_all()
             return 0
         unfolded = self._unfolded
         if unfolded is not None:
+            if done:  # under the write lock, with every row read: nothing of the log is left
+                unfolded.clear()
             for device, step in folded:
                 if device in unfolded and unfolded[device][0] <= step:
                     del unfolded[device]
-            if len(unfolded) > 2 * FOLD_AT:  # others folded what we still hold: read it again
-                self._version = None
         return len(folded)
 
     def forget(self, user: str | None = None) -> None:

@@ -25,7 +25,7 @@ def _busy_writer(store: Store, seconds: float) -> Coroutine[Any, Any, int]:
         while time.monotonic() < until:
             with store.transaction():
                 store.add_audit([(time.time(), f"u{commits}", "totp", "S1", "radius:t", "accept",
-                                  "ok")])
+                                  "ok", None, None, None)])
             commits += 1
             await asyncio.sleep(0)
         return commits

@@ -20,7 +20,7 @@ NOW = 1_800_000_000.0
 
 def add_audit(store, times):
     with store.transaction():
-        store.add_audit((t, "alice", "totp", "S1", "test", "accept", "ok") for t in times)
+        store.add_audit((t, "alice", "totp", "S1", "test", "accept", "ok", None, None, None) for t in times)
 
 
 def audit_times(store):
@@ -53,8 +53,9 @@ def test_retention_zero_keeps_everything(cfg):
 def test_prune_deletes_in_batches(cfg):
     store = open_store(cfg)
     add_audit(store, [NOW - 10 * DAY - i for i in range(23)])
-    assert store.prune_audit(NOW - DAY, batch=5) == 23
-    assert audit_times(store) == []
+    assert store.prune_audit(NOW - DAY, batch=5) == 22
+    # The newest row stays: audit ids never go back (the used-steps log is read by id).
+    assert audit_times(store) == [NOW - 10 * DAY - 22]
     store.close()
 
 
@@ -94,7 +95,7 @@ def test_expired_sms_codes_are_pruned(cfg):
 
 def test_run_once_opens_its_own_connection_and_describes(cfg, caplog):
     store = open_store(cfg)
-    add_audit(store, [time.time() - 500 * DAY])
+    add_audit(store, [time.time() - 500 * DAY, time.time() - 499 * DAY])
     store.close()
     caplog.set_level("INFO")
     done = housekeeping.run_once(cfg)
@@ -106,7 +107,7 @@ def test_run_once_opens_its_own_connection_and_describes(cfg, caplog):
 
 def test_periodic_runs_with_the_live_config_and_survives_errors(cfg, tmp_path, caplog):
     store = open_store(cfg)
-    add_audit(store, [time.time() - 500 * DAY])
+    add_audit(store, [time.time() - 500 * DAY, time.time() - 499 * DAY])
     store.close()
     broken = config_mod.from_dict({"storage": {"database": str(tmp_path / "missing.db"),
                                                "key_file": cfg.storage.key_file}})
@@ -123,14 +124,14 @@ def test_periodic_runs_with_the_live_config_and_survives_errors(cfg, tmp_path, c
             s = open_store(cfg)
             left = s.conn.execute("SELECT count(*) FROM audit").fetchone()[0]
             s.close()
-            if not left:
+            if left == 1:  # the newest row stays
                 break
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         return left
 
-    assert asyncio.run(main()) == 0
+    assert asyncio.run(main()) == 1
     assert "housekeeping failed" in caplog.text and "database not found" in caplog.text
 
 
@@ -199,7 +200,13 @@ def test_fold_due_past_the_threshold_even_while_busy(cfg, devices, monkeypatch):
 
     monkeypatch.setattr(verifier_mod, "FOLD_AT", 2)
     v, _ = _accept_codes(cfg, devices, ["alice"])
-    assert v.fold_due(v._last_batch) == 0  # one row waits, the server is busy
+    v.preload()  # the daemon's verifier keeps count of the steps not folded
+    from mfa_radius.otp import OtpKey, time_step
+    from mfa_radius.verifier import Attempt
+    now = time.time()
+    code = OtpKey(bytes([1]) * 20).code(time_step(now, 30) + 1)
+    assert v.verify(Attempt("alice", code, "test", now)).accepted
+    assert v.fold_due(v._last_batch) == 0  # one device waits, the server is busy
     v2, _ = _accept_codes(cfg, devices, ["bob"], first_seed=2)
     v._refresh()
     assert v.fold_due(v._last_batch) == verifier_mod.FOLD_CHUNK
