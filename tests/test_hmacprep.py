@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import builtins
+import hashlib
 import hmac
 import os
 
 import pytest
 
-from mfa_radius.hmacprep import PreparedHmac
+from mfa_radius import hmacprep
+from mfa_radius.hmacprep import HASHES, PreparedHmac
 
 
 @pytest.mark.parametrize("digest", ["md5", "sha1", "sha256", "sha512"])
@@ -29,3 +32,30 @@ def test_rfc2202_hmac_md5_and_sha1_vectors():
     assert PreparedHmac(b"\xaa" * 80, "sha1").digest(
         b"Test Using Larger Than Block-Size Key - Hash Key First").hex() == \
         "aa4ae5e15272d00e95705637ce8a3b55ed402112"
+
+
+def test_the_hashes_used_equal_hashlibs():
+    for name, make in HASHES.items():
+        for message in (b"", b"abc", os.urandom(100), os.urandom(4096)):
+            assert make(message).digest() == hashlib.new(name, message).digest()
+        prepared = make(b"abc")
+        copy = prepared.copy()
+        copy.update(b"d")
+        assert copy.digest() == hashlib.new(name, b"abcd").digest()
+        assert prepared.digest() == hashlib.new(name, b"abc").digest()  # the copy left it alone
+
+
+def test_cpythons_own_hashes_when_there_and_hashlib_otherwise(monkeypatch):
+    import _md5
+
+    assert HASHES["md5"] is _md5.md5
+    real_import = builtins.__import__
+
+    def without_builtin_md5(name, *args, **kwargs):
+        if name == "_md5":
+            raise ImportError("built without it")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_builtin_md5)
+    found = hmacprep._constructors()
+    assert found["md5"] is hashlib.md5 and found["sha1"] is HASHES["sha1"]

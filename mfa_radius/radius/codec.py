@@ -9,11 +9,10 @@ attribute (BlastRADIUS, CVE-2024-3596).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import struct
 
-from ..hmacprep import PreparedHmac
+from ..hmacprep import PreparedHmac, md5
 
 ACCESS_REQUEST = 1
 ACCESS_ACCEPT = 2
@@ -51,7 +50,7 @@ class Secret:
     def __init__(self, raw: bytes):
         self.raw = raw
         self.hmac_md5 = PreparedHmac(raw, "md5").digest  # HMAC-MD5 keyed with the secret
-        self._md5 = hashlib.md5(raw)
+        self._md5 = md5(raw)
 
     def md5_prefixed(self, data: bytes) -> bytes:
         """MD5(secret + data), the User-Password keystream block."""
@@ -232,7 +231,7 @@ def build_reply(code: int, request: Request, secret: Secret, attrs: bytes = b"")
     # RFC 3579 3.2: the MA of a reply is computed with the Request Authenticator in the header.
     signed = head + request.authenticator
     rest = _MA_TYPE_LEN + secret.hmac_md5(signed + _MA_BLANK + body) + body
-    response_auth = hashlib.md5(signed + rest + secret.raw).digest()
+    response_auth = md5(signed + rest + secret.raw).digest()
     return head + response_auth + rest
 
 
@@ -256,7 +255,7 @@ def verify_reply(reply: bytes, request_authenticator: bytes, secret: Secret) -> 
     length = struct.unpack_from("!H", reply, 2)[0]
     if length != len(reply):
         return False
-    expected = hashlib.md5(reply[:4] + request_authenticator + reply[20:] + secret.raw).digest()
+    expected = md5(reply[:4] + request_authenticator + reply[20:] + secret.raw).digest()
     if not hmac.compare_digest(expected, reply[4:20]):
         return False
     if reply[20:22] != b"\x50\x12":
