@@ -200,6 +200,12 @@ SMS_SEND_LOG_DAYS = 30
 # Rows of `changes` kept by housekeeping (a server more than this far behind reloads all users).
 CHANGES_KEPT = 100_000
 
+# The sqlite3 module "adapts" every parameter that is not an int, float, str or bytearray: for
+# None it looks up `__adapt__` and `__conform__`, two failed attribute lookups that each build
+# and discard an AttributeError (~0.3 us a NULL; an audit row of a reject binds three to five).
+# A registered adapter is found in its table first. None stays None: it binds NULL as before.
+sqlite3.register_adapter(type(None), lambda value: value)
+
 
 class Store:
     """A connection to the database file, with the queries the verifier and the CLI use."""

@@ -426,3 +426,16 @@ def test_a_v5_database_folds_its_used_table_and_drops_it(tmp_path, monkeypatch):
         assert store.count_used() == 0 and store.last_audit_id() == 1
     finally:
         store.close()
+
+
+def test_null_parameters_still_bind_null(tmp_path):
+    """The NoneType adapter (a shortcut past sqlite3's adaptation lookups) changes nothing."""
+    store = Store.open(str(tmp_path / "mfa.db"), create=True)
+    try:
+        with store.transaction():
+            store.add_audit([(1.0, "u", None, None, "src", "reject", "bad_code", None, None,
+                              None)])
+        assert store.conn.execute("SELECT method IS NULL, serial IS NULL, device IS NULL, "
+                                  "typeof(step) FROM audit").fetchone() == (1, 1, 1, "null")
+    finally:
+        store.close()
