@@ -3,7 +3,8 @@
     .venv/bin/python bench/stacks.py PROFILE.txt [--top 25]
 
 Prints, per function, the share of samples in which it was on the stack (inclusive) and at the
-top (self). Idle samples (the event loop waiting in epoll/select) are shown apart.
+top (self). Idle samples (the event loop waiting in epoll/select, the WAL checkpoint thread
+sleeping between passes) are shown apart.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import collections
 import re
 
 _FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
-IDLE = ("select (selectors.py", "poll (selectors.py", "_run_once (asyncio/base_events.py")
+# (function, file) at the top of a sample that waits rather than works.
+IDLE = (("select", "selectors.py"), ("poll", "selectors.py"), ("wait", "threading.py"))
 
 
 def short(frame: str) -> str:
@@ -49,14 +51,15 @@ def main() -> None:
             continue
         total += count
         top = frames[-1]
-        if any(top.startswith(i.split(" (")[0] + " (") and i.split("(")[1] in top for i in IDLE[:2]):
+        name, _, where = top.partition(" (")
+        if any(name.rpartition(".")[2] == func and where.startswith(file) for func, file in IDLE):
             idle += count
             continue
         own[top] += count
         for frame in set(frames):
             inclusive[frame] += count
     busy = total - idle
-    print(f"{total} samples, {idle} idle (waiting for packets), {busy} busy")
+    print(f"{total} samples, {idle} idle (waiting for packets or a timer), {busy} busy")
     print(f"\n{'incl%':>6} {'self%':>6}  function (share of busy samples)")
     for frame, count in inclusive.most_common(args.top):
         print(f"{100 * count / busy:6.1f} {100 * own[frame] / busy:6.1f}  {frame}")
