@@ -38,6 +38,21 @@ def test_in_progress_entries_do_not_expire_by_time():
     assert cache.lookup(KEY, 100) is NEW
 
 
+def test_a_reply_lives_ttl_after_a_slow_decision_and_none_expires_early():
+    cache = DuplicateCache(ttl=30)
+    slow, quick = ("h", 1, 1, b"a" * 16, b"r"), ("h", 1, 2, b"b" * 16, b"r")
+    cache.start(slow, 0)
+    cache.start(quick, 1)
+    cache.finish(quick, b"q", 1)
+    cache.finish(slow, b"s", 20)  # a password check that took 20 s
+    assert cache.lookup(slow, 49) == b"s"
+    # Behind the slow entry the quick one may live a little longer (entries keep the order
+    # requests started in), never shorter than its ttl.
+    assert cache.lookup(quick, 30) == b"q" and cache.lookup(quick, 45) == b"q"
+    assert cache.lookup(slow, 51) is NEW and cache.lookup(quick, 51) is NEW
+    assert len(cache) == 0
+
+
 def test_cap_evicts_oldest():
     cache = DuplicateCache(ttl=30, max_entries=3)
     keys = [("h", 1, i, b"x" * 16) for i in range(5)]

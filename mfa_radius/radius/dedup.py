@@ -45,17 +45,18 @@ class DuplicateCache:
         return cached
 
     def start(self, key: Key, now: float) -> None:
+        """A new entry for a key that lookup() called NEW (so it goes to the end)."""
         if len(self._entries) >= self.max_entries:
             self._entries.popitem(last=False)
         self._entries[key] = (now + self.ttl, None)
-        self._entries.move_to_end(key)
 
     def finish(self, key: Key, reply: bytes, now: float) -> None:
-        """Remember the reply; the entry lives `ttl` seconds from now."""
-        if key not in self._entries:
-            return
-        self._entries[key] = (now + self.ttl, reply)
-        self._entries.move_to_end(key)
+        """Remember the reply; the entry lives `ttl` seconds from now. It keeps its place (the
+        order requests started in): one slow decision only delays the expiry of those behind
+        it, which live `ttl` seconds at least either way."""
+        entries = self._entries
+        if key in entries:
+            entries[key] = (now + self.ttl, reply)
 
     def abandon(self, key: Key) -> None:
         """Forget a request that got no reply (dropped), so that a retransmit is processed."""
