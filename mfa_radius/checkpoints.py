@@ -45,6 +45,7 @@ class Checkpointer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._catch_up_pending = False
+        self._caught_up_at = 0  # the WAL's length when the loop was last asked to catch up
         self._failing = False
 
     def start(self) -> None:
@@ -80,8 +81,11 @@ class Checkpointer:
         if self._failing:
             log.info("WAL checkpoints work again")
             self._failing = False
-        if pages >= self.restart_pages and not busy and not self._catch_up_pending:
-            self._catch_up_pending = True
+        # An idle daemon's WAL stays this long until the next commit starts it over: one catch-up
+        # for it is enough.
+        if (pages >= self.restart_pages and not busy and not self._catch_up_pending
+                and pages != self._caught_up_at):
+            self._catch_up_pending, self._caught_up_at = True, pages
             try:
                 self.loop.call_soon_threadsafe(self._catch_up)
             except RuntimeError:  # the loop is closed: the daemon is stopping

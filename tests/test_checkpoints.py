@@ -89,3 +89,24 @@ def test_a_database_the_thread_cannot_open_is_logged_and_sqlite_takes_over(cfg, 
     assert "left to SQLite's checkpoint at commit" in caplog.text
     assert "database not found" in caplog.text
     store.close()
+
+
+def test_an_idle_daemon_is_asked_to_catch_up_once(cfg):
+    store = Store.open(cfg.storage.database)
+    asked = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        cp = Checkpointer(store, loop, interval=0.01, restart_pages=20)
+        cp._catch_up = lambda: asked.append(cp._caught_up_at) or setattr(
+            cp, "_catch_up_pending", False)
+        cp.start()
+        try:
+            await _busy_writer(store, 0.05)
+            await asyncio.sleep(0.3)  # ~30 passes over the same long WAL, no commit
+        finally:
+            cp.stop()
+
+    asyncio.run(main())
+    assert asked and len(asked) == len(set(asked))  # never twice for the same WAL
+    store.close()

@@ -268,15 +268,22 @@ def test_audit_time_bounds_are_found_over_the_rowid(tmp_path):
         store.close()
 
 
-def test_a_v2_database_gets_change_tracking_and_keeps_its_devices(tmp_path, monkeypatch):
-    path = str(tmp_path / "mfa.db")
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
+def _old_database(path: str, version: int, monkeypatch, *statements: str) -> None:
+    """A database at schema `version` with alice's TOTP device A1 (last step 5), and more."""
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", version)
     old = Store.open(path, create=True)
     old.conn.execute("INSERT INTO devices (serial, kind, digits, algorithm, period, counter, "
                      "last_step, drift, seed, fingerprint, user, created_at, virtual) VALUES "
                      "('A1', 'totp', 6, 'SHA1', 30, 0, 5, 0, x'00', 'fp', 'alice', 0, 1)")
+    for sql in statements:
+        old.conn.execute(sql)
     old.close()
     monkeypatch.undo()
+
+
+def test_a_v2_database_gets_change_tracking_and_keeps_its_devices(tmp_path, monkeypatch):
+    path = str(tmp_path / "mfa.db")
+    _old_database(path, 2, monkeypatch)
     store = Store.open(path)
     try:
         assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -296,6 +303,15 @@ def test_a_v2_database_gets_change_tracking_and_keeps_its_devices(tmp_path, monk
         store.close()
 
 
+@pytest.fixture
+def alice(tmp_path):
+    """(devices, store, device id) with alice's TOTP device S1 assigned."""
+    d = open_devices(make_config(tmp_path))
+    assign(d, "alice", "S1")
+    yield d, d.store, d.store.device("S1")["id"]
+    d.store.close()
+
+
 def _accept(device: int, step: int, drift: int, when: float, user: str = "u") -> tuple:
     """An audit row of a TOTP accept: it carries the used step."""
     return (when, user, "totp", "S", "test", "accept", "ok", device, step, drift)
@@ -305,117 +321,86 @@ def _reject(when: float) -> tuple:
     return (when, "u", None, None, "test", "reject", "bad_code", None, None, None)
 
 
-def test_used_steps_are_merged_into_device_rows_until_folded_then_moved_there(tmp_path):
-    cfg = make_config(tmp_path)
-    d = open_devices(cfg)
-    try:
-        assign(d, "alice", "S1")
-        assign(d, "bob", "S2")
-        s = d.store
-        a, b = s.device("S1")["id"], s.device("S2")["id"]
-        first = s.last_audit_id()
-        with s.transaction():
-            s.add_audit([_accept(a, 100, 0, 5.0), _reject(5.5), _accept(b, 7, -1, 6.0)])
-            s.add_audit([_accept(a, 101, 1, 7.0)])
-        assert s.last_audit_id() == first + 4
-        assert [r[:4] for r in s.used_since(first + 1)] == [(first + 3, b, 7, -1),
-                                                           (first + 4, a, 101, 1)]
-        assert s.used_since(first + 1)[0][4] == "bob"
-        assert s.unfolded_steps() == {a: (101, 1), b: (7, -1)}
-        assert s.unfolded_steps([b]) == {b: (7, -1)}
-        assert s.count_used() == 3
-        row = s.device("S1")
-        assert (row["last_step"], row["drift"], row["last_used_at"]) == (101, 1, 7.0)
-        assert [r["last_step"] for r in s.list_devices()] == [101, 7]
-        with s.transaction():
-            folded, done = s.fold_used(2)
-        assert sorted(folded) == [(a, 100), (b, 7)] and not done
-        assert s.count_used() == 1
-        raw = s.conn.execute("SELECT last_step FROM devices WHERE id = ?", (a,)).fetchone()[0]
-        assert raw == 100
-        # A fold never moves a row back: a resync ahead of the log stays.
-        with s.transaction():
-            s.resync_device(a, last_step=200, drift=3)
-            assert s.fold_used() == ([(a, 101)], True)
-        assert (s.device("S1")["last_step"], s.device("S1")["drift"]) == (200, 3)
-        assert s.count_used() == 0
-        with s.transaction():
-            assert s.fold_used() == ([], True)
-    finally:
-        d.store.close()
+def test_used_steps_are_merged_into_device_rows_until_folded_then_moved_there(alice):
+    d, s, a = alice
+    assign(d, "bob", "S2")
+    b = s.device("S2")["id"]
+    first = s.last_audit_id()
+    with s.transaction():
+        s.add_audit([_accept(a, 100, 0, 5.0), _reject(5.5), _accept(b, 7, -1, 6.0)])
+        s.add_audit([_accept(a, 101, 1, 7.0)])
+    assert s.last_audit_id() == first + 4
+    assert [r[:4] for r in s.used_since(first + 1)] == [(first + 3, b, 7, -1),
+                                                       (first + 4, a, 101, 1)]
+    assert s.used_since(first + 1)[0][4] == "bob"
+    assert s.unfolded_steps() == {a: (101, 1), b: (7, -1)}
+    assert s.unfolded_steps([b]) == {b: (7, -1)}
+    assert s.count_used() == 3
+    row = s.device("S1")
+    assert (row["last_step"], row["drift"], row["last_used_at"]) == (101, 1, 7.0)
+    assert [r["last_step"] for r in s.list_devices()] == [101, 7]
+    with s.transaction():
+        folded, done = s.fold_used(2)
+    assert sorted(folded) == [(a, 100), (b, 7)] and not done
+    assert s.count_used() == 1
+    raw = s.conn.execute("SELECT last_step FROM devices WHERE id = ?", (a,)).fetchone()[0]
+    assert raw == 100
+    # A fold never moves a row back: a resync ahead of the log stays.
+    with s.transaction():
+        s.resync_device(a, last_step=200, drift=3)
+        assert s.fold_used() == ([(a, 101)], True)
+    assert (s.device("S1")["last_step"], s.device("S1")["drift"]) == (200, 3)
+    assert s.count_used() == 0
+    with s.transaction():
+        assert s.fold_used() == ([], True)
 
 
-def test_pruning_keeps_steps_not_folded_and_the_newest_row(tmp_path):
+def test_pruning_keeps_steps_not_folded_and_the_newest_row(alice):
     """Audit ids must never go back: the used-steps log is read by id."""
-    cfg = make_config(tmp_path)
-    d = open_devices(cfg)
-    try:
-        assign(d, "alice", "S1")
-        s = d.store
-        a = s.device("S1")["id"]
-        with s.transaction():
-            s.add_audit([_reject(1.0), _accept(a, 10, 0, 2.0), _reject(3.0), _reject(4.0)])
-        last = s.last_audit_id()
-        assert s.prune_audit(before=100.0) == 2  # the rejects but the newest
-        assert [r[0] for r in s.conn.execute("SELECT time FROM audit ORDER BY id")] == [2.0, 4.0]
-        with s.transaction():
-            s.fold_used()
-        assert s.prune_audit(before=100.0) == 1
-        assert s.last_audit_id() == last
-        with s.transaction():
-            s.add_audit([_reject(5.0)])
-        assert s.last_audit_id() == last + 1
-    finally:
-        d.store.close()
+    _, s, a = alice
+    with s.transaction():
+        s.add_audit([_reject(1.0), _accept(a, 10, 0, 2.0), _reject(3.0), _reject(4.0)])
+    last = s.last_audit_id()
+    assert s.prune_audit(before=100.0) == 2  # the rejects but the newest
+    assert [r[0] for r in s.conn.execute("SELECT time FROM audit ORDER BY id")] == [2.0, 4.0]
+    with s.transaction():
+        s.fold_used()
+    assert s.prune_audit(before=100.0) == 1
+    assert s.last_audit_id() == last
+    with s.transaction():
+        s.add_audit([_reject(5.0)])
+    assert s.last_audit_id() == last + 1
 
 
-def test_a_log_emptied_by_hand_moves_the_fold_mark_back(tmp_path):
-    cfg = make_config(tmp_path)
-    d = open_devices(cfg)
-    try:
-        assign(d, "alice", "S1")
-        s = d.store
-        a = s.device("S1")["id"]
-        with s.transaction():
-            s.add_audit([_reject(float(t)) for t in range(5)])
-            s.fold_used()
-            s.conn.execute("DELETE FROM audit")
-            assert s.fold_used() == ([], True)
-            s.add_audit([_accept(a, 10, 0, 9.0)])
-        assert s.unfolded_steps() == {a: (10, 0)}
-    finally:
-        d.store.close()
+def test_a_log_emptied_by_hand_moves_the_fold_mark_back(alice):
+    _, s, a = alice
+    with s.transaction():
+        s.add_audit([_reject(float(t)) for t in range(5)])
+        s.fold_used()
+        s.conn.execute("DELETE FROM audit")
+        assert s.fold_used() == ([], True)
+        s.add_audit([_accept(a, 10, 0, 9.0)])
+    assert s.unfolded_steps() == {a: (10, 0)}
 
 
-def test_deleting_a_device_drops_its_steps_not_folded(tmp_path):
-    cfg = make_config(tmp_path)
-    d = open_devices(cfg)
-    try:
-        d.create_virtual("V1")
-        s = d.store
-        v1 = s.device("V1")["id"]
-        with s.transaction():
-            s.add_audit([_accept(v1, 50, 0, 1.0)])
-        d.delete("V1")
-        assert s.count_used() == 0
-        assert s.conn.execute("SELECT count(*) FROM audit").fetchone()[0] == 1  # history stays
-    finally:
-        d.store.close()
+def test_deleting_a_device_drops_its_steps_not_folded(alice):
+    d, s, a = alice
+    d.create_virtual("V1")
+    v1 = s.device("V1")["id"]
+    with s.transaction():
+        s.add_audit([_accept(v1, 50, 0, 1.0), _accept(a, 7, 0, 1.0)])
+    d.delete("V1")
+    assert s.unfolded_steps() == {a: (7, 0)}  # alice's step stays
+    assert s.conn.execute("SELECT count(*) FROM audit").fetchone()[0] == 2  # history stays
 
 
 def test_a_v5_database_folds_its_used_table_and_drops_it(tmp_path, monkeypatch):
     path = str(tmp_path / "mfa.db")
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 5)
-    old = Store.open(path, create=True)
-    old.conn.execute("INSERT INTO devices (serial, kind, digits, algorithm, period, counter, "
-                     "last_step, drift, seed, fingerprint, user, created_at, virtual) VALUES "
-                     "('A1', 'totp', 6, 'SHA1', 30, 0, 5, 0, x'00', 'fp', 'alice', 0, 1)")
-    old.conn.execute("INSERT INTO used (device, step, drift, time) VALUES (1, 8, 1, 3.0), "
-                     "(1, 9, 1, 4.0)")
-    old.conn.execute("INSERT INTO audit (time, user, method, serial, source, result, reason) "
-                     "VALUES (4.0, 'alice', 'totp', 'A1', 't', 'accept', 'ok')")
-    old.close()
-    monkeypatch.undo()
+    _old_database(path, 5, monkeypatch,
+                  "INSERT INTO used (device, step, drift, time) VALUES (1, 8, 1, 3.0), "
+                  "(1, 9, 1, 4.0)",
+                  "INSERT INTO audit (time, user, method, serial, source, result, reason) "
+                  "VALUES (4.0, 'alice', 'totp', 'A1', 't', 'accept', 'ok')")
     store = Store.open(path)
     try:
         assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
