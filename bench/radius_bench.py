@@ -133,21 +133,20 @@ def wait_for_fold(pid: int, database: str, steps: int, timeout: float = 30.0) ->
     """The server moves its used-steps log into the device rows once idle for a second (work
     the blast did not pay for): wait until the log is empty; the server's CPU meanwhile, per
     used step (the idle second itself costs next to nothing)."""
-    import sqlite3
-
     from procstats import CpuMeter
+
+    from mfa_radius.store import Store
 
     meter = CpuMeter(pid).start()
     started = time.monotonic()
     left = -1
     while time.monotonic() - started < timeout:
         time.sleep(0.2)
-        conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+        store = Store.open(database)
         try:
-            left = conn.execute("SELECT count(*) FROM audit WHERE id > (SELECT upto FROM "
-                                "fold_mark) AND device IS NOT NULL").fetchone()[0]
+            left = store.count_used()
         finally:
-            conn.close()
+            store.close()
         if left == 0:
             break
     meter.stop()

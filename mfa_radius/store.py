@@ -154,6 +154,8 @@ def _latest_by_device(rows: Iterable[tuple[int, int, int, float]]
     return latest
 
 
+# The steps of the used-steps log not folded into their device rows yet (_migrate_6).
+_UNFOLDED = "FROM audit WHERE id > (SELECT upto FROM fold_mark) AND device IS NOT NULL"
 # Folding a used step into its device row never moves the row back (a resync may be ahead).
 _FOLD_TOTP = ("UPDATE devices SET last_step = ?, drift = ?, last_used_at = ? "
               "WHERE id = ? AND last_step < ?")
@@ -443,8 +445,7 @@ class Store:
     def _latest_used(self, device_ids: Iterable[int] | None = None
                      ) -> dict[int, tuple[int, int, float]]:
         """{device id: (step, drift, time)} of each device's latest step in the log."""
-        sql = ("SELECT device, step, drift, time FROM audit WHERE id > (SELECT upto FROM "
-               "fold_mark) AND device IS NOT NULL")
+        sql = "SELECT device, step, drift, time " + _UNFOLDED
         if device_ids is None:
             return _latest_by_device(self.conn.execute(sql))
         ids = list(device_ids)
@@ -478,8 +479,7 @@ class Store:
 
     def count_used(self) -> int:
         """Steps in the log not folded yet."""
-        return self.conn.execute("SELECT count(*) FROM audit WHERE id > (SELECT upto FROM "
-                                 "fold_mark) AND device IS NOT NULL").fetchone()[0]
+        return self.conn.execute("SELECT count(*) " + _UNFOLDED).fetchone()[0]
 
     def _with_used(self, rows: list[dict]) -> list[dict]:
         """Device rows with the steps used since the last fold merged in (what they will hold)."""

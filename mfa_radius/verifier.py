@@ -431,9 +431,7 @@ class Verifier:
             # The place in the log before its content: a row added in between is read twice,
             # never missed.
             self._version, self._seq = version, self.store.last_change()
-            self._used_seq = self.store.last_audit_id()
-            if self._unfolded is not None:
-                self._unfolded = self.store.unfolded_steps()
+            self._restart_log(self.store.last_audit_id())
             return
         first, last, users = self.store.changed_users(self._seq, self._cache_max // 4)
         if users is None or last < self._seq or first > self._seq + 1:
@@ -454,9 +452,7 @@ class Verifier:
             # The log went back (a restored file): what it said is only in the device rows
             # now. Read everything again.
             self._cache.clear()
-            self._used_seq = last
-            if self._unfolded is not None:
-                self._unfolded = self.store.unfolded_steps()
+            self._restart_log(last)
             return
         rows = self.store.used_since(self._used_seq)
         # Outside a transaction a row may land between the two reads: it counts.
@@ -468,6 +464,12 @@ class Verifier:
             if user is not None:
                 self._cache.pop(user, None)
         self._used_seq = last
+
+    def _restart_log(self, last: int) -> None:
+        """Read the used-steps log afresh from its end `last`: the daemon's steps not folded."""
+        self._used_seq = last
+        if self._unfolded is not None:
+            self._unfolded = self.store.unfolded_steps()
 
     def _drop_all(self) -> None:
         self._cache.clear()
@@ -495,7 +497,8 @@ class Verifier:
             count = 0
             for name, row, devices, has_recovery in self.store.preload_users(max(room, 0)):
                 if name not in self._cache:
-                    self._cache[name] = self._build(name, row, devices, has_recovery)
+                    self._cache[name] = self._build(name, row, devices, has_recovery,
+                                                    self._unfolded)
                     count += 1
         return count
 
@@ -516,9 +519,10 @@ class Verifier:
         return self._build(name, row, devices, has_recovery, unfolded)
 
     def _build(self, name: str, row: dict | None, rows: list[dict], has_recovery: bool,
-               unfolded: dict[int, tuple[int, int]] | None = None) -> _User:
+               unfolded: dict[int, tuple[int, int]] | None) -> _User:
+        """A user from its rows, each device's last step the later of its row's and the log's
+        (`unfolded`: {device id: (step, drift)} not folded yet)."""
         devices = []
-        unfolded = self._unfolded if unfolded is None else unfolded
         for d in rows:
             seed = self.sealer.unseal(d["seed"], d["serial"])
             last_step, drift = d["last_step"], d["drift"]
