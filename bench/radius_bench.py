@@ -130,7 +130,7 @@ def run_mfa(workdir: str, users: list[str], seeds: list[bytes], log,
 
 
 def wait_for_fold(pid: int, database: str, steps: int, timeout: float = 30.0) -> dict:
-    """The server moves its used-steps log into the device rows once idle for a second (work
+    """The server folds its used-steps log into `device_steps` once idle for a second (work
     the blast did not pay for): wait until the log is empty; the server's CPU meanwhile, per
     used step (the idle second itself costs next to nothing)."""
     from procstats import CpuMeter

@@ -228,7 +228,7 @@ def tables(results: dict) -> str:
                             if mf.get("warm_same_digits") else "")
                          + " | |")
         if mf.get("fold_cpu_us_per_step") is not None:
-            lines.append(f"| + the used-steps log folded into device rows once idle: CPU us/req "
+            lines.append(f"| + the used-steps log folded once idle: CPU us/req "
                          f"| | {mf['fold_cpu_us_per_step']:.1f} (total "
                          f"{mf['cpu_with_fold_us_per_request']:.1f}) | "
                          f"{ratio.get('cpu_with_fold_mfa_over_freeradius', '-')} |")

@@ -35,7 +35,7 @@ def prune(store, config: Config, now: float | None = None) -> dict[str, int]:
     # The daemon folds the log itself when idle (fold_when_idle); this covers hosts where only
     # the PAM fallback or the CLI appended to it.
     with store.errors("folding used steps"), store.transaction():
-        done["used"] = len(store.fold_used()[0])
+        done["used"] = store.fold_used()[0]
     days = config.storage.audit_retention_days
     if days:
         done["audit"] = store.prune_audit(now - days * DAY)
@@ -67,7 +67,7 @@ def describe(done: dict[str, int], config: Config) -> str:
     """One line for the admin: what a pass deleted."""
     days = config.storage.audit_retention_days
     kept = f"older than {days} days" if days else "none: audit_retention_days = 0 keeps all"
-    folded = (f"; used TOTP steps of {done['used']} devices moved into their rows"
+    folded = (f"; used TOTP steps of {done['used']} devices folded"
               if done.get("used") else "")
     return (f"deleted {done.get('audit', 0)} audit rows ({kept}), "
             f"{done.get('sms_codes', 0)} expired SMS codes, "
@@ -91,7 +91,7 @@ async def periodic(get_config: Callable[[], Config], interval: float = INTERVAL,
 
 
 async def fold_when_idle(verifier, interval: float = 0.5) -> None:
-    """The daemon's fold of the used-steps log into device rows (Verifier.fold_due), a chunk
+    """The daemon's fold of the used-steps log into `device_steps` (Verifier.fold_due), a chunk
     per loop pass so that a request arriving meanwhile waits for one chunk at most."""
     while True:
         await asyncio.sleep(interval)

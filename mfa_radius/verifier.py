@@ -11,7 +11,7 @@ data_version`, checked under the write lock) the users its writes touched, as re
 database's triggers in `changes` and by the TOTP accepts it added to the audit log, are dropped
 and read again when next needed; a decision is always made on current state, so a TOTP accept
 only has to write its step into its audit row (the used-steps log, Store._migrate_6). The daemon
-folds that log into the device rows when it is idle (`fold`).
+folds that log into `device_steps` when it is idle (`fold`).
 """
 
 from __future__ import annotations
@@ -35,12 +35,11 @@ from .store import Store
 log = logging.getLogger("mfa_radius.verifier")
 
 MAX_USER_LEN = 256
-# The daemon folds the used-steps log into device rows when no attempt came for FOLD_IDLE
+# The daemon folds the used-steps log into `device_steps` when no attempt came for FOLD_IDLE
 # seconds, FOLD_IDLE_CHUNK steps a transaction, or while busy once steps of FOLD_AT devices
-# wait, FOLD_CHUNK steps a transaction. A fold writes each device page it touches once, so big
-# chunks are cheap per step (20k-user harness: 23 us a step in chunks of 500, 14 in 5,000, 5.5
-# in 40,000) but hold the loop longer (~10 ms for 1,000 steps, ~150 ms for 20,000: only when
-# nobody is waiting).
+# wait, FOLD_CHUNK steps a transaction. A fold writes each page of that narrow table it touches
+# once, so big chunks are cheaper per step, but they hold the loop longer (~40-80 ms for 20,000
+# steps here: only when nobody is waiting).
 FOLD_IDLE = 1.0
 FOLD_IDLE_CHUNK = 20_000
 FOLD_AT = 30_000
@@ -449,7 +448,7 @@ class Verifier:
         if last == self._used_seq:
             return
         if last < self._used_seq:
-            # The log went back (a restored file): what it said is only in the device rows
+            # The log went back (a restored file): what it said is only in the folded steps
             # now. Read everything again.
             self._cache.clear()
             self._restart_log(last)
@@ -485,7 +484,7 @@ class Verifier:
         One pass over the database (~10 us a user: the read, the unseal, the HMAC set-up), so
         that nobody's first sign-in after a start pays for a database read.
         """
-        # Fold the log first: the device rows then say who signed in last (the choice below
+        # Fold the log first: the folded steps then say who signed in last (the choice below
         # when there are too many users), and the in-memory rest of the log starts empty.
         self.fold(limit=-1)
         with self.store.errors("loading users"):
@@ -552,25 +551,26 @@ class Verifier:
         return FOLD_CHUNK if waiting >= FOLD_AT else 0
 
     def fold(self, limit: int = FOLD_CHUNK) -> int:
-        """Fold up to `limit` rows of the used-steps log into the device rows (one short
-        transaction); how many devices it updated. Errors are logged, never raised: the log is
+        """Fold up to `limit` rows of the used-steps log into `device_steps` (one short
+        transaction); how many devices' steps it wrote. Errors are logged, never raised: the log is
         only folded later."""
         try:
             with self.store.errors("folding used steps"), self.store.transaction():
                 self._refresh()
-                folded, done = self.store.fold_used(limit)
+                written, folded = self.store.fold_used(limit)
         except (StoreError, KeyFileError) as exc:
             log.error("folding the used-steps log: %s", exc)
             self._drop_all()
             return 0
         unfolded = self._unfolded
         if unfolded is not None:
-            if done:  # under the write lock, with every row read: nothing of the log is left
+            if folded is None:  # under the write lock, every row read: nothing of the log is left
                 unfolded.clear()
-            for device, step in folded:
-                if device in unfolded and unfolded[device][0] <= step:
-                    del unfolded[device]
-        return len(folded)
+            else:
+                for device, step in folded:
+                    if device in unfolded and unfolded[device][0] <= step:
+                        del unfolded[device]
+        return written
 
     def forget(self, user: str | None = None) -> None:
         """Drop cached state (all of it, or one user's) after an admin change in this process."""

@@ -151,13 +151,14 @@ def _accept_codes(cfg, devices, users, first_seed=1):
     return v, seeds
 
 
-def test_run_once_folds_the_used_steps_log_into_device_rows(cfg, devices):
+def test_run_once_folds_the_used_steps_log_into_device_steps(cfg, devices):
     v, _ = _accept_codes(cfg, devices, ["alice", "bob"])
     assert devices.store.count_used() == 2
     done = housekeeping.run_once(cfg)
     assert done["used"] == 2
     assert devices.store.count_used() == 0
-    steps = dict(devices.store.conn.execute("SELECT user, last_step FROM devices"))
+    steps = dict(devices.store.conn.execute(
+        "SELECT d.user, s.step FROM devices d JOIN device_steps s ON s.device = d.id"))
     assert steps["alice"] == steps["bob"] == int(time.time()) // 30
     assert "used TOTP steps of 2 devices" in housekeeping.describe(done, cfg)
     v.store.close()

@@ -321,7 +321,7 @@ def _reject(when: float) -> tuple:
     return (when, "u", None, None, "test", "reject", "bad_code", None, None, None)
 
 
-def test_used_steps_are_merged_into_device_rows_until_folded_then_moved_there(alice):
+def test_used_steps_are_merged_into_device_rows_until_folded_into_device_steps(alice):
     d, s, a = alice
     assign(d, "bob", "S2")
     b = s.device("S2")["id"]
@@ -340,19 +340,73 @@ def test_used_steps_are_merged_into_device_rows_until_folded_then_moved_there(al
     assert (row["last_step"], row["drift"], row["last_used_at"]) == (101, 1, 7.0)
     assert [r["last_step"] for r in s.list_devices()] == [101, 7]
     with s.transaction():
-        folded, done = s.fold_used(2)
-    assert sorted(folded) == [(a, 100), (b, 7)] and not done
+        written, folded = s.fold_used(2)
+    assert written == 2 and sorted(folded) == [(a, 100), (b, 7)]  # a pair list: steps are left
     assert s.count_used() == 1
-    raw = s.conn.execute("SELECT last_step FROM devices WHERE id = ?", (a,)).fetchone()[0]
-    assert raw == 100
+    assert s.conn.execute("SELECT step, drift, used_at FROM device_steps WHERE device = ?",
+                          (a,)).fetchone() == (100, 0, 5.0)
+    # The device rows are not written: a fold touches the narrow table's few pages only.
+    assert s.conn.execute("SELECT last_step FROM devices WHERE id = ?", (a,)).fetchone()[0] == -1
+    row = s.device("S1")
+    assert (row["last_step"], row["drift"], row["last_used_at"]) == (101, 1, 7.0)
     # A fold never moves a row back: a resync ahead of the log stays.
     with s.transaction():
         s.resync_device(a, last_step=200, drift=3)
-        assert s.fold_used() == ([(a, 101)], True)
+        assert s.fold_used() == (1, None)
     assert (s.device("S1")["last_step"], s.device("S1")["drift"]) == (200, 3)
     assert s.count_used() == 0
     with s.transaction():
-        assert s.fold_used() == ([], True)
+        assert s.fold_used() == (0, None)
+
+
+def test_a_fold_of_exactly_the_steps_left_says_the_log_is_folded(alice):
+    _, s, a = alice
+    with s.transaction():
+        s.add_audit([_accept(a, 10, 0, 1.0), _reject(2.0), _accept(a, 11, 0, 3.0)])
+        assert s.fold_used(3) == (1, None)
+        s.add_audit([_accept(a, 12, 0, 4.0), _accept(a, 13, 0, 5.0)])
+        assert s.fold_used(1) == (1, [(a, 12)])
+        assert s.fold_used(1) == (1, None)
+    assert s.count_used() == 0 and s.device("S1")["last_step"] == 13
+
+
+def test_folded_steps_are_what_the_verifier_and_the_admin_read(alice):
+    d, s, a = alice
+    with s.transaction():
+        s.add_audit([_accept(a, 100, 2, 5.0)])
+        s.fold_used()
+    (_, _, devices, _), = s.preload_users(10)
+    assert (devices[0]["last_step"], devices[0]["drift"]) == (100, 2)
+    _, devices, _ = s.load_user("alice")
+    assert (devices[0]["last_step"], devices[0]["drift"]) == (100, 2)
+    assert s.user_devices("alice")[0]["last_used_at"] == 5.0
+    # A step folded into device_steps later never hides the latest one already there.
+    with s.transaction():
+        s.add_audit([_accept(a, 99, 0, 6.0)])
+        assert s.fold_used() == (0, None)
+    assert s.device("S1")["last_step"] == 100
+
+
+def test_deactivating_resets_the_drift_of_folded_steps_too(alice):
+    d, s, a = alice
+    with s.transaction():
+        s.add_audit([_accept(a, 100, 2, 5.0)])
+        s.fold_used()
+    d.deactivate("alice", "S1")
+    row = s.device("S1")
+    assert (row["user"], row["last_step"], row["drift"]) == (None, 100, 0)
+
+
+def test_a_new_device_never_inherits_a_deleted_devices_folded_step(alice):
+    d, s, _ = alice
+    d.create_virtual("V1")
+    v1 = s.device("V1")["id"]
+    with s.transaction():
+        s.add_audit([_accept(v1, 50, 1, 1.0)])
+        s.fold_used()
+    d.delete("V1")
+    assert s.conn.execute("SELECT count(*) FROM device_steps WHERE device = ?",
+                          (v1,)).fetchone()[0] == 0
 
 
 def test_pruning_keeps_steps_not_folded_and_the_newest_row(alice):
@@ -378,7 +432,7 @@ def test_a_log_emptied_by_hand_moves_the_fold_mark_back(alice):
         s.add_audit([_reject(float(t)) for t in range(5)])
         s.fold_used()
         s.conn.execute("DELETE FROM audit")
-        assert s.fold_used() == ([], True)
+        assert s.fold_used() == (0, None)
         s.add_audit([_accept(a, 10, 0, 9.0)])
     assert s.unfolded_steps() == {a: (10, 0)}
 
@@ -409,6 +463,24 @@ def test_a_v5_database_folds_its_used_table_and_drops_it(tmp_path, monkeypatch):
         assert store.conn.execute("SELECT name FROM sqlite_master WHERE name = 'used'"
                                   ).fetchone() is None
         assert store.count_used() == 0 and store.last_audit_id() == 1
+    finally:
+        store.close()
+
+
+def test_a_v6_database_gets_device_steps_and_keeps_its_folded_steps(tmp_path, monkeypatch):
+    path = str(tmp_path / "mfa.db")
+    _old_database(path, 6, monkeypatch,
+                  "INSERT INTO audit (time, user, method, serial, source, result, reason, "
+                  "device, step, drift) VALUES (4.0, 'alice', 'totp', 'A1', 't', 'accept', 'ok', "
+                  "1, 9, 1)")
+    store = Store.open(path)
+    try:
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert store.device("A1")["last_step"] == 9  # from the log, not folded yet
+        with store.transaction():
+            assert store.fold_used() == (1, None)
+        row = store.device("A1")
+        assert (row["last_step"], row["drift"], row["last_used_at"]) == (9, 1, 4.0)
     finally:
         store.close()
 

@@ -833,9 +833,8 @@ def test_the_daemon_folds_when_idle_and_keeps_refusing_used_codes(world):
     assert v.fold() == 2
     assert not v.fold_due(v._last_batch + 5)
     assert world.devices.store.count_used() == 0
-    raw = world.devices.store.conn.execute(
-        "SELECT last_step, last_used_at FROM devices WHERE serial = 'S-alice'").fetchone()
-    assert raw == (STEP, NOW)
+    row = world.devices.store.device("S-alice")
+    assert (row["last_step"], row["last_used_at"]) == (STEP, NOW)
     assert verify(v, "alice", totp_at(keys["alice"], NOW)).reason == "replay"
     fresh = world.verifier()
     assert verify(fresh, "bob", totp_at(keys["bob"], NOW)).reason == "replay"
