@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import subprocess
 import time
 
@@ -52,6 +53,7 @@ def blast(server_pid: int, port: int, users: list[str], seeds: list[bytes], work
     files, steps, chunk_steps = [], set(), []
     totals = {"accepted": 0, "rejected": 0, "lost": 0, "wall": 0.0}
     meter = CpuMeter(server_pid).start()
+    client_cpu = _children_cpu()
     started = time.perf_counter()
     for n, first in enumerate(range(0, len(users), CHUNK)):
         if step is None:
@@ -69,6 +71,7 @@ def blast(server_pid: int, port: int, users: list[str], seeds: list[bytes], work
             totals[key] += result[key]
     elapsed = time.perf_counter() - started
     meter.stop()
+    totals["client_cpu"] = _children_cpu() - client_cpu
     return _summary(totals, len(users), meter, elapsed, files=files, steps=sorted(steps),
                     user_steps=[s for s in chunk_steps for _ in range(CHUNK)][:len(users)])
 
@@ -105,6 +108,13 @@ def replay(server_pid: int, port: int, files: list[str], count: int) -> dict:
     return _summary(totals, count, meter, elapsed)
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children: the radclient runs (the server under
+    test is still running, so it is not among them)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _summary(totals: dict, count: int, meter: CpuMeter, elapsed: float, **extra) -> dict:
     out = {"requests": count, "accepted": totals["accepted"], "rejected": totals["rejected"],
            "lost": totals["lost"],
@@ -115,5 +125,7 @@ def _summary(totals: dict, count: int, meter: CpuMeter, elapsed: float, **extra)
            "server_cpu_system_seconds": round(meter.system, 3),
            "server_cpu_us_per_request": round(meter.us_per(count), 1),
            "server_cpu_us_per_request_ticks": round(meter.seconds * 1e6 / count, 1)}
+    if "client_cpu" in totals:  # radclient sets the rate: its CPU per request says how busy
+        out["radclient_cpu_us_per_request"] = round(totals["client_cpu"] * 1e6 / count, 1)
     out.update(extra)
     return out

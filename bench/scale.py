@@ -2,8 +2,9 @@
 
 For each size: a fresh database filled through the Python API (`Devices.add`, in transactions of
 CHUNK devices), in-process `Verifier.verify` latency for a sample of users (fresh process cache:
-every verify is an indexed lookup, an unseal and a commit), then both RADIUS servers up, with
-blasts of the sample's codes to each in turn, one round per 30 s step (medians). Also: importing 100,000 unassigned hardware
+every verify is an indexed lookup, an unseal and a commit; the two sizes interleaved user by
+user), then both RADIUS servers up, with blasts of the sample's codes to each in turn, one round
+per 30 s step (medians). Also: importing 100,000 unassigned hardware
 tokens through `mfa-radius device import` (CSV).
 """
 
@@ -52,45 +53,52 @@ def build(workdir: str, count: int, salt: bytes, log) -> dict:
             "db_bytes": size, "db_bytes_per_device": round(size / count, 1)}
 
 
-def verify_latency(config: str, users: list[str], seeds: list[bytes]) -> dict:
+def verify_latency(sizes: list[dict]) -> None:
+    """In-process verifies of each size's sample (info["verify"]), interleaved user by user: this
+    VM's speed drifts by 10-30% over minutes, and measuring one size after the other put that
+    drift into the ratio (0.69x-1.29x over one afternoon's runs of the same code)."""
     from mfa_radius import config as config_mod
     from mfa_radius.verifier import Attempt, Verifier
 
-    verifier = Verifier.open(config_mod.load(config))
-    times, accepted, lookups = [], 0, []
+    verifiers = [Verifier.open(config_mod.load(info["config"])) for info in sizes]
+    times: list[list[float]] = [[] for _ in sizes]
+    lookups: list[list[float]] = [[] for _ in sizes]
+    accepted = [0 for _ in sizes]
     try:
         # The database part alone (indexed lookups + unseal, no commit): a verify's median is
-        # dominated by the commit's fsync, which other disk traffic on the machine moves a lot.
-        load = getattr(verifier, "_load", None)
-        if load is not None:
-            for user in users[: len(users) // 2]:
+        # dominated by the commit, which other disk traffic on the machine moves a lot.
+        count = min(len(info["users"]) for info in sizes)
+        for i in range(count // 2):
+            for k, (info, verifier) in enumerate(zip(sizes, verifiers)):
                 started = time.perf_counter()
-                load(user)
-                lookups.append((time.perf_counter() - started) * 1e6)
-        for user, seed in zip(users, seeds):
-            code = totp(seed, current_step())
-            started = time.perf_counter()
-            decision = verifier.verify(Attempt(user, code, "bench"))
-            times.append((time.perf_counter() - started) * 1e6)
-            accepted += decision.accepted
+                verifier._load(info["users"][i])
+                lookups[k].append((time.perf_counter() - started) * 1e6)
+        for i in range(count):
+            for k, (info, verifier) in enumerate(zip(sizes, verifiers)):
+                code = totp(info["seeds"][i], current_step())
+                started = time.perf_counter()
+                decision = verifier.verify(Attempt(info["users"][i], code, "bench"))
+                times[k].append((time.perf_counter() - started) * 1e6)
+                accepted[k] += decision.accepted
     finally:
-        verifier.store.close()
-    times.sort()
-    return {"verifies": len(times), "accepted": accepted,
-            "median_us": round(statistics.median(times), 1),
-            "p99_us": round(times[int(0.99 * (len(times) - 1))], 1),
-            "cold_lookup_median_us": round(statistics.median(lookups), 1) if lookups else None}
+        for verifier in verifiers:
+            verifier.store.close()
+    for info, t, looked, ok in zip(sizes, times, lookups, accepted):
+        t.sort()
+        info["verify"] = {"verifies": len(t), "accepted": ok,
+                          "median_us": round(statistics.median(t), 1),
+                          "p99_us": round(t[int(0.99 * (len(t) - 1))], 1),
+                          "cold_lookup_median_us": round(statistics.median(looked), 1)}
+        # Past every step the verifies used: the RADIUS rounds take the steps after it.
+        info["step"] = current_step()
 
 
 def prepare(workdir: str, count: int, sample: int, salt: bytes, log) -> dict:
-    """Build the database, then the in-process verify figures for the sample."""
+    """Build the database and pick the sample."""
     info = build(workdir, count, salt, log)
     idx = sorted(random.Random(count).sample(range(count), min(sample, count)))
     info["users"] = [user_name(i, "s") for i in idx]
     info["seeds"] = [seed_for(i, salt) for i in idx]
-    log(f"scale {count}: {len(idx)} in-process verifies")
-    info["step"] = current_step()
-    info["verify"] = verify_latency(info["config"], info["users"], info["seeds"])
     return info
 
 
@@ -151,6 +159,8 @@ def run(workdir: str, small: int, large: int, sample: int, hardware: int, salt: 
         log, rounds: int = 3) -> dict:
     out = {"small": prepare(os.path.join(workdir, f"n{small}"), small, sample, salt, log),
            "large": prepare(os.path.join(workdir, f"n{large}"), large, sample, salt, log)}
+    log(f"scale: {sample} in-process verifies at each size, interleaved")
+    verify_latency([out["small"], out["large"]])
     radius_rounds([out["small"], out["large"]], rounds, log)
     out["hardware_import"] = import_hardware(os.path.join(workdir, "hw"), hardware, salt, log)
     s, l = out["small"], out["large"]

@@ -172,7 +172,8 @@ def _latest_by_device(rows: Iterable[tuple[int, int, int, float]]
 
 # The steps of the used-steps log not folded into `device_steps` yet (_migrate_6, _migrate_7).
 _UNFOLDED = "FROM audit WHERE id > (SELECT upto FROM fold_mark) AND device IS NOT NULL"
-# Folding a used step never moves a device back (a resync may be ahead).
+# The fold into the device rows of schema v6 (_migrate_6 only): never moves a row back (a resync
+# may be ahead).
 _FOLD_TOTP = ("UPDATE devices SET last_step = ?, drift = ?, last_used_at = ? "
               "WHERE id = ? AND last_step < ?")
 # The fold of the log rows (?, ?] into `device_steps` (_migrate_7), each device's highest step
