@@ -4,8 +4,8 @@ For each size: a fresh database filled through the Python API (`Devices.add`, in
 CHUNK devices), in-process `Verifier.verify` latency for a sample of users (fresh process cache:
 every verify is an indexed lookup, an unseal and a commit; the two sizes interleaved user by
 user), then both RADIUS servers up, with blasts of the sample's codes to each in turn, one round
-per 30 s step (medians). Also: importing 100,000 unassigned hardware
-tokens through `mfa-radius device import` (CSV).
+per 30 s step (medians). Also: importing 100,000 unassigned hardware tokens through
+`mfa-radius device import` (CSV).
 """
 
 from __future__ import annotations
