@@ -94,8 +94,8 @@ def init(ctx: _Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the effective settings as JSON.")
 @pass_ctx
 def check_config(ctx: _Context, as_json: bool) -> None:
-    """Validate the config file and print the effective settings."""
-    settings = config_mod.describe(ctx.config)
+    """Validate the config file as `serve` does and print the effective settings."""
+    settings = config_mod.describe(config_mod.load(ctx.path, serving=True))
     if as_json:
         _print_json(settings)
         return

@@ -153,6 +153,11 @@ _GATEWAY_KEYS = {
 }
 
 
+def gateway_name(gw: SmsGateway, index: int) -> str:
+    """The name the logs and metrics use for the index-th gateway (0-based): TYPE-N if unset."""
+    return gw.name or f"{gw.type}-{index + 1}"
+
+
 @dataclass(frozen=True)
 class SmsConfig:
     code_ttl: int = field(default=300, metadata=_min(30))
@@ -201,8 +206,23 @@ def resolve_path(explicit: str | None) -> str:
     return explicit or os.environ.get(ENV_VAR) or DEFAULT_PATH
 
 
-def load(path: str) -> Config:
-    """Read and validate `path`; raise ConfigError naming the file, line and key."""
+class SettingError(ValueError):
+    """A value refused by the validator of the part that owns it (a RADIUS client, a reply): `key`
+    names the setting inside its entry; the message says what is wrong, without a place."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def load(path: str, *, serving: bool = False) -> Config:
+    """Read and validate `path`; raise ConfigError naming the file, line and key.
+
+    `serving=True` (`serve`, its reloads and `check-config`) also runs the checks that read other
+    files: each RADIUS client's secret_file, and the reply attributes against the RADIUS
+    dictionary. So `check-config` accepts exactly what `serve` accepts, while the PAM fallback,
+    which needs neither, loads without reading RADIUS secrets into a login process.
+    """
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
@@ -218,7 +238,10 @@ def load(path: str) -> Config:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
-    return from_dict(data, path=path, text=text)
+    cfg = from_dict(data, path=path, text=text)
+    if serving:
+        _check_serving(cfg, path, text)
+    return cfg
 
 
 def from_dict(data: dict, path: str = "<config>", text: str = "") -> Config:
@@ -333,11 +356,51 @@ def _check_semantics(cfg: Config, path: str, text: str) -> None:
     if cfg.policy.lockout_max_delay < cfg.policy.lockout_delay:
         raise ConfigError(_where(path, text, "policy", "lockout_max_delay") +
                           "'policy.lockout_max_delay' must not be below 'policy.lockout_delay'")
-    listen = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]*):(\d{1,5})", cfg.metrics.listen)
-    if cfg.metrics.listen and (listen is None or int(listen.group(2)) > 65535):
-        raise ConfigError(_where(path, text, "metrics", "listen") +
-                          f"'metrics.listen' must be HOST:PORT (IPv6: [ADDR]:PORT), not "
-                          f"{cfg.metrics.listen!r}")
+    from . import hostport
+    from .radius.clients import parse_network
+
+    for address in cfg.radius.listen:
+        try:
+            hostport.parse(address)
+        except ValueError as exc:
+            raise ConfigError(_where(path, text, "radius", "listen") +
+                              f"'radius.listen': {exc}") from None
+    if cfg.metrics.listen:
+        try:
+            hostport.parse(cfg.metrics.listen, any_host="0.0.0.0", any_port=True)  # noqa: S104
+        except ValueError as exc:
+            raise ConfigError(_where(path, text, "metrics", "listen") +
+                              f"'metrics.listen' must be HOST:PORT (IPv6: [ADDR]:PORT): {exc}") \
+                from None
+    if not 0 < len(cfg.radius.challenge_message.encode("utf-8")) <= 253:
+        raise ConfigError(_where(path, text, "radius", "challenge_message") +
+                          "'radius.challenge_message' must be 1-253 octets (one Reply-Message)")
+    for i, client in enumerate(cfg.radius.clients):
+        try:
+            parse_network(client.address)
+        except SettingError as exc:
+            raise ConfigError(_where(path, text, f"radius.clients[{i}]", exc.key) +
+                              f"RADIUS client '{client.name}': {exc}") from None
+
+
+def _check_serving(cfg: Config, path: str, text: str) -> None:
+    """The checks of what only `serve` uses, by the parts that own them (load(serving=True))."""
+    from .radius.clients import client_entry
+    from .radius.replies import encode_entry
+
+    for i, client in enumerate(cfg.radius.clients):
+        try:
+            client_entry(client, cfg)
+        except SettingError as exc:
+            raise ConfigError(_where(path, text, f"radius.clients[{i}]", exc.key) +
+                              f"RADIUS client '{client.name}': {exc}") from None
+    for i, reply in enumerate(cfg.radius.replies):
+        try:
+            encode_entry(reply)
+        except SettingError as exc:
+            raise ConfigError(_where(path, text, f"radius.replies[{i}]", exc.key) +
+                              f"[[radius.replies]] #{i + 1} ({reply.user or reply.group}): "
+                              f"{exc}") from None
 
 
 def _check_sms(cfg: Config, raw_gateways: list, path: str, text: str) -> None:
@@ -358,7 +421,7 @@ def _check_sms(cfg: Config, raw_gateways: list, path: str, text: str) -> None:
         if stray:
             raise bad(f"key '{stray[0]}' does not apply to a {gw.type} gateway (its keys: "
                       f"{', '.join(sorted(_GATEWAY_KEYS[gw.type] | {'name'}))})", stray[0])
-        name = gw.name or f"{gw.type}-{i + 1}"
+        name = gateway_name(gw, i)
         if name in names:
             raise bad(f"duplicate gateway name '{name}'", "name")
         names.add(name)
@@ -464,4 +527,9 @@ def describe(cfg: Config) -> dict:
     for client in data["radius"]["clients"]:
         if client["secret"]:
             client["secret"] = "********"
+    # A gateway shows the keys of its own type, and the name the logs use.
+    data["sms"]["gateways"] = [
+        {"type": gw.type, "name": gateway_name(gw, i),
+         **{k: v for k, v in raw.items() if k in _GATEWAY_KEYS[gw.type]}}
+        for i, (gw, raw) in enumerate(zip(cfg.sms.gateways, data["sms"]["gateways"]))]
     return data

@@ -25,7 +25,7 @@ def run(config_path: str, debug: bool = False) -> int:
     """Run the daemon in the foreground until SIGTERM/SIGINT; return the process exit code."""
     _setup_logging(debug)
     try:
-        cfg = config_mod.load(config_path)
+        cfg = config_mod.load(config_path, serving=True)
         from .radius.server import RadiusServer
 
         verifier = Verifier.open(cfg)
@@ -145,7 +145,7 @@ def _reload(config_path: str, verifier: Verifier, server, pam, metrics=None) -> 
 def _do_reload(config_path: str, verifier: Verifier, server, pam, metrics=None) -> None:
     old = server.config
     try:
-        cfg = config_mod.load(config_path)
+        cfg = config_mod.load(config_path, serving=True)
         server.reconfigure(cfg)
     except MfaError as exc:
         log.error("reload refused, keeping the running config: %s", exc)

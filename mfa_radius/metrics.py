@@ -21,6 +21,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY
 
+from . import hostport
 from .logsetup import RateLimitedLog
 
 log = logging.getLogger("mfa_radius.metrics")
@@ -156,18 +157,6 @@ def reconfigure(config) -> None:
         STORE_GAUGES.set_config(config)
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    """ "127.0.0.1:9812", "[::1]:9812", ":9812" (all addresses) -> (host, port)."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"metrics listen address {listen!r} is not HOST:PORT")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"metrics listen address {listen!r}: write IPv6 addresses as [ADDR]:PORT")
-    return host or "0.0.0.0", int(port)  # noqa: S104 - ":PORT" asks for every address
-
-
 class MetricsServer:
     """The running `/metrics` HTTP server (a daemon thread); `close()` stops it."""
 
@@ -196,8 +185,9 @@ def start_http(listen: str, config=None) -> MetricsServer | None:
     """
     if not listen:
         return None
-    host, port = parse_listen(listen)
-    httpd, thread = prometheus_client.start_http_server(port, addr=host)
+    # ":PORT" asks for every address.
+    where = hostport.parse(listen, any_host="0.0.0.0", any_port=True)  # noqa: S104
+    httpd, thread = prometheus_client.start_http_server(where.port, addr=where.host)
     STORE_GAUGES.set_config(config)
     server = MetricsServer(httpd, thread)
     log.info("metrics on %s", server.url)

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mfa_radius import config as config_mod
+from mfa_radius import hostport
 from mfa_radius import metrics
 from mfa_radius.errors import ConfigError
 from mfa_radius.verifier import Attempt, Verifier
@@ -123,7 +124,8 @@ def test_a_busy_port_raises_oserror(server, cfg):
     (":9812", ("0.0.0.0", 9812)),
 ])
 def test_parse_listen(listen, expected):
-    assert metrics.parse_listen(listen) == expected
+    where = hostport.parse(listen, any_host="0.0.0.0")
+    assert (where.host, where.port) == expected
 
 
 @pytest.mark.parametrize("listen", ["9812", "127.0.0.1", "::1:9812", "host:99999", "h:p"])
@@ -132,7 +134,7 @@ def test_config_refuses_a_bad_listen(tmp_path, listen):
     with pytest.raises(ConfigError, match=r"mfa-radius.toml:6: 'metrics.listen' must be HOST:PORT"):
         config_mod.load(str(path))
     with pytest.raises(ValueError):
-        metrics.parse_listen(listen)
+        hostport.parse(listen, any_host="0.0.0.0")
 
 
 def test_sms_sender_hook_counts_real_sends(tmp_path, server):

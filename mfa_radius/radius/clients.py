@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from ..config import Config, RadiusClient
+from ..config import Config, RadiusClient, SettingError
 from ..errors import ConfigError
 from ..private_files import read_private_file
 from .codec import Secret
@@ -40,7 +40,13 @@ class ClientTable:
     @classmethod
     def from_config(cls, cfg: Config) -> ClientTable:
         """Build the table; raise ConfigError for a bad address, secret or secret file."""
-        return cls([_client(c, cfg) for c in cfg.radius.clients])
+        clients = []
+        for entry in cfg.radius.clients:
+            try:
+                clients.append(client_entry(entry, cfg))
+            except SettingError as exc:
+                raise ConfigError(f"{cfg.path}: RADIUS client '{entry.name}': {exc}") from None
+        return cls(clients)
 
     def lookup(self, address: str) -> Client | None:
         """The client for a source address (as recvfrom gives it), or None if unknown."""
@@ -68,21 +74,30 @@ class ClientTable:
         return len(self._exact) + len(self._networks)
 
 
-def _client(entry: RadiusClient, cfg: Config) -> Client:
-    where = f"{cfg.path}: RADIUS client '{entry.name}'"
+def parse_network(address: str) -> IPNetwork:
+    """A client's `address` (an IP address or a CIDR network); SettingError when it is not."""
     try:
-        network = ipaddress.ip_network(entry.address, strict=False)
+        return ipaddress.ip_network(address, strict=False)
     except ValueError:
-        raise ConfigError(f"{where}: address {entry.address!r} is not an IP address or "
-                          "network (e.g. 192.0.2.10, 192.0.2.0/24, 2001:db8::/64)") from None
+        raise SettingError("address", f"address {address!r} is not an IP address or network "
+                           "(e.g. 192.0.2.10, 192.0.2.0/24, 2001:db8::/64)") from None
+
+
+def client_entry(entry: RadiusClient, cfg: Config) -> Client:
+    """The client of one `[[radius.clients]]` entry, its secret_file read; SettingError if bad."""
+    network = parse_network(entry.address)
+    key = "secret_file" if entry.secret_file else "secret"
     if entry.secret_file:
-        secret = read_secret_file(entry.secret_file, where)
+        try:
+            secret = read_secret_file(entry.secret_file, "")
+        except ConfigError as exc:
+            raise SettingError(key, str(exc)) from None
     else:
         secret = entry.secret.encode("utf-8")
     if not secret:
-        raise ConfigError(f"{where}: the shared secret is empty")
+        raise SettingError(key, "the shared secret is empty")
     if len(secret) > 128:
-        raise ConfigError(f"{where}: the shared secret is longer than 128 octets")
+        raise SettingError(key, "the shared secret is longer than 128 octets")
     require_ma = entry.require_message_authenticator
     if require_ma is None:
         require_ma = cfg.radius.require_message_authenticator
@@ -90,9 +105,12 @@ def _client(entry: RadiusClient, cfg: Config) -> Client:
 
 
 def read_secret_file(path: str, where: str) -> bytes:
-    """The secret in `path` (one line); refused when group or others may read or write it."""
+    """The secret in `path` (one line); refused when group or others may read or write it.
+
+    `where` prefixes the messages ("FILE: RADIUS client 'vpn1'", or "" for none)."""
+    prefix = f"{where}: " if where else ""
     try:
-        data = read_private_file(path, "secret_file", ConfigError, f"{where}: ")
+        data = read_private_file(path, "secret_file", ConfigError, prefix)
     except FileNotFoundError:
-        raise ConfigError(f"{where}: cannot read secret_file {path}: no such file") from None
+        raise ConfigError(f"{prefix}cannot read secret_file {path}: no such file") from None
     return data.rstrip(b"\r\n")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-from ..config import Config
+from ..config import Config, RadiusReply, SettingError
 from ..errors import ConfigError
 from . import codec
 
@@ -42,9 +42,11 @@ class ReplyTable:
         by_user: dict[str, bytes] = {}
         by_group: list[tuple[str, bytes]] = []
         for i, entry in enumerate(cfg.radius.replies):
-            where = f"{cfg.path}: [[radius.replies]] #{i + 1} ({entry.user or entry.group})"
-            encoded = b"".join(encode(name, value, where)
-                               for name, value in entry.attributes.items())
+            try:
+                encoded = encode_entry(entry)
+            except SettingError as exc:
+                raise ConfigError(f"{cfg.path}: [[radius.replies]] #{i + 1} "
+                                  f"({entry.user or entry.group}): {exc}") from None
             if entry.user:
                 by_user[entry.user] = by_user.get(entry.user, b"") + encoded
             else:
@@ -59,17 +61,24 @@ class ReplyTable:
         return attrs
 
 
-def encode(name: str, value, where: str) -> bytes:
-    """The wire form of `name = value` (one attribute, or several for a list)."""
+def encode_entry(entry: RadiusReply) -> bytes:
+    """The wire form of one `[[radius.replies]]` entry's attributes; SettingError if bad."""
+    return b"".join(encode(name, value) for name, value in entry.attributes.items())
+
+
+def encode(name: str, value) -> bytes:
+    """The wire form of `name = value` (one attribute, or several for a list); SettingError."""
     from pyrad import tools
 
     if isinstance(value, list):
-        return b"".join(encode(name, v, where) for v in value)
+        return b"".join(encode(name, v) for v in value)
     d = dictionary()
     if name not in d.attributes:
-        raise ConfigError(f"{where}: unknown RADIUS attribute {name!r} (add it to {DICTIONARY})")
+        raise SettingError("attributes", f"unknown RADIUS attribute {name!r} "
+                           f"(add it to {DICTIONARY})")
     if name in _RESERVED:
-        raise ConfigError(f"{where}: attribute {name!r} is set by the server, not in replies")
+        raise SettingError("attributes", f"attribute {name!r} is set by the server, "
+                           "not in replies")
     attr = d.attributes[name]
     try:
         if isinstance(value, str) and attr.values.HasForward(value):
@@ -91,5 +100,5 @@ def encode(name: str, value, where: str) -> bytes:
             return codec.encode_attr(26, raw)
         return codec.encode_attr(attr.code, raw)
     except (ValueError, TypeError, OverflowError, OSError) as exc:
-        raise ConfigError(f"{where}: bad value {value!r} for {name} ({attr.type}): {exc}") \
-            from None
+        raise SettingError("attributes", f"bad value {value!r} for {name} ({attr.type}): "
+                           f"{exc}") from None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import logging
 import re
 import socket
@@ -21,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .. import hostport
 from ..config import Config
 from ..errors import ConfigError, MfaError
 from ..logsetup import BulkLines, RateLimitedLog, fields
@@ -72,34 +72,19 @@ class DropLog:
             self.metrics.drop("radius", cause)
 
 
-def parse_listen(address: str) -> tuple[int, tuple]:
-    """'127.0.0.1:1812' or '[::1]:1812' -> (family, sockaddr); ConfigError when malformed."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"[radius] listen: {address!r} is not HOST:PORT "
-                          "(e.g. 127.0.0.1:1812 or [::1]:1812)")
-    bracketed = host.startswith("[") and host.endswith("]")
-    host = host[1:-1] if bracketed else host
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ConfigError(f"[radius] listen: {address!r}: {host!r} is not an IP address") from None
-    if ip.version == 6 and not bracketed:
-        raise ConfigError(f"[radius] listen: {address!r}: write IPv6 addresses as [ADDR]:PORT")
-    if ip.version == 6:
-        return socket.AF_INET6, (str(ip), int(port), 0, 0)
-    return socket.AF_INET, (str(ip), int(port))
-
-
 def bind_socket(address: str) -> socket.socket:
-    family, sockaddr = parse_listen(address)
+    try:
+        where = hostport.parse(address)
+    except ValueError as exc:  # config.load has said so already, with the line
+        raise ConfigError(f"[radius] listen: {exc}") from None
+    family = where.family
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         if family == socket.AF_INET6:
             # One socket per configured address: never answer IPv4 through a v4-mapped socket.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.setblocking(False)
-        sock.bind(sockaddr)
+        sock.bind(where.sockaddr)
     except OSError as exc:
         sock.close()
         raise MfaError(f"cannot listen on {address}: {exc.strerror or exc}") from None

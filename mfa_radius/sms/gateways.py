@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import Config, SmsGateway
+from ..config import Config, SmsGateway, gateway_name
 from ..errors import ConfigError
 from ..private_files import read_private_file
 from .policy import SmsTicket, mask_phone
@@ -258,7 +258,7 @@ class SmsSender:
 
 
 def _gateway(gw: SmsGateway, index: int, config_path: str):
-    name = gw.name or f"{gw.type}-{index + 1}"
+    name = gateway_name(gw, index)
     where = f"{config_path}: SMS gateway '{name}'"
     if gw.type == "file":
         return FileGateway(name, gw.path)
