@@ -47,6 +47,14 @@ class Accounts:
         return names
 
 
+def is_privileged(policy, accounts: Accounts, user: str) -> bool:
+    """Whether `user` is privileged under `policy` (a PolicyConfig): root, a listed user or a
+    member of a listed group. Privileged users need a device: no nullok, no SMS."""
+    if user == "root" or user in policy.privileged_users:
+        return True
+    return bool(accounts.groups(user) & set(policy.privileged_groups))
+
+
 class StaticAccounts(Accounts):
     """Fixed memberships, for tests and for hosts whose users are not system accounts."""
 

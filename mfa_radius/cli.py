@@ -76,6 +76,12 @@ pass_ctx = click.make_pass_decorator(_Context)
 def main(ctx: click.Context, config_path: str | None) -> None:
     """Second-factor (TOTP/HOTP tokens) administration for the mfa-radius server."""
     ctx.obj = _Context(config_mod.resolve_path(config_path))
+    if ctx.invoked_subcommand != "serve":
+        # A command has no log: what it did or why not is its own one line (and the audit
+        # table), not also the library's log lines on stderr.
+        import logging
+
+        logging.getLogger("mfa_radius").addHandler(logging.NullHandler())
 
 
 # ---- set-up -------------------------------------------------------------------------------------
@@ -296,7 +302,9 @@ def user_list(ctx: _Context, as_json) -> None:
 def user_show(ctx: _Context, name, as_json) -> None:
     """Show one user's devices, lockout state and recovery codes left."""
     devices = ctx.devices()
-    info = _user_report(devices.store, name, time.time())
+    info = _user_report(devices.store, name, time.time(), _Privilege(ctx.config))
+    if info is None:
+        raise MfaError(f"no such user: {name}")
     info["device_details"] = devices.list(user=name)
     for d in info["device_details"]:
         for k in ("created_at", "enabled_at", "last_used_at"):
@@ -304,10 +312,16 @@ def user_show(ctx: _Context, name, as_json) -> None:
     if as_json:
         _print_json(info)
         return
-    for key in ("user", "mfa_active", "devices", "recovery_codes_left", "failures", "locked",
-                "locked_until", "last_success"):
+    for key in ("user", "mfa_active", "devices", "sms", "recovery_codes_left", "failures",
+                "locked", "locked_until", "last_success"):
         value = info[key]
-        click.echo(f"{key + ':':<21}{', '.join(value) if isinstance(value, list) else value}")
+        if isinstance(value, bool):
+            value = "yes" if value else "no"
+        elif isinstance(value, list):
+            value = ", ".join(value) or "-"
+        elif value is None:
+            value = "never" if key == "last_success" else "-"
+        click.echo(f"{key + ':':<21}{value}")
 
 
 @user.command("unlock")
@@ -356,7 +370,10 @@ def verify(ctx: _Context, name, code) -> None:
         click.echo(f"accepted{how}")
         return
     if decision.reason == "error":
-        raise MfaError("refused: the verifier could not read or write its database (see log)")
+        error = verifier.last_error or MfaError("the database or key file failed")
+        failure = type(error)(f"refused: {error}")
+        failure.exit_code = error.exit_code
+        raise failure
     extra = f", retry in {decision.retry_after:.0f} s" if decision.reason == "locked" else ""
     click.echo(f"refused: {decision.reason}{extra}", err=True)
     sys.exit(1)
@@ -442,17 +459,42 @@ def _report(ctx: _Context) -> list[dict]:
 
     store = open_store(ctx.config)
     now = time.time()
+    privileged = _Privilege(ctx.config)
     with store.errors("reading users"):
-        return [_user_report(store, name, now) for name in store.user_names()]
+        rows = (_user_report(store, name, now, privileged) for name in store.user_names())
+        return [r for r in rows if r is not None]
 
 
-def _user_report(store, name: str, now: float) -> dict:
+class _Privilege:
+    """Who may use which second factor under the config's policy (as the verifier decides)."""
+
+    def __init__(self, cfg: config_mod.Config):
+        from .accounts import Accounts
+
+        self.cfg = cfg
+        self.accounts = Accounts()
+
+    def sms_usable(self, name: str, phone: str | None) -> bool:
+        """A code can reach `name` by SMS: a phone, a gateway, and not privileged."""
+        from .accounts import is_privileged
+
+        return bool(phone) and bool(self.cfg.sms.gateways) and \
+            not is_privileged(self.cfg.policy, self.accounts, name)
+
+
+def _user_report(store, name: str, now: float, privilege: _Privilege) -> dict | None:
+    """The report row of `name`; None when the database knows nothing of that user."""
     with store.errors("reading user"):
+        row = store.user_row(name)
         s = store.user_summary(name)
         last_used = [d["last_used_at"] for d in store.user_devices(name) if d["last_used_at"]]
+    if row is None and not s["devices"] and not s["recovery_codes_left"]:
+        return None
     last = max([t for t in [s["last_success"], *last_used] if t], default=None)
-    # mfa_active: the user has a second factor that can be used to sign in (device or SMS).
-    return {"user": name, "mfa_active": bool(s["devices"]) or bool(s.get("phone")),
+    # mfa_active: the user can sign in with a second factor under the current policy: a device,
+    # or SMS where the policy lets a code reach them (never for privileged users).
+    return {"user": name,
+            "mfa_active": bool(s["devices"]) or privilege.sms_usable(name, s.get("phone")),
             "devices": s["devices"],
             "sms": bool(s.get("phone")), "recovery_codes_left": s["recovery_codes_left"],
             "last_success": _iso(last), "failures": s["failures"],

@@ -58,31 +58,33 @@ class OtpKey:
         return None
 
     def find_step(self, code: str, centre: int, offsets: tuple[int, ...],
-                  last_used: int) -> tuple[int | None, bool]:
-        """TOTP: (the step to consume, or None; whether `code` is a replay).
+                  last_used: int) -> tuple[int | None, str | None]:
+        """TOTP: (the step to consume, or None; why not: None, "replay" or "reused_code").
 
-        `offsets` are tried in order (nearest the clock first) around `centre`. RFC 6238 5.2: an
-        OTP accepted once is never accepted again, so a code equal to the code of a used step
-        still in the window is a replay even when a fresh step happens to give the same digits
-        (one chance in 10**digits per pair of steps; the user types the next code). Without a
-        used step in the window, the first fresh match ends the search. A wrong code costs every
-        step of the window. `code` must be `digits` ASCII digits.
+        `offsets` are tried in order (nearest the clock first) around `centre`; `last_used` is
+        the device's last accepted step. A step at or before it is never accepted again: a code
+        matching only such steps is a "replay". RFC 6238 5.2: an OTP accepted once is never
+        accepted again, so the digits of the accepted step, while it is in the window, are
+        refused even when a fresh step happens to give them too (one chance in 10**digits per
+        pair of steps): "reused_code", and the user types the next code. The digits of a step
+        that was skipped were never accepted: a fresh step giving them is accepted. The first
+        fresh match ends the search; a wrong code costs every step of the window. `code` must
+        be `digits` ASCII digits.
         """
         wanted = int(code)
         value = self._value
-        check_used = last_used >= centre + min(offsets)
-        found = None
-        used = False
+        stale = False
         for offset in offsets:
             step = centre + offset
             if step >= 0 and value(step) == wanted:
                 if step <= last_used:
-                    used = True
-                elif found is None:
-                    found = step
-                    if not check_used:
-                        return found, False
-        return (None, True) if used else (found, False)
+                    stale = True
+                    continue
+                if last_used >= 0 and min(offsets) <= last_used - centre <= max(offsets) \
+                        and value(last_used) == wanted:
+                    return None, "reused_code"
+                return step, None
+        return None, "replay" if stale else None
 
     def find_pair(self, code1: str, code2: str, first: int, last: int) -> int | None:
         """The counter c in [first, last] with code(c) == code1 and code(c+1) == code2."""

@@ -531,8 +531,13 @@ class Store:
         latest = self._latest_used()
         for r in rows:
             used = latest.get(r["id"])
-            if used is not None and used[0] > r["last_step"]:
-                r.update(last_step=used[0], drift=used[1], last_used_at=used[2])
+            if used is None:
+                continue
+            if used[0] > r["last_step"]:
+                r.update(last_step=used[0], drift=used[1])
+            # Apart from the step: a resync moves the row's step past the log's, not its time.
+            if used[2] > (r["last_used_at"] or 0):
+                r["last_used_at"] = used[2]
         return rows
 
     def consume_hotp(self, device_id: int, counter: int, now: float) -> bool:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from . import recovery
-from .accounts import Accounts
+from .accounts import Accounts, is_privileged
 from .config import Config
 from .errors import KeyFileError, MfaError, StoreError
 from .otp import OtpKey, nearest_first, time_step
@@ -62,7 +62,8 @@ class Attempt(NamedTuple):
 
 class Decision(NamedTuple):
     accepted: bool
-    # ok, exempt, no_device_allowed, bad_code, replay, locked, no_device, malformed, error
+    # ok, exempt, no_device_allowed, bad_code, replay, reused_code, locked, no_device,
+    # malformed, error
     reason: str
     method: str | None = None  # totp, hotp, recovery, sms
     serial: str | None = None
@@ -127,6 +128,9 @@ class Verifier:
         # (preload) so that a user read from disk needs no scan of the log; None elsewhere.
         self._unfolded: dict[int, tuple[int, int]] | None = None
         self._last_batch = 0.0  # time.monotonic() of the last verify_batch
+        # Why the last batch was refused as "error" (a StoreError or KeyFileError), for the CLI,
+        # which has no log; None after a batch that was decided.
+        self.last_error: MfaError | None = None
         self._used: tuple = _NOT_USED  # (device id, step, drift) of the attempt being decided
         self._steps_used = False  # in the batch being decided
         # A sub-key for SMS code hashes, derived through the fingerprint key (never stored).
@@ -147,10 +151,7 @@ class Verifier:
     # ---- policy questions ------------------------------------------------------------------
 
     def is_privileged(self, user: str) -> bool:
-        policy = self.config.policy
-        if user == "root" or user in policy.privileged_users:
-            return True
-        return bool(self.accounts.groups(user) & set(policy.privileged_groups))
+        return is_privileged(self.config.policy, self.accounts, user)
 
     def allowed_without_device(self, user: str) -> bool:
         policy = self.config.policy
@@ -205,11 +206,14 @@ class Verifier:
                 self.store.add_audit(audit)
                 if self._steps_used:  # our rows of the log: not to be read back as others'
                     self._used_seq = self.store.last_audit_id()
+            self.last_error = None
             return decisions
         except (StoreError, KeyFileError) as exc:
             log.error("refusing %d attempt(s): %s", len(attempts), exc)
-        except Exception:  # noqa: BLE001 - a bug must refuse, never accept
+            self.last_error = exc
+        except Exception as exc:  # noqa: BLE001 - a bug must refuse, never accept
             log.exception("refusing %d attempt(s): internal error", len(attempts))
+            self.last_error = MfaError(f"internal error: {type(exc).__name__}: {exc}")
         self._drop_all()  # the cache may hold steps of the rolled-back batch
         return [Decision(False, "error") for _ in attempts]
 
@@ -257,6 +261,9 @@ class Verifier:
                 parts.append(f"{d.serial} (hotp, {d.digits} digits): counters {d.counter}.."
                              f"{d.counter + self.config.otp.hotp_window - 1}")
         what = {"replay": "the code belongs to a step or counter already used (a code works once)",
+                "reused_code": "a fresh step gives the digits of the step last accepted, still in "
+                               "the window: the same code is never accepted twice (the next "
+                               "code works)",
                 "bad_code": f"the code matches no device, recovery code or SMS code "
                             f"(failure {state.failures} of {self.config.policy.lockout_failures}"
                             " before a lockout)"}.get(reason, reason)
@@ -277,20 +284,21 @@ class Verifier:
             return Decision(False, "no_device")
 
         replay_of: _Device | None = None
+        refusal = "replay"
         digits_only = code.isdigit() and code.isascii()
         for device in state.devices:
             if not digits_only or len(code) != device.digits:
                 continue
-            matched, replay = self._match(device, code, now)
+            matched, why = self._match(device, code, now)
             if matched is not None:
                 if self._consume(device, matched, now):
                     return self._success(state, device.kind, device.serial, now)
                 # Another process moved this HOTP counter after we cached the device: refused
                 # as a replay, and the user is read afresh next time.
                 self._cache.pop(user, None)
-                replay = True
-            if replay:
-                replay_of = device
+                why = "replay"
+            if why is not None and replay_of is None:
+                replay_of, refusal = device, why
         if state.has_recovery and recovery.looks_like_recovery_code(code):
             code_id = recovery.match(code, self.store.recovery_codes(user))
             if code_id is not None and self.store.consume_recovery_code(code_id, now):
@@ -304,23 +312,23 @@ class Verifier:
                 return self._success(state, "sms", None, now)
         if replay_of is not None:
             # A used code is not a guess: it does not count towards the lockout.
-            return Decision(False, "replay", replay_of.kind, replay_of.serial)
+            return Decision(False, refusal, replay_of.kind, replay_of.serial)
         return self._failure(state, now)
 
-    def _match(self, device: _Device, code: str, now: float) -> tuple[int | None, bool]:
-        """(counter or step to consume, whether the code is a replay of a used one)."""
+    def _match(self, device: _Device, code: str, now: float) -> tuple[int | None, str | None]:
+        """(counter or step to consume, or None; why not: None, "replay" or "reused_code")."""
         if device.kind == "totp":
-            # Nearest the (drift-corrected) clock first; the digits of a used step in the window
-            # are a replay even if a fresh step gives them too (OtpKey.find_step).
+            # Nearest the (drift-corrected) clock first; the digits of the last accepted step,
+            # in the window, are refused even if a fresh step gives them too (OtpKey.find_step).
             return device.key.find_step(code, time_step(now, device.period) + device.drift,
                                         nearest_first(self.config.otp.totp_window),
                                         device.last_step)
         window = self.config.otp.hotp_window
         counter = device.key.find(code, range(device.counter, device.counter + window))
         if counter is not None:
-            return counter, False
+            return counter, None
         behind = device.key.find(code, range(max(0, device.counter - window), device.counter))
-        return None, behind is not None
+        return None, "replay" if behind is not None else None
 
 
     def _consume(self, device: _Device, matched: int, now: float) -> bool:

@@ -250,23 +250,34 @@ def test_find_step_prefers_the_nearest_fresh_step_and_reports_used_ones():
     key = OtpKey(RFC4226_SEED)
     order = (0, -1, 1)
     centre = 100
-    assert key.find_step(key.code(101), centre, order, 50) == (101, False)
-    assert key.find_step(key.code(99), centre, order, 50) == (99, False)
+    assert key.find_step(key.code(101), centre, order, 50) == (101, None)
+    assert key.find_step(key.code(99), centre, order, 50) == (99, None)
     # Step 99 already used (last_used 99): its code is a replay, never a match.
-    assert key.find_step(key.code(99), centre, order, 99) == (None, True)
-    assert key.find_step(key.code(100), centre, order, 100) == (None, True)
-    assert key.find_step(key.code(101), centre, order, 100) == (101, False)
+    assert key.find_step(key.code(99), centre, order, 99) == (None, "replay")
+    assert key.find_step(key.code(100), centre, order, 100) == (None, "replay")
+    assert key.find_step(key.code(101), centre, order, 100) == (101, None)
     # Outside the window: neither.
-    assert key.find_step(key.code(103), centre, order, 50) == (None, False)
+    assert key.find_step(key.code(103), centre, order, 50) == (None, None)
     # Steps before the epoch are skipped, not an error.
-    assert key.find_step(key.code(0), 0, order, -1) == (0, False)
+    assert key.find_step(key.code(0), 0, order, -1) == (0, None)
 
 
 def test_find_step_refuses_the_digits_of_a_used_step_in_the_window_even_if_fresh_too():
     key = OtpKey(b"12345678901234567890")
     step = 56188870  # steps 56188870 and 56188871 both give 617002
     assert key.code(step) == key.code(step + 1)
-    assert key.find_step("617002", step + 1, (0, -1, 1), step) == (None, True)
-    assert key.find_step("617002", step + 1, (0, -1, 1), step - 5) == (step + 1, False)
+    assert key.find_step("617002", step + 1, (0, -1, 1), step) == (None, "reused_code")
+    assert key.find_step("617002", step + 1, (0, -1, 1), step - 5) == (step + 1, None)
     # Once the used step has left the window, step+1's code is just a fresh code.
-    assert key.find_step("617002", step + 2, (0, -1, 1), step) == (step + 1, False)
+    assert key.find_step("617002", step + 2, (0, -1, 1), step) == (step + 1, None)
+
+
+def test_find_step_accepts_the_digits_of_a_skipped_step_from_a_fresh_step():
+    """Steps 56295193 and 56295195 of the RFC 4226 seed both give 769717 (found by search):
+    with 56295194 accepted, 56295193 was skipped, its digits never accepted."""
+    key = OtpKey(b"12345678901234567890")
+    skipped = 56295193
+    assert key.code(skipped) == key.code(skipped + 2) == "769717" != key.code(skipped + 1)
+    assert key.find_step("769717", skipped + 1, (0, -1, 1), skipped + 1) == (skipped + 2, None)
+    # Had the skipped step been the accepted one, its digits stay refused while in the window.
+    assert key.find_step("769717", skipped + 1, (0, -1, 1), skipped) == (None, "reused_code")

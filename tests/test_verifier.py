@@ -991,9 +991,10 @@ def test_a_code_already_accepted_is_refused_even_when_a_fresh_step_gives_the_sam
     verifier = Verifier.open(cfg)
     first = verify(verifier, "alice", "617002", now=step * 30 + 1)
     assert first.accepted and first.reason == "ok"
-    # Sent again in the next step: it is also step+1's code, but step (used) is in the window.
+    # Sent again in the next step: it is also step+1's code, but step (used) is in the window:
+    # refused as the reuse of an accepted code, named apart from a replay of the same step.
     second = verify(verifier, "alice", "617002", now=(step + 1) * 30 + 1)
-    assert not second.accepted and second.reason == "replay"
+    assert not second.accepted and second.reason == "reused_code"
     # The next code works; a replay is not a failure.
     assert verify(verifier, "alice", key.code(step + 2), now=(step + 1) * 30 + 2).accepted
     assert verifier.store.user_row("alice") is None or \
