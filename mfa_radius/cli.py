@@ -407,7 +407,11 @@ def audit(ctx: _Context, name, since, limit, as_json) -> None:
 
     store = open_store(ctx.config)
     with store.errors("reading audit"):
-        rows = store.audit_events(name, _parse_since(since), limit)
+        rows = store.audit_events(name, _parse_since(since), limit + 1)
+    if len(rows) > limit:  # one more than asked for: older events were left out
+        rows = rows[1:]
+        click.echo(f"mfa-radius: showing the newest {limit} events only; older ones were left "
+                   "out (use --limit N, or --since)", err=True)
     for r in rows:
         r["time"] = _iso(r["time"])
     if as_json:

@@ -42,26 +42,57 @@ def parse_csv(text: str, source: str = "<csv>") -> list[DeviceSpec]:
     specs: list[DeviceSpec] = []
     serial_lines: dict[str, int] = {}
     seed_lines: dict[bytes, int] = {}
-    for lineno, fields in _csv_records(text.removeprefix("\ufeff"), source):
+    problems: list[str] = []  # every bad line, so that one run shows them all
+    records = _csv_records(text.removeprefix("\ufeff"), source)
+    first = True
+    while True:
+        try:
+            lineno, fields = next(records)
+        except StopIteration:
+            break
+        except ImportFormatError as exc:  # the CSV itself is broken: nothing after it is read
+            problems.append(str(exc))
+            break
         where = f"{source}:{lineno}"
         try:
             spec = _csv_spec(fields, where)
         except ImportFormatError as exc:
-            if not specs and len(fields) > 1 and not _HEX.match(fields[1].strip()):
-                raise ImportFormatError(f"{exc} (a header line must start with #)") from None
-            raise
+            if first and len(fields) > 1 and not _HEX.match(fields[1].strip()):
+                problems.append(f"{exc} (a header line must start with #)")
+            else:
+                problems.append(str(exc))
+            continue
+        finally:
+            first = False
         if spec.serial in serial_lines:
-            raise ImportFormatError(f"{where}: serial {spec.serial} already appears on line "
-                                    f"{serial_lines[spec.serial]}")
+            problems.append(f"{where}: serial {spec.serial} already appears on line "
+                            f"{serial_lines[spec.serial]}")
+            continue
         if spec.seed in seed_lines:
-            raise ImportFormatError(f"{where}: device {spec.serial} has the same seed as line "
-                                    f"{seed_lines[spec.seed]} (one seed, one device)")
+            problems.append(f"{where}: device {spec.serial} has the same seed as line "
+                            f"{seed_lines[spec.seed]} (one seed, one device)")
+            continue
         serial_lines[spec.serial] = lineno
         seed_lines[spec.seed] = lineno
         specs.append(spec)
+    if problems:
+        raise ImportFormatError(_all_problems(source, problems))
     if not specs:
         raise ImportFormatError(f"{source}: no tokens found (expected lines of {_CSV_COLUMNS})")
     return specs
+
+
+MAX_PROBLEMS = 20  # bad lines listed by one import; the rest are counted
+
+
+def _all_problems(source: str, problems: list[str]) -> str:
+    """One problem as is; several one per line, at most MAX_PROBLEMS, then how many more."""
+    if len(problems) == 1:
+        return problems[0]
+    shown = problems[:MAX_PROBLEMS]
+    more = len(problems) - len(shown)
+    return "\n  ".join([f"{source}: {len(problems)} bad lines, nothing imported:", *shown]
+                       + ([f"... and {more} more"] if more else []))
 
 
 def parse_csv_file(path: str | os.PathLike) -> list[DeviceSpec]:

@@ -46,6 +46,27 @@ USER_COLUMNS = ("name", "failures", "locked_until", "last_success", "last_failur
 _USER_SELECT = "SELECT " + ", ".join(USER_COLUMNS) + " FROM users"
 
 
+def _check_access(path: str, opened: bool = False) -> None:
+    """Refuse, saying why, when this user may not use the database: SQLite only says "unable to
+    open database file", and a directory that may not be searched hides the file. `opened`:
+    SQLite has failed, so also look at the file's and the directory's permissions."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return
+    except PermissionError:
+        pass
+    else:
+        folder = os.path.dirname(os.path.abspath(path))
+        # Effective ids: under sudo or su the real uid is the caller's, not root.
+        if not opened or os.geteuid() == 0 or (
+                os.access(path, os.R_OK | os.W_OK, effective_ids=True)
+                and os.access(folder, os.W_OK | os.X_OK, effective_ids=True)):
+            return
+    raise StoreError(f"{path}: permission denied: run this as root (or as a user with read "
+                     f"and write access to {path} and its directory)")
+
+
 def _migrate_1(db) -> None:
     db["devices"].create({
         "id": int, "serial": str, "kind": str, "virtual": int, "digits": int, "algorithm": str,
@@ -262,6 +283,7 @@ class Store:
     def open(cls, path: str, *, create: bool = False, synchronous: str = "normal",
              busy_timeout: float = 10.0) -> Store:
         """Open (or with `create`, create 0600) the database and bring its schema up to date."""
+        _check_access(path)
         if not os.path.exists(path):
             if not create:
                 raise StoreError(f"{path}: database not found (create it with 'mfa-radius init')")
@@ -287,6 +309,7 @@ class Store:
                 conn.execute("PRAGMA foreign_keys = ON")
                 store._migrate()
         except sqlite3.Error as exc:
+            _check_access(path, opened=True)
             raise StoreError(f"{path}: cannot open database: {exc}") from None
         return store
 

@@ -120,3 +120,15 @@ def test_sms_send_that_fails_prints_one_line(tmp_path):
     assert_one_line_error(result, 1)
     assert result.stderr.startswith("mfa-radius: no code sent to alice: ")
     assert "file-1" in result.stderr
+
+
+def test_audit_says_on_stderr_when_older_events_were_left_out(cfg_path):
+    for _ in range(3):
+        assert run_cli(cfg_path, "verify", "bob", "123456").returncode == 1
+    cut = run_cli(cfg_path, "audit", "--limit", "2", "--json")
+    assert cut.returncode == 0 and len(json.loads(cut.stdout)) == 2
+    assert cut.stderr == ("mfa-radius: showing the newest 2 events only; older ones were left "
+                          "out (use --limit N, or --since)\n")
+    whole = run_cli(cfg_path, "audit", "--limit", "3")
+    assert whole.returncode == 0 and whole.stderr == ""
+    assert len(whole.stdout.splitlines()) == 4  # the header and three events

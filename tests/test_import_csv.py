@@ -282,3 +282,22 @@ def test_csv_file_errors(tmp_path):
     latin1.write_bytes(f"A1,{RFC_SEED},totp,6,30,jos\xe9\n".encode("latin-1"))
     with pytest.raises(ImportFormatError, match="latin1.csv: not UTF-8 text"):
         parse_csv_file(latin1)
+
+
+def test_the_cli_reports_every_bad_line_up_to_a_cap_and_imports_nothing(cfg_path, tmp_path):
+    from conftest import run_cli
+
+    good = "G1, " + secrets.token_hex(20) + ", totp\n"
+    bad = [f"B{i}, nothex{i}, totp\n" for i in range(25)]
+    path = tmp_path / "tokens.csv"
+    path.write_text("# serial, seed, type\n" + good + "".join(bad[:3]) + "X, " +
+                    secrets.token_hex(20) + ", qotp\n" + "".join(bad[3:]))
+    result = run_cli(cfg_path, "device", "import", str(path), "--format", "csv")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"mfa-radius: {path}: 26 bad lines, nothing imported:"
+    assert [ln.split(":")[1] for ln in lines[1:21]] == [str(n) for n in (3, 4, 5, 6, *range(7, 23))]
+    assert "unknown type 'qotp'" in lines[4]
+    assert lines[21:] == ["  ... and 6 more"]
+    listed = run_cli(cfg_path, "device", "list")
+    assert listed.returncode == 0 and "G1" not in listed.stdout
