@@ -52,10 +52,10 @@ def _check_access(path: str, opened: bool = False) -> None:
     SQLite has failed, so also look at the file's and the directory's permissions."""
     try:
         os.stat(path)
-    except FileNotFoundError:
-        return
     except PermissionError:
         pass
+    except OSError:  # missing, or a path through a file: said when it is created or opened
+        return
     else:
         folder = os.path.dirname(os.path.abspath(path))
         # Effective ids: under sudo or su the real uid is the caller's, not root.
