@@ -20,6 +20,7 @@ from . import config as config_mod
 from .errors import MfaError
 
 _DEBUG_ENV = "MFA_RADIUS_DEBUG"
+JSON_HELP = "Print JSON instead of text."
 
 
 class _Group(click.Group):
@@ -89,7 +90,10 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 @main.command()
 @pass_ctx
 def init(ctx: _Context) -> None:
-    """Create the key file and the database named in the config (mode 0600)."""
+    """Create the key file and the database (mode 0600).
+
+    Both as named in the config; what exists already is kept.
+    """
     from .state import init as do_init
 
     for line in do_init(ctx.config):
@@ -100,7 +104,11 @@ def init(ctx: _Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the effective settings as JSON.")
 @pass_ctx
 def check_config(ctx: _Context, as_json: bool) -> None:
-    """Validate the config file as `serve` does and print the effective settings."""
+    """Validate the config as `serve` does; print the settings.
+
+    Exit 0 with the effective settings (secrets masked), or 2 with the first problem, naming
+    file, line and key.
+    """
     settings = config_mod.describe(config_mod.load(ctx.path, serving=True))
     if as_json:
         _print_json(settings)
@@ -128,27 +136,36 @@ def serve(ctx: _Context, debug: bool) -> None:
 
 @main.group()
 def device() -> None:
-    """Token devices: create, import, enable, resync, deactivate, delete, list."""
+    """Token devices: create, enable, resync, deactivate, list.
+
+    A device belongs to one user; virtual devices (authenticator apps) are created here,
+    hardware tokens imported from the vendor's seed file.
+    """
 
 
 @device.command("create-virtual")
 @click.argument("serial")
 @click.option("--type", "kind", type=click.Choice(["totp", "hotp"]), default="totp",
-              show_default=True)
-@click.option("--digits", type=click.Choice(["6", "8"]), default="6", show_default=True)
+              show_default=True, help="Time-based (TOTP) or counter-based (HOTP) codes.")
+@click.option("--digits", type=click.Choice(["6", "8"]), default="6", show_default=True,
+              help="Code length.")
 @click.option("--algorithm", type=click.Choice(["SHA1", "SHA256", "SHA512"], case_sensitive=False),
-              default="SHA1", show_default=True)
+              default="SHA1", show_default=True,
+              help="HMAC hash (most authenticator apps only do SHA1).")
 @click.option("--period", type=click.IntRange(1, 3600), default=30, show_default=True,
               help="TOTP time step in seconds.")
 @click.option("--issuer", help="Issuer shown by the authenticator app (default: [otp] issuer).")
 @click.option("--qr", is_flag=True, help="Print a QR code of the otpauth:// URI in the terminal.")
 @click.option("--qr-png", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
               help="Write the QR code as a PNG file (mode 0600).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @pass_ctx
 def create_virtual(ctx: _Context, serial, kind, digits, algorithm, period, issuer, qr, qr_png,
                    as_json) -> None:
-    """Create an unassigned virtual device (an authenticator app) and show its seed once."""
+    """Create an authenticator-app device; show its seed once.
+
+    The device is unassigned until `device enable` with two codes from the app.
+    """
     info = ctx.devices().create_virtual(serial, kind=kind, digits=int(digits),
                                         algorithm=algorithm.upper(), period=period, issuer=issuer)
     if qr_png:
@@ -170,14 +187,18 @@ def create_virtual(ctx: _Context, serial, kind, digits, algorithm, period, issue
 
 @device.command("import")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["csv", "pskc"]), required=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "pskc"]), required=True,
+              help="The file's format: OATH CSV or PSKC (RFC 6030) XML.")
 @click.option("--pskc-key", metavar="HEX", help="Pre-shared key of an encrypted PSKC file.")
 @click.option("--pskc-password", metavar="PW",
               help="Password of a PBKDF2-protected PSKC file ('-' reads it from stdin).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @pass_ctx
 def import_devices(ctx: _Context, file, fmt, pskc_key, pskc_password, as_json) -> None:
-    """Import hardware tokens from a vendor seed file, all or nothing."""
+    """Import hardware tokens from a vendor seed file.
+
+    All or nothing: one bad line imports no token, and every bad line is listed.
+    """
     from . import importers
 
     started = time.monotonic()
@@ -218,7 +239,10 @@ def import_devices(ctx: _Context, file, fmt, pskc_key, pskc_password, as_json) -
 @click.argument("code2")
 @pass_ctx
 def enable(ctx: _Context, user, serial, code1, code2) -> None:
-    """Assign SERIAL to USER, proven by two consecutive codes from the device."""
+    """Assign SERIAL to USER, proven by two codes in a row.
+
+    CODE1 and CODE2 are consecutive codes of the device.
+    """
     ctx.devices().enable(user, serial, code1, code2)
     click.echo(f"device {serial} enabled for {user}")
 
@@ -242,7 +266,7 @@ def resync(ctx: _Context, user, serial, code1, code2) -> None:
 @click.argument("serial")
 @pass_ctx
 def deactivate(ctx: _Context, user, serial) -> None:
-    """Unassign a (lost) device from USER: its codes stop working at once."""
+    """Unassign a (lost) device: its codes stop working at once."""
     ctx.devices().deactivate(user, serial)
     click.echo(f"device {serial} deactivated for {user} (now unassigned)")
 
@@ -257,10 +281,10 @@ def delete(ctx: _Context, serial) -> None:
 
 
 @device.command("list")
-@click.option("--user")
+@click.option("--user", metavar="USER", help="Only the devices of USER.")
 @click.option("--status", type=click.Choice(["assigned", "unassigned", "any"]), default="any",
-              show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+              show_default=True, help="Only assigned or unassigned devices.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @pass_ctx
 def list_devices(ctx: _Context, user, status, as_json) -> None:
     """List devices."""
@@ -282,7 +306,7 @@ def user() -> None:
 
 
 @user.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @pass_ctx
 def user_list(ctx: _Context, as_json) -> None:
     """List the users the database knows."""
@@ -297,10 +321,10 @@ def user_list(ctx: _Context, as_json) -> None:
 
 @user.command("show")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @pass_ctx
 def user_show(ctx: _Context, name, as_json) -> None:
-    """Show one user's devices, lockout state and recovery codes left."""
+    """Show one user's devices, lockout and recovery codes."""
     devices = ctx.devices()
     info = _user_report(devices.store, name, time.time(), _Privilege(ctx.config))
     if info is None:
@@ -339,10 +363,13 @@ def user_unlock(ctx: _Context, name) -> None:
 @click.argument("name")
 @click.option("--count", type=click.IntRange(1, 100), default=None,
               help="How many codes (default: [policy] recovery_codes).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @pass_ctx
 def user_recovery_codes(ctx: _Context, name, count, as_json) -> None:
-    """Issue new one-time recovery codes for NAME (replacing older ones); shown only once."""
+    """Issue new one-time recovery codes for NAME.
+
+    They replace older ones and are shown only once.
+    """
     codes = ctx.devices().issue_recovery_codes(name, count)
     if as_json:
         _print_json({"user": name, "codes": codes})
@@ -380,10 +407,14 @@ def verify(ctx: _Context, name, code) -> None:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @pass_ctx
 def report(ctx: _Context, as_json) -> None:
-    """The credential report: every known user, MFA state, last success, lockout."""
+    """The credential report: every user's MFA state.
+
+    One row per known user: second factor usable, devices, SMS, recovery codes left, last
+    success, lockout.
+    """
     rows = _report(ctx)
     if as_json:
         _print_json(rows)
@@ -395,11 +426,12 @@ def report(ctx: _Context, as_json) -> None:
 
 
 @main.command()
-@click.option("--user", "name")
+@click.option("--user", "name", metavar="USER", help="Only the events of USER.")
 @click.option("--since", metavar="TIME",
               help="ISO date/time (UTC unless an offset is given) or an age: 30m, 12h, 7d.")
-@click.option("--limit", type=click.IntRange(1, 1000000), default=1000, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", type=click.IntRange(1, 1000000), default=1000, show_default=True,
+              help="At most this many events, the newest.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @pass_ctx
 def audit(ctx: _Context, name, since, limit, as_json) -> None:
     """Authentication events (never the codes)."""
@@ -426,7 +458,9 @@ def audit(ctx: _Context, name, since, limit, as_json) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @pass_ctx
 def backup(ctx: _Context, file) -> None:
-    """Write a consistent copy of the live database to FILE (mode 0600); safe while serving.
+    """Copy the live database to FILE (safe while serving).
+
+    The copy is consistent and mode 0600.
 
     The key file is not included: back it up separately (the copy is useless without it).
     """
@@ -440,8 +474,10 @@ def backup(ctx: _Context, file) -> None:
 @main.command()
 @pass_ctx
 def housekeeping(ctx: _Context) -> None:
-    """Prune audit rows past [storage] audit_retention_days and expired state (the daemon does this
-    hourly by itself)."""
+    """Prune old audit rows and expired state now.
+
+    Audit rows past [storage] audit_retention_days go; the daemon does this hourly by itself.
+    """
     from . import housekeeping as hk
 
     click.echo(hk.describe(hk.run_once(ctx.config), ctx.config))

@@ -26,16 +26,22 @@ def _print_json(data) -> None:
 
 @click.group()
 def sms() -> None:
-    """SMS codes: enable or disable a user's phone, send a code now, list SMS users."""
+    """SMS codes: users' phones, sending a code, listing.
+
+    Enable or disable a user's phone, send a code now, list the users with a phone.
+    """
 
 
 @sms.command()
 @click.argument("user")
 @click.argument("phone")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.pass_obj
 def enable(obj, user, phone, as_json) -> None:
-    """Send USER's codes by SMS to PHONE (E.164, e.g. +15550001111)."""
+    """Send USER's codes by SMS to PHONE.
+
+    PHONE is written in E.164 form (+15550001111).
+    """
     info = _service(obj).enable(user, phone)
     if as_json:
         _print_json(info)
@@ -57,7 +63,7 @@ def disable(obj, user) -> None:
 
 @sms.command()
 @click.argument("user")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.pass_obj
 def send(obj, user, as_json) -> None:
     """Send USER a code now (counts towards the send limits). Exit 0 sent, 1 not."""
@@ -80,10 +86,13 @@ def send(obj, user, as_json) -> None:
 
 
 @sms.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.pass_obj
 def list_users(obj, as_json) -> None:
-    """Users with a phone for SMS codes (privileged ones are never sent codes)."""
+    """Users with a phone for SMS codes.
+
+    Privileged users are listed but never sent codes.
+    """
     rows = _service(obj).users()
     if as_json:
         _print_json(rows)
