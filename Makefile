@@ -9,7 +9,9 @@ BIN := $(VENV)/bin
 # Debian packages: to build the venv, and the real peers the tests drive.
 BASE_PKGS := python3-venv
 TEST_PKGS := $(BASE_PKGS) oathtool freeradius-utils pamtester libpam-python openssh-server \
-	openssh-client libpam-radius-auth libpam-google-authenticator
+	openssh-client libpam-radius-auth libpam-google-authenticator zbar-tools
+# The demo's UDP port: `make run PORT=18120` when 1812 is taken (by FreeRADIUS, say).
+PORT ?= 1812
 
 .PHONY: venv run test lint sysdeps-base sysdeps-test clean
 
@@ -33,15 +35,21 @@ sysdeps-base:
 sysdeps-test:
 	$(call apt_install,$(TEST_PKGS))
 
-$(BIN)/.installed: pyproject.toml
+# Two stamps: what the demo needs (the project and its dependencies), then the test extras
+# (pytest, hypothesis, ruff, mypy), which `make run` does not install.
+$(BIN)/.runtime: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e .
+	touch $@
+
+$(BIN)/.installed: $(BIN)/.runtime
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@
 
 venv: sysdeps-base $(BIN)/.installed
 
-run: venv
-	$(BIN)/python -m mfa_radius.demo
+run: sysdeps-base $(BIN)/.runtime
+	@$(BIN)/python -m mfa_radius.demo --port $(PORT)
 
 test: sysdeps-test venv
 	$(BIN)/python -m pytest -q
@@ -83,8 +91,16 @@ define install_conf
 	fi
 endef
 
+# The unit names $(PREFIX) and $(SYSCONFDIR), whatever they are.
+.PHONY: install-unit
+install-unit:
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed -e "s#/opt/mfa-radius#$(PREFIX)#g" -e "s#/etc/mfa-radius/#$(SYSCONFDIR)/mfa-radius/#g" \
+	  systemd/mfa-radius.service > $(DESTDIR)$(UNITDIR)/mfa-radius.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/mfa-radius.service
+
 .PHONY: install
-install: sysdeps-base
+install: sysdeps-base install-unit
 	test -x $(DEST)/bin/python || $(PYTHON) -m venv $(DEST)
 	@# build/ is scratch: a stale build/lib would put deleted modules back into the wheel.
 	rm -rf build
@@ -103,10 +119,6 @@ install: sysdeps-base
 	install -m 0644 pam_module/pam_mfa.py pam_module/pam_mfa_impl.py $(DEST)/pam_module/
 	rm -rf $(DEST)/pam_module/__pycache__
 	$(PYTHON) -m compileall -q -d $(PREFIX)/pam_module $(DEST)/pam_module
-	install -d -m 0755 $(DESTDIR)$(UNITDIR)
-	sed "s#/opt/mfa-radius#$(PREFIX)#g" systemd/mfa-radius.service \
-	  > $(DESTDIR)$(UNITDIR)/mfa-radius.service
-	chmod 0644 $(DESTDIR)$(UNITDIR)/mfa-radius.service
 	install -d -m 0755 $(DOCDIR)/examples
 	install -m 0644 README.md docs/*.md $(DOCDIR)/
 	cp -r conf/. $(DOCDIR)/examples/
@@ -115,5 +127,5 @@ install: sysdeps-base
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/mfa-radius $(DESTDIR)$(SYSCONFDIR)/pam.d
 	$(call install_conf,conf/mfa-radius.toml,$(DESTDIR)$(SYSCONFDIR)/mfa-radius/mfa-radius.toml,0640)
 	$(call install_conf,conf/pam.d/mfa-radius,$(DESTDIR)$(SYSCONFDIR)/pam.d/mfa-radius,0644)
-	@echo "next: mfa-radius init; systemctl daemon-reload; systemctl enable --now mfa-radius"
+	@echo "next: mfa-radius$(if $(filter-out /etc,$(SYSCONFDIR)), --config $(SYSCONFDIR)/mfa-radius/mfa-radius.toml) init; systemctl daemon-reload; systemctl enable --now mfa-radius"
 	@echo "      (docs/operations.md; PAM: auth required pam_python.so $(PREFIX)/pam_module/pam_mfa.py)"

@@ -180,9 +180,10 @@ def create_virtual(ctx: _Context, serial, kind, digits, algorithm, period, issue
             click.echo(f"QR code:     {qr_png}")
         click.echo(f"Next: mfa-radius device enable USER {serial} CODE1 CODE2")
     if qr:
-        import segno
+        from .qrterm import render
 
-        segno.make(info["otpauth_uri"], error="m").terminal(out=sys.stdout, compact=True)
+        # Colours even into a pipe or file: without them the blocks are no QR code.
+        click.echo(render(info["otpauth_uri"]), nl=False, color=True)
 
 
 @device.command("import")

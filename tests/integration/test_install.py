@@ -101,3 +101,15 @@ def test_a_second_install_keeps_an_edited_conf(destdir):
     assert pamd.read_text() == untouched_pamd
     assert not (destdir / "etc/pam.d/mfa-radius.dist").exists()
     assert run_installed(destdir, "--version").returncode == 0
+
+
+def test_the_unit_names_the_configured_sysconfdir_and_prefix(tmp_path):
+    proc = subprocess.run(["make", "--no-print-directory", "install-unit", f"DESTDIR={tmp_path}",
+                           "SYSCONFDIR=/usr/local/etc", "PREFIX=/srv/mfa"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    unit = (tmp_path / "lib/systemd/system/mfa-radius.service").read_text()
+    assert "ExecStart=/srv/mfa/bin/mfa-radius --config /usr/local/etc/mfa-radius/mfa-radius.toml " \
+        "serve" in unit
+    assert "/etc/mfa-radius" not in unit.replace("/usr/local/etc/mfa-radius", "")
+    assert "/opt/mfa-radius" not in unit
