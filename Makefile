@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 
 # Debian packages: to build the venv, and the real peers the tests drive.
 BASE_PKGS := python3-venv
-TEST_PKGS := $(BASE_PKGS) oathtool freeradius-utils pamtester libpam-python openssh-server \
+TEST_PKGS := $(BASE_PKGS) oathtool freeradius freeradius-utils pamtester libpam-python openssh-server \
 	openssh-client libpam-radius-auth libpam-google-authenticator
 
 .PHONY: venv run test lint sysdeps-base sysdeps-test clean

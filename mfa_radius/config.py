@@ -96,7 +96,7 @@ class RadiusConfig:
     delimiter: str = ","
     # Code length at the end of password+code (suffix mode) for users without a device.
     code_digits: int = field(default=6, metadata=_min(4))
-    challenge_message: str = "Enter the verification code from your device"
+    challenge_message: str = "Enter the verification code from your device: "
     duplicate_ttl: float = field(default=30.0, metadata=_min(5))
     clients: list[RadiusClient] = field(default_factory=list)
     replies: list[RadiusReply] = field(default_factory=list)

@@ -38,7 +38,8 @@ BUILD_INFO.labels(importlib.metadata.version("mfa-radius")).set(1)
 
 REQUESTS = Counter(
     "mfa_radius_requests", "Authentication requests answered, by front (radius, pam), client "
-    "(RADIUS client name or PAM service) and result (accept, reject, challenge)",
+    "(RADIUS client name or PAM service) and result (accept, reject, challenge); Status-Server "
+    "probes are counted apart (mfa_radius_status_server_total)",
     ["front", "client", "result"])
 REASONS = Counter(
     "mfa_radius_decisions", "Verifier decisions by front and reason (ok, bad_code, replay, locked, "
@@ -51,8 +52,11 @@ DUPLICATES = Counter(
     "while the first copy was in progress), by client", ["client"])
 DROPPED = Counter(
     "mfa_radius_dropped", "Requests dropped without an answer, by front and cause (unknown_client, "
-    "bad_message_authenticator, missing_message_authenticator, malformed, unauthorised_caller, "
+    "wrong_secret, missing_message_authenticator, malformed, unauthorised_caller, "
     "overload, ...)", ["front", "cause"])
+STATUS_SERVER = Counter(
+    "mfa_radius_status_server", "RADIUS Status-Server probes answered (health checks of "
+    "appliances and proxies, not logins), by client", ["client"])
 SMS_SENT = Counter("mfa_radius_sms_sent", "SMS codes handed to a gateway, by gateway", ["gateway"])
 SMS_FAILURES = Counter("mfa_radius_sms_failures", "SMS gateway errors (the next gateway is tried), "
                        "by gateway", ["gateway"])
@@ -69,6 +73,11 @@ def observe(front: str, client: str, result: str, reason: str, seconds: float) -
     REQUESTS.labels(front, client, result).inc()
     REASONS.labels(front, reason).inc()
     LATENCY.labels(front).observe(seconds)
+
+
+def status_server(client: str) -> None:
+    """Record one Status-Server probe answered (RFC 5997)."""
+    STATUS_SERVER.labels(client).inc()
 
 
 def drop(front: str, cause: str) -> None:
