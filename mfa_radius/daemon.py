@@ -29,6 +29,10 @@ def run(config_path: str, debug: bool = False) -> int:
         from .radius.server import RadiusServer
 
         verifier = Verifier.open(cfg)
+        # Every start checks the stored names again: a clash is logged (and refused) each time.
+        from .state import bring_names
+
+        bring_names(verifier.store, cfg, force=True)
         server = RadiusServer(cfg, verifier)
         server.bind()
         _preload(verifier)

@@ -377,7 +377,7 @@ def test_folded_steps_are_what_the_verifier_and_the_admin_read(alice):
         s.fold_used()
     (_, _, devices, _), = s.preload_users(10)
     assert (devices[0]["last_step"], devices[0]["drift"]) == (100, 2)
-    _, devices, _ = s.load_user("alice")
+    _, devices, _, _ = s.load_user("alice")
     assert (devices[0]["last_step"], devices[0]["drift"]) == (100, 2)
     assert s.user_devices("alice")[0]["last_used_at"] == 5.0
     # A step folded into device_steps later never hides the latest one already there.
