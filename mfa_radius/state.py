@@ -39,14 +39,14 @@ def init(config: Config) -> list[str]:
     return done
 
 
-def open_store(config: Config, create: bool = False) -> Store:
+def open_store(config: Config, create: bool = False, check_all_names: bool = False) -> Store:
     """The configured database, its schema up to date and its user names in the config's
-    canonical form (bring_names)."""
+    canonical form (bring_names; every name checked again with `check_all_names`)."""
     store = Store.open(config.storage.database, create=create,
                        synchronous=config.storage.synchronous,
                        busy_timeout=config.storage.busy_timeout)
     try:
-        bring_names(store, config)
+        bring_names(store, config, force=check_all_names)
     except BaseException:
         store.close()
         raise

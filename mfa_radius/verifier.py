@@ -137,12 +137,15 @@ class Verifier:
         self._sms_key = sealer.fingerprint(b"mfa-radius sms code key v1").encode()
 
     @classmethod
-    def open(cls, config: Config, accounts: Accounts | None = None) -> Verifier:
-        """Open the key file and the database named by the config (both must exist)."""
+    def open(cls, config: Config, accounts: Accounts | None = None,
+             check_all_names: bool = False) -> Verifier:
+        """Open the key file and the database named by the config (both must exist); the
+        stored user names are brought to the config's rule (state.open_store)."""
         from .state import open_store
 
         sealer = Sealer.from_file(config.storage.key_file)
-        return cls(config, open_store(config), sealer, accounts)
+        return cls(config, open_store(config, check_all_names=check_all_names), sealer,
+                   accounts)
 
     def reconfigure(self, config: Config) -> None:
         """Swap in a new (validated) config; policy applies from the next attempt. A change of
