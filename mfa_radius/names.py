@@ -83,10 +83,16 @@ def canonicaliser(strip_realm: bool = True, case: str = FOLD) -> Callable[[str],
     fold = case == FOLD
 
     def canonical(raw: str) -> str:
-        # Fast path: letters and digits only cannot hold a separator, a space or a control.
-        if raw.isascii() and raw.isalnum() and len(raw) <= MAX_LEN and (
-                not fold or raw.islower() or raw.isdigit()):
-            return raw
+        # Fast paths: letters and digits only cannot hold a separator, a space or a control;
+        # then printable ASCII already in lower case ("john.doe") without a realm.
+        if raw.isascii() and 0 < len(raw) <= MAX_LEN:
+            if raw.isalnum():
+                if not fold or raw.islower() or raw.isdigit():
+                    return raw
+            elif ((not fold or raw.islower()) and raw.isprintable() and raw[0] != " "
+                    and raw[-1] != " " and (not strip_realm or ("@" not in raw
+                                                                 and "\\" not in raw))):
+                return raw
         return _slow(raw, strip_realm, fold)
 
     return canonical

@@ -1,4 +1,4 @@
-"""The user-name rule (mfa_radius/names.py), through its public functions, and hypothesis over it."""
+"""The user-name rule (mfa_radius/names.py) through its public functions, and hypothesis on it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ KEEP = names.canonicaliser(strip_realm=False, case="fold")
 
 
 @pytest.mark.parametrize("sent", ["alice", "ALICE", "Alice", "EXAMPLE\\alice", "alice@EXAMPLE",
-                                  "example.com\\ALICE@EXAMPLE.COM", "ａｌｉｃｅ", "ＡＬＩＣＥ＠ＥＸ"])
+                                  "example.com\\ALICE@EXAMPLE.COM", "ａｌｉｃｅ",
+                                  "ＡＬＩＣＥ＠ＥＸ"])
 def test_variants_of_a_name_are_that_name(sent):
     assert FOLD(sent) == "alice"
     assert names.canonical_user(sent, PolicyConfig()) == "alice"
@@ -144,3 +145,10 @@ def test_fold_does_not_see_case(text):
        st.from_regex(r"[A-Za-z0-9.-]{1,20}", fullmatch=True))
 def test_a_realm_or_domain_never_changes_who_a_plain_name_is(user, realm):
     assert FOLD(f"{realm}\\{user}") == FOLD(f"{user}@{realm}") == FOLD(user.upper()) == user
+
+
+@pytest.mark.parametrize("rule", [FOLD, EXACT, KEEP])
+@pytest.mark.parametrize("sent", ["", " ", "alice ", "a\x00", "a" * 257])
+def test_every_setting_refuses_empty_spaced_and_control_names(rule, sent):
+    with pytest.raises(names.UserNameError):
+        rule(sent)
