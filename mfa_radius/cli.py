@@ -64,6 +64,12 @@ class _Context:
 
         return open_devices(self.config)
 
+    def user_name(self, raw: str) -> str:
+        """A USER argument in canonical form (ALICE is alice); one-line error, exit 1."""
+        from .names import canonical_user
+
+        return canonical_user(raw, self.config.policy)
+
 
 pass_ctx = click.make_pass_decorator(_Context)
 
@@ -100,6 +106,10 @@ def check_config(ctx: _Context, as_json: bool) -> None:
         _print_json(settings)
         return
     click.echo(f"{ctx.path}: OK")
+    from .state import name_report
+
+    for line in name_report(ctx.config):  # two stored names that are one user, and the like
+        click.echo(f"warning: {line}", err=True)
     for section, values in settings.items():
         if section == "path":
             continue
@@ -213,8 +223,8 @@ def import_devices(ctx: _Context, file, fmt, pskc_key, pskc_password, as_json) -
 @pass_ctx
 def enable(ctx: _Context, user, serial, code1, code2) -> None:
     """Assign SERIAL to USER, proven by two consecutive codes from the device."""
-    ctx.devices().enable(user, serial, code1, code2)
-    click.echo(f"device {serial} enabled for {user}")
+    info = ctx.devices().enable(user, serial, code1, code2)
+    click.echo(f"device {serial} enabled for {info['user']}")
 
 
 @device.command()
@@ -226,6 +236,7 @@ def enable(ctx: _Context, user, serial, code1, code2) -> None:
 def resync(ctx: _Context, user, serial, code1, code2) -> None:
     """Resynchronise a drifted device from two consecutive codes."""
     result = ctx.devices().resync(user, serial, code1, code2)
+    user = result["user"]
     detail = (f"clock offset now {result['drift_steps']} step(s)" if "drift_steps" in result
               else f"counter now {result['counter']}")
     click.echo(f"device {serial} resynchronised for {user}: {detail}")
@@ -237,7 +248,7 @@ def resync(ctx: _Context, user, serial, code1, code2) -> None:
 @pass_ctx
 def deactivate(ctx: _Context, user, serial) -> None:
     """Unassign a (lost) device from USER: its codes stop working at once."""
-    ctx.devices().deactivate(user, serial)
+    user = ctx.devices().deactivate(user, serial)["user"]
     click.echo(f"device {serial} deactivated for {user} (now unassigned)")
 
 
@@ -295,6 +306,7 @@ def user_list(ctx: _Context, as_json) -> None:
 @pass_ctx
 def user_show(ctx: _Context, name, as_json) -> None:
     """Show one user's devices, lockout state and recovery codes left."""
+    name = ctx.user_name(name)
     devices = ctx.devices()
     info = _user_report(devices.store, name, time.time())
     info["device_details"] = devices.list(user=name)
@@ -315,6 +327,7 @@ def user_show(ctx: _Context, name, as_json) -> None:
 @pass_ctx
 def user_unlock(ctx: _Context, name) -> None:
     """Clear USER's failure count and lockout."""
+    name = ctx.user_name(name)
     devices = ctx.devices()
     with devices.store.errors("unlocking user"), devices.store.transaction():
         known = devices.store.unlock_user(name)
@@ -329,6 +342,7 @@ def user_unlock(ctx: _Context, name) -> None:
 @pass_ctx
 def user_recovery_codes(ctx: _Context, name, count, as_json) -> None:
     """Issue new one-time recovery codes for NAME (replacing older ones); shown only once."""
+    name = ctx.user_name(name)
     codes = ctx.devices().issue_recovery_codes(name, count)
     if as_json:
         _print_json({"user": name, "codes": codes})
@@ -336,6 +350,20 @@ def user_recovery_codes(ctx: _Context, name, count, as_json) -> None:
     click.echo(f"Recovery codes for {name} (each works once; older codes no longer work):")
     for code in codes:
         click.echo(f"  {code}")
+
+
+@user.command("rename")
+@click.argument("old")
+@click.argument("new")
+@pass_ctx
+def user_rename(ctx: _Context, old, new) -> None:
+    """Move everything stored under OLD (exactly as stored) to NEW: how a clash of two stored
+    names that are one user under [policy] username_case/strip_realm is resolved. Never merges:
+    NEW must hold nothing yet."""
+    from .names import describe
+
+    info = ctx.devices().rename_user(old, new)
+    click.echo(f"user '{describe(old)}' renamed to {info['user']}")
 
 
 # ---- verify, report, audit ---------------------------------------------------------------------
@@ -349,6 +377,7 @@ def verify(ctx: _Context, name, code) -> None:
     from .verifier import Attempt, Verifier
 
     verifier = Verifier.open(ctx.config)
+    name = ctx.user_name(name)
     decision = verifier.verify(Attempt(name, code, source=f"cli uid={os.getuid()}"))
     if decision.accepted:
         how = f" ({decision.method}, device {decision.serial})" if decision.serial else (
@@ -389,6 +418,8 @@ def audit(ctx: _Context, name, since, limit, as_json) -> None:
     from .state import open_store
 
     store = open_store(ctx.config)
+    if name is not None:
+        name = ctx.user_name(name)
     with store.errors("reading audit"):
         rows = store.audit_events(name, _parse_since(since), limit)
     for r in rows:

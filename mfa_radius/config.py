@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, get_args, get_origin, get_type_hints
 
+from . import names
 from .errors import ConfigError
 
 DEFAULT_PATH = "/etc/mfa-radius/mfa-radius.toml"
@@ -57,6 +58,10 @@ class PolicyConfig:
     lockout_delay: float = field(default=30.0, metadata=_min(1))
     lockout_max_delay: float = field(default=3600.0, metadata=_min(1))
     nullok: bool = False
+    # User names as sent are reduced to what policy sees (mfa_radius/names.py): DOMAIN\user and
+    # user@realm to user; "fold": case-insensitive (ALICE is alice), "exact": case kept.
+    strip_realm: bool = True
+    username_case: str = field(default="fold", metadata=_choice("fold", "exact"))
     nullok_groups: list[str] = field(default_factory=list)
     exempt_users: list[str] = field(default_factory=list)
     privileged_users: list[str] = field(default_factory=lambda: ["root"])
@@ -233,6 +238,7 @@ def from_dict(data: dict, path: str = "<config>", text: str = "") -> Config:
         sections[name] = _build(_SECTIONS[name], value, name, path, text)
     cfg = Config(path=path, **sections)
     _check_semantics(cfg, path, text)
+    cfg = _canonical_names(cfg, path, text)
     _check_sms(cfg, data.get("sms", {}).get("gateways", []), path, text)
     return cfg
 
@@ -338,6 +344,38 @@ def _check_semantics(cfg: Config, path: str, text: str) -> None:
         raise ConfigError(_where(path, text, "metrics", "listen") +
                           f"'metrics.listen' must be HOST:PORT (IPv6: [ADDR]:PORT), not "
                           f"{cfg.metrics.listen!r}")
+
+
+def _canonical_names(cfg: Config, path: str, text: str) -> Config:
+    """The config's user names in canonical form, as every name that arrives is compared in it:
+    `exempt_users = ["Alice"]` means alice. A name the rule refuses is an error."""
+    canonical, _ = names.policy_rule(cfg.policy)
+    policy = cfg.policy
+
+    def each(key: str, values: list[str], section: str = "policy") -> list[str]:
+        out: list[str] = []
+        for value in values:
+            try:
+                name = canonical(value)
+            except names.UserNameError as exc:
+                raise ConfigError(_where(path, text, section, key) + f"'{section}.{key}': {exc}") \
+                    from None
+            if key == "exempt_users" and names.realm_qualified(name):
+                raise ConfigError(_where(path, text, section, key) +
+                                  f"'policy.exempt_users': '{names.describe(name)}' is not a "
+                                  "local account name (strip_realm = false): exemption never "
+                                  "applies to it")
+            if name not in out:
+                out.append(name)
+        return out
+
+    policy = dataclasses.replace(policy, exempt_users=each("exempt_users", policy.exempt_users),
+                                 privileged_users=each("privileged_users",
+                                                       policy.privileged_users))
+    replies = [dataclasses.replace(r, user=each("user", [r.user], f"radius.replies[{i}]")[0])
+               if r.user else r for i, r in enumerate(cfg.radius.replies)]
+    return dataclasses.replace(cfg, policy=policy,
+                               radius=dataclasses.replace(cfg.radius, replies=replies))
 
 
 def _check_sms(cfg: Config, raw_gateways: list, path: str, text: str) -> None:

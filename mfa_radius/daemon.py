@@ -28,7 +28,8 @@ def run(config_path: str, debug: bool = False) -> int:
         cfg = config_mod.load(config_path)
         from .radius.server import RadiusServer
 
-        verifier = Verifier.open(cfg)
+        # Every start checks the stored names again: a clash is logged (and refused) each time.
+        verifier = Verifier.open(cfg, check_all_names=True)
         server = RadiusServer(cfg, verifier)
         server.bind()
         _preload(verifier)

@@ -13,9 +13,9 @@ import re
 import secrets
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from . import recovery
+from . import names, recovery
 from .config import Config
 from .errors import DeviceError
 from .otp import ALGORITHMS, DIGITS, OtpKey, is_code, time_step
@@ -82,6 +82,12 @@ class Devices:
         self.config = config
         self.store = store
         self.sealer = sealer
+        self._canonical, _ = names.policy_rule(config.policy)
+
+    def user_name(self, raw: str) -> str:
+        """`raw` in canonical form (names.py: ALICE and EXAMPLE\\alice are alice), as every
+        name is stored; names.UserNameError when the rule refuses it."""
+        return self._canonical(raw)
 
     # ---- create / import -------------------------------------------------------------------
 
@@ -106,6 +112,11 @@ class Devices:
         assigned: dict[str, int] = {}
         for spec in specs:
             check_spec(spec)
+            if spec.user is not None:
+                try:
+                    spec = replace(spec, user=self._canonical(spec.user))
+                except names.UserNameError as exc:
+                    raise DeviceError(f"{spec.serial}: {exc}") from None
             fp = self.sealer.fingerprint(spec.seed)
             if spec.serial in seen_serials:
                 raise DeviceError(f"serial {spec.serial} appears twice in the input")
@@ -148,7 +159,7 @@ class Devices:
     def enable(self, user: str, serial: str, code1: str, code2: str,
                now: float | None = None) -> dict:
         """Assign an unassigned device to `user` if code1, code2 are two consecutive codes of it."""
-        check_user(user)
+        user = self.user_name(check_user(user))
         now = time.time() if now is None else now
         with self.store.errors("enabling device"), self.store.transaction():
             device = self._device(serial)
@@ -168,6 +179,7 @@ class Devices:
     def resync(self, user: str, serial: str, code1: str, code2: str,
                now: float | None = None) -> dict:
         """Re-align a drifted TOTP clock or a far-ahead HOTP counter from two consecutive codes."""
+        user = self.user_name(user)
         now = time.time() if now is None else now
         with self.store.errors("resynchronising device"), self.store.transaction():
             device = self._device(serial)
@@ -180,6 +192,7 @@ class Devices:
                    {"counter": position["counter"]})}
 
     def deactivate(self, user: str, serial: str) -> dict:
+        user = self.user_name(user)
         with self.store.errors("deactivating device"), self.store.transaction():
             device = self._device(serial)
             if device["user"] != user or not self.store.unassign_device(device["id"], user):
@@ -194,6 +207,8 @@ class Devices:
         return {"serial": serial, "status": "deleted"}
 
     def list(self, user: str | None = None, status: str = "any") -> list[dict]:
+        if user is not None:
+            user = self.user_name(user)
         with self.store.errors("listing devices"):
             rows = self.store.list_devices(user, status)
         return [public_view(r) for r in rows]
@@ -202,7 +217,7 @@ class Devices:
 
     def issue_recovery_codes(self, user: str, count: int | None = None) -> builtins.list[str]:
         """Replace the user's recovery codes with `count` new ones; returned once, stored hashed."""
-        check_user(user)
+        user = self.user_name(check_user(user))
         count = self.config.policy.recovery_codes if count is None else count
         if not 1 <= count <= 100:
             raise DeviceError("count must be between 1 and 100")
@@ -213,6 +228,19 @@ class Devices:
             self.store.ensure_user(user, now)
             self.store.replace_recovery_codes(user, hashed, now)
         return codes
+
+    def rename_user(self, old: str, new: str) -> dict:
+        """Move everything stored under name `old` (exactly as stored: a name of a clash, or one
+        the rule now refuses) to `new` (canonicalised). Never a merge: refused when `new` holds
+        anything already. The audit log keeps the old name."""
+        new = self.user_name(new)
+        with self.store.errors("renaming user"), self.store.transaction():
+            if not self.store.rename_user(old, new):
+                raise DeviceError(f"cannot rename '{names.describe(old)}' to "
+                                  f"'{names.describe(new)}': the first holds nothing or the "
+                                  "second already holds devices, codes or a phone (renames "
+                                  "never merge users)")
+        return {"user": new, "renamed_from": old}
 
     # ---- helpers ---------------------------------------------------------------------------
 

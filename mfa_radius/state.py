@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
+import urllib.parse
 
+from . import names
 from .config import Config
 from .devices import Devices
-from .errors import KeyFileError
+from .errors import KeyFileError, MfaError
 from .sealing import Sealer, create_key_file, read_key_file
 from .store import Store
+
+log = logging.getLogger("mfa_radius.names")
 
 
 def init(config: Config) -> list[str]:
@@ -33,10 +39,59 @@ def init(config: Config) -> list[str]:
     return done
 
 
-def open_store(config: Config, create: bool = False) -> Store:
-    return Store.open(config.storage.database, create=create,
-                      synchronous=config.storage.synchronous,
-                      busy_timeout=config.storage.busy_timeout)
+def open_store(config: Config, create: bool = False, check_all_names: bool = False) -> Store:
+    """The configured database, its schema up to date and its user names in the config's
+    canonical form (bring_names; every name checked again with `check_all_names`)."""
+    store = Store.open(config.storage.database, create=create,
+                       synchronous=config.storage.synchronous,
+                       busy_timeout=config.storage.busy_timeout)
+    try:
+        bring_names(store, config, force=check_all_names)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def bring_names(store: Store, config: Config, force: bool = False) -> list[str]:
+    """Rename stored user names to the config's rule when they were brought to another one (or
+    never: a database from before schema v8), or with `force` (serve, at start) check them all
+    again. Returns the lines for the admin (clashes, refused names), also logged as warnings."""
+    canonical, rule = names.policy_rule(config.policy)
+    with store.errors("canonicalising stored user names"):
+        plan = store.canonicalise_names(canonical, rule, force=force)
+    if plan is None:
+        return []
+    for old, new in plan.renames.items():
+        log.info("stored user name %s renamed to %s (%s)", names.describe(old),
+                 names.describe(new), rule)
+    lines = names.plan_lines(plan)
+    for line in lines:
+        log.warning("%s", line)
+    return lines
+
+
+def name_report(config: Config) -> list[str]:
+    """The clashes and refused names the config's rule finds among the stored user names, read
+    without writing (check-config): [] when the database does not exist yet."""
+    path = config.storage.database
+    if not os.path.exists(path):
+        return []
+    canonical, _ = names.policy_rule(config.policy)
+    try:
+        conn = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro",
+                               uri=True)
+    except sqlite3.Error as exc:
+        return [f"{path}: cannot read the stored user names: {exc}"]
+    store = Store(conn, path)
+    try:
+        with store.errors("reading stored user names"):
+            stored = store.stored_names(holders_only=True)
+    except MfaError as exc:
+        return [str(exc)]
+    finally:
+        conn.close()
+    return names.plan_lines(names.plan(stored, canonical))
 
 
 def open_devices(config: Config) -> Devices:

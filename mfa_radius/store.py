@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 
 from .errors import StoreError
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 DEVICE_COLUMNS = ("id", "serial", "kind", "virtual", "digits", "algorithm", "period", "counter",
                   "last_step", "drift", "seed", "fingerprint", "user", "created_at", "enabled_at",
@@ -151,9 +151,15 @@ def _migrate_4(db) -> None:
 # the user row (if any), whether unused recovery codes exist, and one row per assigned device.
 _LOAD_DEVICE_KEYS = ("id", "serial", "kind", "digits", "algorithm", "period", "counter",
                      "last_step", "drift", "seed")
+# A clash (name_clashes) counts while one of its other stored names still holds something.
+_STILL_HELD = " OR ".join(f"EXISTS (SELECT 1 FROM {t} WHERE {c} = x.stored)"
+                          for t, c in (("users", "name"), ("devices", "user"),
+                                       ("recovery_codes", "user"), ("sms_codes", "user")))
+_AMBIGUOUS = ("EXISTS (SELECT 1 FROM name_clashes x WHERE x.name = q.n AND x.stored != q.n "
+              f"AND ({_STILL_HELD}))")
 _LOAD_USER = (
     "SELECT u.name IS NOT NULL, u.failures, u.locked_until, u.phone, EXISTS (SELECT 1 FROM "
-    "recovery_codes r WHERE r.user = q.n AND r.used_at IS NULL), "
+    "recovery_codes r WHERE r.user = q.n AND r.used_at IS NULL), " + _AMBIGUOUS + ", "
     + _device_columns(_LOAD_DEVICE_KEYS) +
     " FROM (SELECT ? AS n) q LEFT JOIN users u ON u.name = q.n "
     "LEFT JOIN devices d ON d.user = q.n LEFT JOIN device_steps s ON s.device = d.id "
@@ -232,8 +238,31 @@ def _migrate_7(db) -> None:
                  "BEGIN DELETE FROM device_steps WHERE device = OLD.id; END")
 
 
+# The tables whose user names are rewritten when names are brought to a rule (the audit log is
+# history: its rows keep the names as they were written). The first four hold something of the
+# user's (a row that makes two stored names a clash); the SMS send log only follows.
+_NAME_COLUMNS = (("users", "name"), ("devices", "user"), ("recovery_codes", "user"),
+                 ("sms_codes", "user"), ("sms_sends", "user"))
+_HOLDERS = _NAME_COLUMNS[:4]
+
+
+def _migrate_8(db) -> None:
+    """User names in canonical form (mfa_radius/names.py). What the canonical form is depends on
+    the config ([policy] username_case, strip_realm), which a migration does not see: this one
+    only records that the stored names are as they were typed (`name_rule` NULL); the first
+    process to open the database with a config brings them to its rule
+    (Store.canonicalise_names), renaming a name where nothing else folds to the same one and
+    listing the rest in `name_clashes` (canonical name, stored name), never merging them. A
+    canonical name with a clash whose stored names still hold something is refused."""
+    conn = db.conn
+    conn.execute("CREATE TABLE name_rule (rule TEXT)")
+    conn.execute("INSERT INTO name_rule (rule) VALUES (NULL)")
+    conn.execute("CREATE TABLE name_clashes (name TEXT NOT NULL, stored TEXT NOT NULL, "
+                 "PRIMARY KEY (name, stored))")
+
+
 MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5,
-              6: _migrate_6, 7: _migrate_7}
+              6: _migrate_6, 7: _migrate_7, 8: _migrate_8}
 # Times in the audit log may go back a little (a clock stepped back, an attempt timed by its
 # caller): time bounds found over the rowid are widened by this much, then filtered exactly.
 AUDIT_CLOCK_SLACK = 600.0
@@ -382,16 +411,93 @@ class Store:
             raise
         target.close()
 
+    # ---- user names (_migrate_8) -------------------------------------------------------------
+
+    def name_rule(self) -> str | None:
+        """The rule the stored names were last brought to (None: as typed)."""
+        return self.conn.execute("SELECT rule FROM name_rule").fetchone()[0]
+
+    def stored_names(self, holders_only: bool = False) -> set[str]:
+        """Every distinct user name stored outside the audit log (with holders_only, only those
+        holding something: a users row, a device, recovery codes, an SMS code)."""
+        tables = _HOLDERS if holders_only else _NAME_COLUMNS
+        sql = " UNION ".join(f"SELECT {c} FROM {t} WHERE {c} IS NOT NULL" for t, c in tables)
+        return {r[0] for r in self.conn.execute(sql)}
+
+    def canonicalise_names(self, canonical, rule: str, force: bool = False):
+        """Bring the stored names to `rule` (names.rule_id) with `canonical` (its
+        canonicaliser), unless they already are or with `force`; the names.NamePlan, or None
+        when nothing was due.
+
+        Renames each name of the plan in every table but the audit log, and replaces
+        `name_clashes` with the plan's clashes (never merged). Names only in the SMS send log
+        follow their user's canonical name (the send limits count them together).
+        """
+        from . import names
+
+        if not force and self.name_rule() == rule:
+            return None
+        with self.transaction():
+            if not force and self.name_rule() == rule:  # another process did it meanwhile
+                return None
+            holders = self.stored_names(holders_only=True)
+            plan = names.plan(holders, canonical)
+            for old, new in plan.renames.items():
+                self._rename_rows(old, new)
+            for old in self.stored_names() - holders:
+                try:
+                    new = canonical(old)
+                except names.UserNameError:
+                    continue
+                if new != old and new not in plan.clashes:
+                    self.conn.execute("UPDATE sms_sends SET user = ? WHERE user = ?", (new, old))
+            self.conn.execute("DELETE FROM name_clashes")
+            self.conn.executemany("INSERT INTO name_clashes (name, stored) VALUES (?, ?)",
+                                  [(canon, s) for canon, members in plan.clashes.items()
+                                   for s in members])
+            self.conn.execute("UPDATE name_rule SET rule = ?", (rule,))
+        return plan
+
+    def name_clashes(self) -> dict[str, list[str]]:
+        """{canonical name: its stored names} of the clashes still held (see _migrate_8)."""
+        held = self.stored_names(holders_only=True)
+        out: dict[str, list[str]] = {}
+        for name, stored in self.conn.execute("SELECT name, stored FROM name_clashes "
+                                              "ORDER BY name, stored"):
+            if stored in held:
+                out.setdefault(name, []).append(stored)
+        return {k: v for k, v in out.items() if len(v) > 1}
+
+    def rename_user(self, old: str, new: str) -> bool:
+        """Move everything of stored name `old` (taken as stored, not canonicalised) to `new`
+        (inside a transaction); False when `new` already holds something (never a merge) or
+        `old` holds nothing. The audit log keeps the old name."""
+        holds = " OR ".join(f"EXISTS (SELECT 1 FROM {t} WHERE {c} = ?1)" for t, c in _HOLDERS)
+        if self.conn.execute(f"SELECT {holds}", (new,)).fetchone()[0]:
+            return False
+        if not self.conn.execute(f"SELECT {holds}", (old,)).fetchone()[0]:
+            return False
+        self._rename_rows(old, new)
+        return True
+
+    def _rename_rows(self, old: str, new: str) -> None:
+        for table, column in _NAME_COLUMNS:
+            self.conn.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", (new, old))
+        # The `changes` triggers log the old name of an update; a server may have cached the
+        # new one (as a user without devices).
+        self.conn.execute("INSERT INTO changes (user) VALUES (?)", (new,))
+
     # ---- hot path: reads ---------------------------------------------------------------------
 
-    def load_user(self, name: str) -> tuple[dict | None, list[dict], bool]:
-        """(users row or None, assigned devices with sealed seeds, has unused recovery codes)."""
+    def load_user(self, name: str) -> tuple[dict | None, list[dict], bool, bool]:
+        """(users row or None, assigned devices with sealed seeds, has unused recovery codes,
+        whether other stored names fold to this one: a clash, see _migrate_8)."""
         rows = self.conn.execute(_LOAD_USER, (name,)).fetchall()
         first = rows[0]
         user = ({"failures": first[1], "locked_until": first[2], "phone": first[3]}
                 if first[0] else None)
-        devices = [dict(zip(_LOAD_DEVICE_KEYS, r[5:])) for r in rows if r[5] is not None]
-        return user, devices, bool(first[4])
+        devices = [dict(zip(_LOAD_DEVICE_KEYS, r[6:])) for r in rows if r[6] is not None]
+        return user, devices, bool(first[4]), bool(first[5])
 
     def preload_users(self, limit: int) -> Iterator[tuple[str, dict | None, list[dict], bool]]:
         """(name, users row or None, devices, has unused recovery codes) for up to `limit` users

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from . import recovery
+from . import names, recovery
 from .accounts import Accounts
 from .config import Config
 from .errors import KeyFileError, MfaError, StoreError
@@ -62,7 +62,8 @@ class Attempt(NamedTuple):
 
 class Decision(NamedTuple):
     accepted: bool
-    # ok, exempt, no_device_allowed, bad_code, replay, locked, no_device, malformed, error
+    # ok, exempt, no_device_allowed, bad_code, replay, locked, no_device, malformed,
+    # ambiguous_user, error
     reason: str
     method: str | None = None  # totp, hotp, recovery, sms
     serial: str | None = None
@@ -110,6 +111,8 @@ class _User:
     has_recovery: bool
     devices: list[_Device] = field(default_factory=list)
     phone: str | None = None  # registered for SMS codes
+    # Other stored names fold to this one (Store._migrate_8): refused, and never cached.
+    ambiguous: bool = False
 
 
 class Verifier:
@@ -119,6 +122,7 @@ class Verifier:
         self.store = store
         self.sealer = sealer
         self.accounts = accounts or Accounts()
+        self._names(config)
         self._cache: dict[str, _User] = {}
         self._version: int | None = None
         self._seq = 0  # the last row of `changes` the cache reflects
@@ -133,42 +137,71 @@ class Verifier:
         self._sms_key = sealer.fingerprint(b"mfa-radius sms code key v1").encode()
 
     @classmethod
-    def open(cls, config: Config, accounts: Accounts | None = None) -> Verifier:
-        """Open the key file and the database named by the config (both must exist)."""
+    def open(cls, config: Config, accounts: Accounts | None = None,
+             check_all_names: bool = False) -> Verifier:
+        """Open the key file and the database named by the config (both must exist); the
+        stored user names are brought to the config's rule (state.open_store)."""
+        from .state import open_store
+
         sealer = Sealer.from_file(config.storage.key_file)
-        store = Store.open(config.storage.database, synchronous=config.storage.synchronous,
-                           busy_timeout=config.storage.busy_timeout)
-        return cls(config, store, sealer, accounts)
+        return cls(config, open_store(config, check_all_names=check_all_names), sealer,
+                   accounts)
 
     def reconfigure(self, config: Config) -> None:
-        """Swap in a new (validated) config; policy applies from the next attempt."""
+        """Swap in a new (validated) config; policy applies from the next attempt. A change of
+        the name rule ([policy] username_case, strip_realm) renames the stored names first."""
+        old = self.config.policy
+        if (old.username_case, old.strip_realm) != (config.policy.username_case,
+                                                    config.policy.strip_realm):
+            from .state import bring_names
+
+            bring_names(self.store, config)
+            self._drop_all()
         self.config = config
+        self._names(config)
+
+    def _names(self, config: Config) -> None:
+        policy = config.policy
+        self.canonical, _ = names.policy_rule(policy)
+        self._fold = policy.username_case == names.FOLD
+        self._exempt = frozenset(policy.exempt_users)
+        # Any case variant of a privileged name is privileged, whatever username_case says.
+        self._privileged = frozenset(names.fold_key(u) for u in policy.privileged_users) | {"root"}
 
     # ---- policy questions ------------------------------------------------------------------
 
+    # The questions below take canonical names (self.canonical); status, verify and issue_sms
+    # canonicalise what they are given.
+
     def is_privileged(self, user: str) -> bool:
         policy = self.config.policy
-        if user == "root" or user in policy.privileged_users:
+        if (user if self._fold else names.fold_key(user)) in self._privileged:
             return True
         return bool(self.accounts.groups(user) & set(policy.privileged_groups))
 
     def allowed_without_device(self, user: str) -> bool:
         policy = self.config.policy
-        if self.is_privileged(user):
+        # A name with a realm left in it (strip_realm = false) is not a local account.
+        if names.realm_qualified(user) or self.is_privileged(user):
             return False
         return policy.nullok or bool(self.accounts.groups(user) & set(policy.nullok_groups))
 
     def status(self, user: str, now: float | None = None) -> UserStatus:
+        """What the fronts need before prompting; names.UserNameError for a refused name."""
         now = time.time() if now is None else now
+        user = self.canonical(user)
         with self.store.errors("reading user"):
             self._refresh()
             state = self._user(user)
+        if state.ambiguous:  # fail closed: a code is asked for, and refused (ambiguous_user)
+            return UserStatus(enrolled=True, exempt=False, privileged=self.is_privileged(user),
+                              allowed_without_device=False, locked_for=0.0)
         usable = self._sms_usable(state)
         sms = usable and bool(self.config.sms.gateways)
         return UserStatus(
             # A phone counts even without a gateway: nullok must not let its owner through.
             enrolled=bool(state.devices) or state.has_recovery or usable,
-            exempt=user in self.config.policy.exempt_users,
+            exempt=user in self._exempt,
             privileged=self.is_privileged(user),
             allowed_without_device=self.allowed_without_device(user),
             locked_for=max(0.0, state.locked_until - now),
@@ -215,8 +248,12 @@ class Verifier:
 
     def _decide(self, attempt: Attempt, audit: list[tuple]) -> Decision:
         now = time.time() if attempt.now is None else attempt.now
-        user = attempt.user
-        decision = self._check(user, attempt.code.strip(), now)
+        try:
+            user = self.canonical(attempt.user)
+        except names.UserNameError:
+            user, decision = attempt.user, Decision(False, "malformed")
+        else:
+            decision = self._check(user, attempt.code.strip(), now)
         audit.append((now, user[:MAX_USER_LEN], decision.method, decision.serial,
                       attempt.source[:512], decision.result, decision.reason) + self._used)
         self._used = _NOT_USED
@@ -231,9 +268,13 @@ class Verifier:
         if reason == "ok":
             return f"{decision.method} code accepted" + (
                 f" from device {decision.serial}" if decision.serial else "")
-        if reason in ("exempt", "malformed", "error"):
+        if reason in ("exempt", "malformed", "ambiguous_user", "error"):
             return {"exempt": "user is in [policy] exempt_users: no code asked",
-                    "malformed": "empty or over-long user name or code",
+                    "malformed": "user name refused by the name rule (empty, over-long, "
+                                 "surrounding space, control or format characters), or an "
+                                 "empty or over-long code",
+                    "ambiguous_user": "two stored user names fold to this one: refused until "
+                                      "one is renamed (mfa-radius user rename)",
                     "error": "the database or key file failed: refused (fail closed)"}[reason]
         state = self._cache.get(user)
         if state is None:
@@ -265,9 +306,13 @@ class Verifier:
     def _check(self, user: str, code: str, now: float) -> Decision:
         if not user or len(user) > MAX_USER_LEN or not code or len(code) > 64:
             return Decision(False, "malformed")
-        if user in self.config.policy.exempt_users:
+        if user in self._exempt:
+            if self._user(user).ambiguous:
+                return Decision(False, "ambiguous_user")
             return Decision(True, "exempt")
         state = self._user(user)
+        if state.ambiguous:
+            return Decision(False, "ambiguous_user")
         if state.locked_until > now:
             return Decision(False, "locked", retry_after=state.locked_until - now)
         if not state.devices and not state.has_recovery and not self._sms_usable(state):
@@ -371,7 +416,9 @@ class Verifier:
         """
         now = time.time() if now is None else now
         sms = self.config.sms
-        if not user or len(user) > MAX_USER_LEN:
+        try:
+            user = self.canonical(user)
+        except names.UserNameError:
             return SmsTicket(False, "malformed")
         try:
             with self.store.errors("issuing an SMS code"), self.store.transaction():
@@ -396,6 +443,8 @@ class Verifier:
 
     def _issue(self, state: _User, sms, source: str, now: float) -> SmsTicket:
         user = state.name
+        if state.ambiguous:
+            return SmsTicket(False, "no_phone", user)
         if not state.phone:
             return SmsTicket(False, "no_phone", user)
         if self.is_privileged(user):
@@ -494,8 +543,11 @@ class Verifier:
             self._refresh()
             room = self._cache_max - len(self._cache)
             count = 0
+            # Names of a clash are read when asked for, and never cached (_user).
+            clashes = {n for canon, stored in self.store.name_clashes().items()
+                       for n in (canon, *stored)}
             for name, row, devices, has_recovery in self.store.preload_users(max(room, 0)):
-                if name not in self._cache:
+                if name not in self._cache and name not in clashes:
                     self._cache[name] = self._build(name, row, devices, has_recovery,
                                                     self._unfolded)
                     count += 1
@@ -505,13 +557,18 @@ class Verifier:
         state = self._cache.get(name)
         if state is None:
             state = self._load(name)
+            if state.ambiguous:  # its clash may be fixed by a rename at any time
+                return state
             if len(self._cache) >= self._cache_max:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[name] = state
         return state
 
     def _load(self, name: str) -> _User:
-        row, devices, has_recovery = self.store.load_user(name)
+        row, devices, has_recovery, ambiguous = self.store.load_user(name)
+        if ambiguous:
+            return _User(name=name, known=row is not None, failures=0, locked_until=0.0,
+                         has_recovery=False, ambiguous=True)
         unfolded = self._unfolded
         if unfolded is None and devices:  # not the daemon: scan the (short) log for them
             unfolded = self.store.unfolded_steps(d["id"] for d in devices)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from ..config import Config
 from ..errors import ConfigError, MfaError
 from ..logsetup import BulkLines, RateLimitedLog, fields
+from ..names import UserNameError, policy_rule
 from ..sms.policy import should_send
 from ..verifier import Attempt, Decision, Verifier
 from . import codec
@@ -54,7 +55,8 @@ class Job:
     request: codec.Request
     key: tuple
     started: float
-    user: str = ""
+    user: str = ""  # canonical (mfa_radius/names.py) once accepted as a name
+    sent: str = ""  # the User-Name as sent, when it differs from `user`
 
 
 class DropLog:
@@ -140,6 +142,7 @@ class RadiusServer:
                                     min(int(r.challenge_timeout), 2**32 - 1).to_bytes(4, "big"))
         tail = codec.encode_attr(codec.REPLY_MESSAGE, message) + timeout
         sms = self._sms_for(config)  # last: it may replace the running gateways
+        self._canonical, _ = policy_rule(config.policy)
         self.config = config
         self.clients = clients
         self.replies = replies
@@ -289,12 +292,18 @@ class RadiusServer:
         request = job.request
         raw_user = request.user_name or b""
         try:
-            job.user = user = raw_user.decode("utf-8")
+            job.user = user = raw_user.decode("utf-8")  # as sent, for the log
         except UnicodeDecodeError:
             job.user = raw_user.decode("utf-8", "backslashreplace")
             return self._reject(job, "malformed")
-        if not user or "\x00" in user:
+        # Once, before any policy: what the verifier, the password backend, the replies and
+        # the decision line see is the canonical name (ALICE, EXAMPLE\alice: alice).
+        try:
+            canonical = self._canonical(user)
+        except UserNameError:
             return self._reject(job, "malformed")
+        if canonical != user:
+            job.user, job.sent = canonical, user
         hidden = request.password
         if hidden is not None:
             password = codec.decrypt_password(hidden, request.authenticator, job.client.secret)
@@ -308,7 +317,7 @@ class RadiusServer:
         if state is None and self.sms is None and not self.passwords.needs_password:
             return self._verify(job, password)  # a code alone, the usual case
         if state is not None:
-            challenge = self.challenges.take(state, user, job.client.name, time.time())
+            challenge = self.challenges.take(state, job.user, job.client.name, time.time())
             if challenge is None:
                 return self._reject(job, "unknown_state")
             return self._code_or_sms(job, password)
@@ -511,7 +520,7 @@ class RadiusServer:
         if self._metrics is not None:
             self._metrics.observe("radius", job.client.name, result, reason, elapsed)
         if self._lines.add(decision_line(job.client.name, job.user[:256] or "-", result,
-                                           reason, elapsed * 1000)):
+                                           reason, elapsed * 1000, job.sent[:256])):
             # One write for all the lines of the next LOG_FLUSH_DELAY seconds (BulkLines
             # writes at once past its cap): a write per loop tick cost ~5 us a request.
             if self._loop is not None:
@@ -535,11 +544,16 @@ def _plain_client(name: str) -> bool:
     return _PLAIN(name) is not None
 
 
-def decision_line(client: str, user: str, result: str, reason: str, ms: float) -> str:
+def decision_line(client: str, user: str, result: str, reason: str, ms: float,
+                  sent: str = "") -> str:
     """The logfmt decision line, exactly as logsetup.fields() writes it; plain names (the usual
-    case) skip its per-value escaping, which cost ~10 us a request."""
+    case) skip its per-value escaping, which cost ~10 us a request. `sent`: the User-Name as
+    sent when it is not the canonical `user` (then a trailing name_sent= field)."""
     ms_text = f"{ms:.1f}".rstrip("0").rstrip(".") or "0"
     # isascii() and isalnum(): the commonest plain names, without the regex (~0.2 us).
-    if _plain_client(client) and ((user.isascii() and user.isalnum()) or _PLAIN(user)):
+    if not sent and _plain_client(client) and (
+            (user.isascii() and user.isalnum()) or _PLAIN(user)):
         return f"client={client} user={user} result={result} reason={reason} ms={ms_text}"
-    return fields(client=client, user=user, result=result, reason=reason, ms=round(ms, 1))
+    extra = {"name_sent": sent} if sent else {}
+    return fields(client=client, user=user, result=result, reason=reason, ms=round(ms, 1),
+                  **extra)
