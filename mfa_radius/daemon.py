@@ -53,6 +53,8 @@ async def _serve(config_path: str, cfg, verifier: Verifier, server) -> int:
     server.start(loop)
     pam = await _start_pam(cfg, verifier)
     metrics, metrics_http = _start_metrics(cfg)
+    if metrics is not None:
+        metrics.watch_verifier(verifier)
     server.metrics = metrics if metrics_http is not None else None
     if pam is not None:
         pam.metrics = server.metrics
@@ -104,6 +106,9 @@ def _preload(verifier: Verifier) -> None:
     log.info("loaded %d user(s) with devices in %.2f s%s", count, time.perf_counter() - started,
              " (the [storage] cache_users limit; others are read when they sign in)"
              if count >= limit else "")
+    if verifier.unopenable_devices:
+        log.error("%d device(s) skipped: their seeds do not open with the key file (see above; "
+                  "'mfa-radius device list' marks them)", verifier.unopenable_devices)
 
 
 def _start_metrics(cfg):
