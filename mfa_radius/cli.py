@@ -95,11 +95,15 @@ def init(ctx: _Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the effective settings as JSON.")
 @pass_ctx
 def check_config(ctx: _Context, as_json: bool) -> None:
-    """Validate the config file and print the effective settings."""
+    """Validate the config file and print the effective settings; warn (stderr) about accepted
+    settings that weaken security."""
     settings = config_mod.describe(ctx.config)
+    warnings = config_mod.warnings(ctx.config)
     if as_json:
-        _print_json(settings)
+        _print_json({**settings, "warnings": warnings})
         return
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
     click.echo(f"{ctx.path}: OK")
     for section, values in settings.items():
         if section == "path":

@@ -26,6 +26,8 @@ def run(config_path: str, debug: bool = False) -> int:
     _setup_logging(debug)
     try:
         cfg = config_mod.load(config_path)
+        for line in config_mod.warnings(cfg):
+            log.warning("%s", line)
         from .radius.server import RadiusServer
 
         verifier = Verifier.open(cfg)
@@ -152,6 +154,8 @@ def _do_reload(config_path: str, verifier: Verifier, server, pam, metrics=None) 
     try:
         cfg = config_mod.load(config_path)
         server.reconfigure(cfg)
+        for line in config_mod.warnings(cfg):
+            log.warning("%s", line)
     except MfaError as exc:
         log.error("reload refused, keeping the running config: %s", exc)
         if metrics is not None:
