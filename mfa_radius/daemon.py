@@ -26,13 +26,14 @@ def run(config_path: str, debug: bool = False) -> int:
     _setup_logging(debug)
     try:
         cfg = config_mod.load(config_path)
-        for line in config_mod.warnings(cfg):
-            log.warning("%s", line)
         from .radius.server import RadiusServer
 
         verifier = Verifier.open(cfg)
         server = RadiusServer(cfg, verifier)
         server.bind()
+        # After the checks that stop the start: a refused start stays one line.
+        for line in config_mod.warnings(cfg):
+            log.warning("%s", line)
         _preload(verifier)
     except MfaError as exc:
         print(f"mfa-radius: {exc}", file=sys.stderr)
