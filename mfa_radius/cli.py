@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 
 import click
@@ -100,11 +101,15 @@ def init(ctx: _Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the effective settings as JSON.")
 @pass_ctx
 def check_config(ctx: _Context, as_json: bool) -> None:
-    """Validate the config file and print the effective settings."""
+    """Validate the config file and print the effective settings; warn (stderr) about accepted
+    settings that weaken security."""
     settings = config_mod.describe(ctx.config)
+    warnings = config_mod.warnings(ctx.config)
     if as_json:
-        _print_json(settings)
+        _print_json({**settings, "warnings": warnings})
         return
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
     click.echo(f"{ctx.path}: OK")
     from .state import name_report
 
@@ -146,17 +151,31 @@ def device() -> None:
               help="TOTP time step in seconds.")
 @click.option("--issuer", help="Issuer shown by the authenticator app (default: [otp] issuer).")
 @click.option("--qr", is_flag=True, help="Print a QR code of the otpauth:// URI in the terminal.")
-@click.option("--qr-png", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
-              help="Write the QR code as a PNG file (mode 0600).")
+@click.option("--qr-png", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write the QR code as a new PNG file (mode 0600), before the device is "
+                   "stored: if it cannot be written, no device is created.")
+@click.option("--force", is_flag=True, help="With --qr-png: replace an existing FILE.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def create_virtual(ctx: _Context, serial, kind, digits, algorithm, period, issuer, qr, qr_png,
-                   as_json) -> None:
+                   force, as_json) -> None:
     """Create an unassigned virtual device (an authenticator app) and show its seed once."""
-    info = ctx.devices().create_virtual(serial, kind=kind, digits=int(digits),
-                                        algorithm=algorithm.upper(), period=period, issuer=issuer)
-    if qr_png:
-        _write_qr_png(info["otpauth_uri"], qr_png)
+    if force and not qr_png:
+        raise click.UsageError("--force only applies to --qr-png")
+    written: list[str] = []
+
+    def deliver(info: dict) -> None:
+        _write_qr_png(info["otpauth_uri"], qr_png, force)
+        written.append(qr_png)
+
+    try:
+        info = ctx.devices().create_virtual(serial, kind=kind, digits=int(digits),
+                                            algorithm=algorithm.upper(), period=period,
+                                            issuer=issuer, deliver=deliver if qr_png else None)
+    except BaseException:
+        for path in written:  # the commit failed after the file was written: no such device
+            _remove_quietly(path)
+        raise
     if as_json:
         _print_json(info)
     else:
@@ -275,7 +294,8 @@ def list_devices(ctx: _Context, user, status, as_json) -> None:
                       "last_used_at": _iso(r["last_used_at"])} for r in rows])
         return
     _table(["SERIAL", "TYPE", "STATUS", "USER", "LAST USED"],
-           [[r["serial"], r["type"] + (" (virtual)" if r["virtual"] else ""), r["status"],
+           [[r["serial"], r["type"] + (" (virtual)" if r["virtual"] else ""),
+             r["status"] + ("" if r["seed_opens"] else " (seed does not open: replace it)"),
              r["user"] or "-", _iso(r["last_used_at"]) or "never"] for r in rows])
 
 
@@ -528,12 +548,46 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
         click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
 
 
-def _write_qr_png(uri: str, path: str) -> None:
+def _write_qr_png(uri: str, path: str, force: bool = False) -> None:
+    """A new file, mode 0600 (the QR code holds the seed); with `force`, replacing `path` by
+    a new file (renamed over it), never writing into an existing one and keeping its mode."""
     import segno
 
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        segno.make(uri, error="m").save(fh, kind="png", scale=8, border=4)
+    try:
+        if force:
+            fd, made = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                                        prefix=".mfa-radius-qr-", suffix=".png")
+        else:
+            made = path
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise MfaError(f"{path}: already exists; refusing to write the QR code into it "
+                       "(--force replaces it); no device was created") from None
+    except OSError as exc:
+        raise MfaError(f"{path}: cannot write the QR code: {exc.strerror}; no device was "
+                       "created") from None
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            segno.make(uri, error="m").save(fh, kind="png", scale=8, border=4)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if made != path:
+            os.replace(made, path)
+    except BaseException as exc:
+        _remove_quietly(made)
+        if isinstance(exc, OSError):
+            raise MfaError(f"{path}: cannot write the QR code: {exc.strerror}; no device was "
+                           "created") from None
+        raise
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import re
 import secrets
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from . import names, recovery
@@ -92,19 +93,27 @@ class Devices:
     # ---- create / import -------------------------------------------------------------------
 
     def create_virtual(self, serial: str, *, kind: str = "totp", digits: int = 6,
-                       algorithm: str = "SHA1", period: int = 30,
-                       issuer: str | None = None) -> dict:
-        """Create an unassigned virtual device with a fresh seed; return its secret and URI."""
+                       algorithm: str = "SHA1", period: int = 30, issuer: str | None = None,
+                       deliver: Callable[[dict], None] | None = None) -> dict:
+        """Create an unassigned virtual device with a fresh seed; return its secret and URI.
+
+        `deliver(info)` (e.g. writing a QR code file) runs before the device is committed: if it
+        raises, no device is created, so a seed is never stored that nobody was shown.
+        """
         seed = secrets.token_bytes(SEED_BYTES)
         spec = DeviceSpec(serial, seed, kind, digits, algorithm, period, virtual=True)
-        self.add([spec])
+        check_spec(spec)  # before the URI: pyotp has its own, less clear, errors
         secret = base64.b32encode(seed).decode().rstrip("=")
-        return {"serial": serial, "type": kind, "digits": digits, "algorithm": algorithm,
+        info = {"serial": serial, "type": kind, "digits": digits, "algorithm": algorithm,
                 "period": period if kind == "totp" else None, "secret": secret,
                 "otpauth_uri": provisioning_uri(spec, secret, issuer or self.config.otp.issuer)}
+        self.add([spec], before_commit=(lambda: deliver(info)) if deliver else None)
+        return info
 
-    def add(self, specs: list[DeviceSpec]) -> int:
-        """Add devices in ONE transaction: all of them or, on any problem, none."""
+    def add(self, specs: list[DeviceSpec],
+            before_commit: Callable[[], None] | None = None) -> int:
+        """Add devices in ONE transaction: all of them or, on any problem, none.
+        `before_commit()` runs last inside it: raising undoes everything."""
         seen_serials: dict[str, bool] = {}
         seen_fps: dict[str, str] = {}
         rows = []
@@ -149,10 +158,13 @@ class Devices:
                                       f"{self.config.policy.max_devices} devices")
                 self.store.ensure_user(user, now)
             try:
-                return self.store.insert_devices(rows)
+                added = self.store.insert_devices(rows)
             except sqlite3.IntegrityError:
                 raise DeviceError("a serial or seed was added by someone else meanwhile; "
                                   "nothing was imported, try again") from None
+            if before_commit is not None:
+                before_commit()
+            return added
 
     # ---- enable / resync / deactivate / delete -------------------------------------------
 
@@ -211,7 +223,10 @@ class Devices:
             user = self.user_name(user)
         with self.store.errors("listing devices"):
             rows = self.store.list_devices(user, status)
-        return [public_view(r) for r in rows]
+        # A seed that does not open (sealed under another key, a row copied from another device)
+        # is shown, not fatal: the admin deletes or replaces that device.
+        return [{**public_view(r), "seed_opens": self.sealer.opens(r["seed"], r["serial"])}
+                for r in rows]
 
     # ---- recovery codes --------------------------------------------------------------------
 

@@ -64,8 +64,15 @@ SMS_UNDELIVERED = Counter("mfa_radius_sms_undelivered", "SMS codes no gateway to
 RELOADS = Counter("mfa_radius_config_reloads", "SIGHUP reloads, by result (ok, refused)",
                   ["result"])
 AUDIT_PRUNED = Counter("mfa_radius_audit_pruned_rows", "Audit rows deleted by housekeeping")
+UNOPENABLE = Gauge("mfa_radius_unopenable_devices", "Assigned devices left out because their "
+                   "seed does not open with the key file (their codes are refused), as last read")
 LAST_RELOAD = Gauge("mfa_radius_config_last_reload_success_timestamp_seconds",
                     "Unix time of the last config load that was taken (start or reload)")
+
+
+def watch_verifier(verifier) -> None:
+    """Read the verifier's own counts (unopenable devices) at scrape time."""
+    UNOPENABLE.set_function(lambda: verifier.unopenable_devices)
 
 
 def observe(front: str, client: str, result: str, reason: str, seconds: float) -> None:

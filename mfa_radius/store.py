@@ -18,9 +18,10 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 
-from .errors import StoreError
+from .errors import StoreError, TransactionLost
+from .private_files import make_private_dirs
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 DEVICE_COLUMNS = ("id", "serial", "kind", "virtual", "digits", "algorithm", "period", "counter",
                   "last_step", "drift", "seed", "fingerprint", "user", "created_at", "enabled_at",
@@ -261,8 +262,16 @@ def _migrate_8(db) -> None:
                  "PRIMARY KEY (name, stored))")
 
 
+def _migrate_9(db) -> None:
+    """A key check: a constant sealed under the database's key file (written by the first key
+    that opens the database, Store.set_key_check), so a wrong key file is refused at once instead
+    of sealing seeds that the real key cannot open. One row at most."""
+    db.conn.execute("CREATE TABLE key_check (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                    "sealed BLOB NOT NULL)")
+
+
 MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5,
-              6: _migrate_6, 7: _migrate_7, 8: _migrate_8}
+              6: _migrate_6, 7: _migrate_7, 8: _migrate_8, 9: _migrate_9}
 # Times in the audit log may go back a little (a clock stepped back, an attempt timed by its
 # caller): time bounds found over the rowid are widened by this much, then filtered exactly.
 AUDIT_CLOCK_SLACK = 600.0
@@ -295,10 +304,13 @@ class Store:
             if not create:
                 raise StoreError(f"{path}: database not found (create it with 'mfa-radius init')")
             try:
-                os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+                make_private_dirs(os.path.dirname(os.path.abspath(path)))
+                # 0600 whatever the umask; SQLite gives -wal and -shm the database's mode.
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             except OSError as exc:
                 raise StoreError(f"{path}: cannot create database: {exc.strerror}") from None
+        else:
+            cls._check_empty(path, create)
         try:
             conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
                                    check_same_thread=False)
@@ -318,6 +330,21 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open database: {exc}") from None
         return store
+
+    @staticmethod
+    def _check_empty(path: str, create: bool) -> None:
+        """An empty file (a truncated copy, a `touch`) would silently become a new, empty
+        database with whatever mode it has: only `init` may do that, and makes it 0600."""
+        try:
+            empty = os.path.isfile(path) and os.path.getsize(path) == 0
+            if empty and create:
+                os.chmod(path, 0o600)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot open database: {exc.strerror}") from None
+        if empty and not create:
+            raise StoreError(f"{path}: the database file is empty (0 bytes), not an mfa-radius "
+                             "database; restore it from a backup, or run 'mfa-radius init' to "
+                             "start a new one there")
 
     def close(self) -> None:
         self.conn.close()
@@ -374,6 +401,48 @@ class Store:
             if self.conn.in_transaction:
                 self.conn.rollback()
             raise
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside transaction(): the writes of the block are undone if it raises, the rest of
+        the transaction stays. Raises TransactionLost when SQLite had to abandon the whole
+        transaction (a full disk, an I/O error): nothing of it can be committed then."""
+        self.conn.execute("SAVEPOINT attempt")
+        try:
+            yield
+        except BaseException as exc:
+            try:
+                if not self.conn.in_transaction:
+                    raise TransactionLost(f"{self.path}: the transaction was rolled back: "
+                                          f"{exc}") from None
+                self.conn.execute("ROLLBACK TO attempt")
+                self.conn.execute("RELEASE attempt")
+            except sqlite3.Error as again:
+                raise TransactionLost(f"{self.path}: cannot undo a failed step: {again}") \
+                    from None
+            raise
+        self.conn.execute("RELEASE attempt")
+
+    # ---- the key check (_migrate_9) ------------------------------------------------
+
+    def key_check(self) -> bytes | None:
+        """The sealed key-check constant, or None when no key has been bound yet."""
+        with self.errors("reading the key check"):
+            row = self.conn.execute("SELECT sealed FROM key_check WHERE id = 1").fetchone()
+        return row[0] if row else None
+
+    def set_key_check(self, sealed: bytes) -> bool:
+        """Bind the database to a key (its sealed constant) unless one already is; True if this
+        call wrote it. Runs its own transaction."""
+        with self.errors("writing the key check"), self.transaction():
+            return self.conn.execute("INSERT OR IGNORE INTO key_check (id, sealed) VALUES (1, ?)",
+                                     (sealed,)).rowcount == 1
+
+    def oldest_seeds(self, limit: int) -> list[tuple[str, bytes]]:
+        """(serial, sealed seed) of the `limit` oldest devices: the ones sealed first."""
+        with self.errors("reading seeds"):
+            return self.conn.execute("SELECT serial, seed FROM devices ORDER BY id LIMIT ?",
+                                     (limit,)).fetchall()
 
     def defer_checkpoints(self, pages: int) -> None:
         """Checkpoint at commit only once the WAL holds `pages` pages (SQLite's default: 1000);

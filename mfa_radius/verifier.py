@@ -25,7 +25,7 @@ from typing import NamedTuple
 from . import names, recovery
 from .accounts import Accounts
 from .config import Config
-from .errors import KeyFileError, MfaError, StoreError
+from .errors import KeyFileError, MfaError, StoreError, TransactionLost
 from .otp import OtpKey, nearest_first, time_step
 from .sealing import Sealer
 from .sms import policy as sms_policy
@@ -113,6 +113,7 @@ class _User:
     phone: str | None = None  # registered for SMS codes
     # Other stored names fold to this one (Store._migrate_8): refused, and never cached.
     ambiguous: bool = False
+    unopenable: int = 0  # assigned devices left out: their seeds do not open (_build)
 
 
 class Verifier:
@@ -135,17 +136,21 @@ class Verifier:
         self._steps_used = False  # in the batch being decided
         # A sub-key for SMS code hashes, derived through the fingerprint key (never stored).
         self._sms_key = sealer.fingerprint(b"mfa-radius sms code key v1").encode()
+        # {user: serials of their devices whose seeds did not open}, as last read (_build);
+        # each serial is logged once, when first found.
+        self._unopenable: dict[str, frozenset[str]] = {}
+        self.unopenable_devices = 0  # their count, for the metrics (read from another thread)
 
     @classmethod
     def open(cls, config: Config, accounts: Accounts | None = None,
              check_all_names: bool = False) -> Verifier:
-        """Open the key file and the database named by the config (both must exist); the
-        stored user names are brought to the config's rule (state.open_store)."""
-        from .state import open_store
+        """Open the key file and the database named by the config (both must exist); a key file
+        that is not the database's is refused (KeyFileError), and the stored user names are
+        brought to the config's rule (state.open_keyed_store)."""
+        from .state import open_keyed_store
 
-        sealer = Sealer.from_file(config.storage.key_file)
-        return cls(config, open_store(config, check_all_names=check_all_names), sealer,
-                   accounts)
+        store, sealer = open_keyed_store(config, check_all_names=check_all_names)
+        return cls(config, store, sealer, accounts)
 
     def reconfigure(self, config: Config) -> None:
         """Swap in a new (validated) config; policy applies from the next attempt. A change of
@@ -200,7 +205,9 @@ class Verifier:
         sms = usable and bool(self.config.sms.gateways)
         return UserStatus(
             # A phone counts even without a gateway: nullok must not let its owner through.
-            enrolled=bool(state.devices) or state.has_recovery or usable,
+            # So does a device whose seed does not open: it is the user's, just unusable.
+            enrolled=bool(state.devices) or state.has_recovery or usable
+            or bool(state.unopenable),
             exempt=user in self._exempt,
             privileged=self.is_privileged(user),
             allowed_without_device=self.allowed_without_device(user),
@@ -224,7 +231,10 @@ class Verifier:
         """Decide every attempt and record them all in one transaction.
 
         A decision to accept is returned only after the transaction that records the code as used
-        has committed; if anything fails, every attempt of the batch is refused (fail closed).
+        has committed. An attempt whose decision fails (a database error, a bug) is refused
+        alone, its writes undone (a savepoint each when the batch holds more than one); if the
+        transaction itself fails (reading others' commits, the audit rows, the COMMIT), every
+        attempt of the batch is refused (fail closed).
         """
         self._last_batch = time.monotonic()
         try:
@@ -234,7 +244,10 @@ class Verifier:
                 self._refresh()
                 self._steps_used, self._used = False, _NOT_USED
                 audit: list[tuple] = []
-                decisions = [self._decide(a, audit) for a in attempts]
+                if len(attempts) == 1:
+                    decisions = [self._decide(attempts[0], audit)]
+                else:
+                    decisions = [self._decide_alone(a, audit) for a in attempts]
                 self.store.add_audit(audit)
                 if self._steps_used:  # our rows of the log: not to be read back as others'
                     self._used_seq = self.store.last_audit_id()
@@ -245,6 +258,30 @@ class Verifier:
             log.exception("refusing %d attempt(s): internal error", len(attempts))
         self._drop_all()  # the cache may hold steps of the rolled-back batch
         return [Decision(False, "error") for _ in attempts]
+
+    def _decide_alone(self, attempt: Attempt, audit: list[tuple]) -> Decision:
+        """_decide inside a savepoint: a failure refuses this attempt only (reason=error), and
+        undoes its writes; its user is read afresh next time."""
+        mark = len(audit)
+        try:
+            with self.store.savepoint():
+                return self._decide(attempt, audit)
+        except TransactionLost:
+            raise  # nothing of the batch can be committed: all of it is refused
+        except Exception as exc:  # noqa: BLE001 - a bug must refuse, never accept
+            if isinstance(exc, (StoreError, KeyFileError)):
+                log.error("refusing user %s from %s: %s", _safe(attempt.user),
+                          _safe(attempt.source), exc)
+            else:
+                log.exception("refusing user %s from %s: internal error", _safe(attempt.user),
+                              _safe(attempt.source))
+        del audit[mark:]
+        self._used = _NOT_USED
+        self._cache.pop(attempt.user, None)
+        now = time.time() if attempt.now is None else attempt.now
+        audit.append((now, attempt.user[:MAX_USER_LEN], None, None, attempt.source[:512],
+                      "reject", "error") + _NOT_USED)
+        return Decision(False, "error")
 
     def _decide(self, attempt: Attempt, audit: list[tuple]) -> Decision:
         now = time.time() if attempt.now is None else attempt.now
@@ -268,6 +305,9 @@ class Verifier:
         if reason == "ok":
             return f"{decision.method} code accepted" + (
                 f" from device {decision.serial}" if decision.serial else "")
+        if reason == "error" and self._unopenable.get(user):
+            return (f"the seeds of device(s) {', '.join(sorted(self._unopenable[user]))} do not "
+                    "open with this key file, and the user has no other method: refused")
         if reason in ("exempt", "malformed", "ambiguous_user", "error"):
             return {"exempt": "user is in [policy] exempt_users: no code asked",
                     "malformed": "user name refused by the name rule (empty, over-long, "
@@ -317,6 +357,9 @@ class Verifier:
             return Decision(False, "locked", retry_after=state.locked_until - now)
         if not state.devices and not state.has_recovery and not self._sms_usable(state):
             _DUMMY_KEY.find(code, range(2 * self.config.otp.totp_window + 1))
+            if state.unopenable:
+                # Enrolled, so never let through by nullok; no code can match, so not a failure.
+                return Decision(False, "error")
             if self.allowed_without_device(user):
                 return Decision(True, "no_device_allowed")
             return Decision(False, "no_device")
@@ -579,19 +622,38 @@ class Verifier:
         """A user from its rows, each device's last step the later of its row's and the log's
         (`unfolded`: {device id: (step, drift)} not folded yet)."""
         devices = []
+        skipped: list[str] = []
         for d in rows:
-            seed = self.sealer.unseal(d["seed"], d["serial"])
+            try:
+                seed = self.sealer.unseal(d["seed"], d["serial"])
+            except KeyFileError as exc:
+                # Sealed under another key, or a row copied from another device (the seal binds
+                # the serial): this device can never accept, so leaving it out opens nothing,
+                # and the user's other devices and everyone else keep working.
+                skipped.append(d["serial"])
+                if d["serial"] not in self._unopenable.get(name, ()):
+                    log.error("user %s: %s; that device is skipped (its codes are refused)",
+                              _safe(name), exc)
+                continue
             last_step, drift = d["last_step"], d["drift"]
             if unfolded and d["id"] in unfolded and unfolded[d["id"]][0] > last_step:
                 last_step, drift = unfolded[d["id"]]
             devices.append(_Device(d["id"], d["serial"], d["kind"], d["digits"], d["period"],
                                    d["counter"], last_step, drift,
                                    OtpKey(seed, d["algorithm"], d["digits"])))
+        if skipped or name in self._unopenable:
+            self._note_unopenable(name, skipped)
         return _User(name=name, known=row is not None,
                      failures=row["failures"] if row else 0,
                      locked_until=row["locked_until"] if row else 0.0,
                      has_recovery=has_recovery, devices=devices,
-                     phone=row["phone"] if row else None)
+                     phone=row["phone"] if row else None, unopenable=len(skipped))
+
+    def _note_unopenable(self, name: str, serials: list[str]) -> None:
+        before = len(self._unopenable.pop(name, ()))
+        if serials:
+            self._unopenable[name] = frozenset(serials)
+        self.unopenable_devices += len(serials) - before
 
     # ---- folding the used-steps log ------------------------------------------------------
 

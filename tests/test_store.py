@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
+import stat
 
 import pytest
 
@@ -96,14 +97,19 @@ def test_newer_schema_is_refused(tmp_path):
     assert f"v{SCHEMA_VERSION + 1}" in str(info.value)
 
 
-def test_an_empty_file_is_migrated(tmp_path):
+def test_an_empty_file_is_refused_unless_created_then_0600(tmp_path):
     path = tmp_path / "mfa.db"
     path.write_bytes(b"")
-    store = Store.open(str(path))
+    path.chmod(0o644)
+    with pytest.raises(StoreError, match="empty"):
+        Store.open(str(path))
+    assert path.stat().st_size == 0
+    store = Store.open(str(path), create=True)
     try:
         assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         store.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_migrations_run_in_order_and_only_once(tmp_path, monkeypatch):

@@ -888,16 +888,15 @@ def test_dropped_table_refuses_everything(world):
     assert (d.accepted, d.reason) == (False, "error")
 
 
-def test_wrong_key_file_refuses_everything(make_world, tmp_path):
+def test_wrong_key_file_is_refused_at_open(make_world, tmp_path):
     w = make_world()
     key = assign(w.devices, "alice", "A1")
     other_key = tmp_path / "other.key"
     create_key_file(str(other_key))
     path = tmp_path / "mfa-radius.toml"
     path.write_text(path.read_text().replace("secret.key", "other.key"))
-    v = w.verifier(config_mod.load(str(path)))
-    d = verify(v, "alice", totp_at(key, NOW))
-    assert (d.accepted, d.reason) == (False, "error")
+    with pytest.raises(KeyFileError, match=r"key file .*other.key does not match database "):
+        w.verifier(config_mod.load(str(path)))
     assert verify(w.v, "alice", totp_at(key, NOW)).accepted
 
 

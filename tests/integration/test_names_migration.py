@@ -25,7 +25,7 @@ def tools():
 
 def _v7(daemon: Daemon) -> dict:
     """Devices of Alice, bob, Carol and carol, stored as typed before v8, in a v7 database
-    (v8 adds the name_rule and name_clashes tables only). Returns their keys by stored name."""
+    (v8 adds the name_rule and name_clashes tables only, v9 the key check). Returns their keys by stored name."""
     devices = open_devices(daemon.cfg)
     names = ("Alice", "bob", "Carol", "carol")
     keys = {name: assign(devices, f"tmp{i}", f"{name}-1") for i, name in enumerate(names)}
@@ -37,6 +37,7 @@ def _v7(daemon: Daemon) -> dict:
                "(1.0, 'Alice', 'radius:old', 'accept', 'ok')")
     db.execute("DROP TABLE name_rule")
     db.execute("DROP TABLE name_clashes")
+    db.execute("DROP TABLE key_check")  # v9
     db.execute("PRAGMA user_version = 7")
     devices.store.close()
     return keys
