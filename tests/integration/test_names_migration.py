@@ -60,7 +60,9 @@ def daemon(tmp_path):
 def test_check_config_reports_a_clash_without_writing(daemon):
     result = run_cli(daemon.path, "check-config")
     assert result.returncode == 0, result.stderr
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    # (The test daemon's short client secret has a warning of its own.)
+    warnings = [line for line in result.stderr.splitlines()
+                if line.startswith("warning: stored user names")]
     assert len(warnings) == 1, result.stderr
     assert "'Carol' and 'carol'" in warnings[0] and "mfa-radius user rename Carol" in warnings[0]
     db = daemon.cfg.storage.database
@@ -103,7 +105,7 @@ def test_renaming_one_name_of_a_clash_lets_the_other_sign_in(daemon):
     assert daemon.raw(packet, timeout=3)[0] == codec.ACCESS_ACCEPT
     packet, _ = access_request("carol-old", now_code(daemon.keys["Carol"]).encode())
     assert daemon.raw(packet, timeout=3)[0] == codec.ACCESS_ACCEPT
-    assert run_cli(daemon.path, "check-config").stderr == ""
+    assert "stored user names" not in run_cli(daemon.path, "check-config").stderr
     daemon.stop()
     daemon.start()
     assert "are one user" not in daemon.log().split("stopping")[-1]
