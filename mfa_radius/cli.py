@@ -12,12 +12,17 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from . import config as config_mod
 from .errors import MfaError
+
+if TYPE_CHECKING:
+    from .verifier import Verifier
 
 _DEBUG_ENV = "MFA_RADIUS_DEBUG"
 JSON_HELP = "Print JSON instead of text."
@@ -65,6 +70,12 @@ class _Context:
 
         return open_devices(self.config)
 
+    def user_name(self, raw: str) -> str:
+        """A USER argument in canonical form (ALICE is alice); one-line error, exit 1."""
+        from .names import canonical_user
+
+        return canonical_user(raw, self.config.policy)
+
 
 pass_ctx = click.make_pass_decorator(_Context)
 
@@ -107,13 +118,22 @@ def check_config(ctx: _Context, as_json: bool) -> None:
     """Validate the config as `serve` does; print the settings.
 
     Exit 0 with the effective settings (secrets masked), or 2 with the first problem, naming
-    file, line and key.
+    file, line and key. Settings that are accepted but weaken security are warned about on
+    stderr.
     """
-    settings = config_mod.describe(config_mod.load(ctx.path, serving=True))
+    cfg = config_mod.load(ctx.path, serving=True)
+    settings = config_mod.describe(cfg)
+    warnings = config_mod.warnings(cfg)
     if as_json:
-        _print_json(settings)
+        _print_json({**settings, "warnings": warnings})
         return
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
     click.echo(f"{ctx.path}: OK")
+    from .state import name_report
+
+    for line in name_report(ctx.config):  # two stored names that are one user, and the like
+        click.echo(f"warning: {line}", err=True)
     for section, values in settings.items():
         if section == "path":
             continue
@@ -156,20 +176,34 @@ def device() -> None:
               help="TOTP time step in seconds.")
 @click.option("--issuer", help="Issuer shown by the authenticator app (default: [otp] issuer).")
 @click.option("--qr", is_flag=True, help="Print a QR code of the otpauth:// URI in the terminal.")
-@click.option("--qr-png", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
-              help="Write the QR code as a PNG file (mode 0600).")
+@click.option("--qr-png", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write the QR code as a new PNG file (mode 0600), before the device is "
+                   "stored: if it cannot be written, no device is created.")
+@click.option("--force", is_flag=True, help="With --qr-png: replace an existing FILE.")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @pass_ctx
 def create_virtual(ctx: _Context, serial, kind, digits, algorithm, period, issuer, qr, qr_png,
-                   as_json) -> None:
+                   force, as_json) -> None:
     """Create an authenticator-app device; show its seed once.
 
     The device is unassigned until `device enable` with two codes from the app.
     """
-    info = ctx.devices().create_virtual(serial, kind=kind, digits=int(digits),
-                                        algorithm=algorithm.upper(), period=period, issuer=issuer)
-    if qr_png:
-        _write_qr_png(info["otpauth_uri"], qr_png)
+    if force and not qr_png:
+        raise click.UsageError("--force only applies to --qr-png")
+    written: list[str] = []
+
+    def deliver(info: dict) -> None:
+        _write_qr_png(info["otpauth_uri"], qr_png, force)
+        written.append(qr_png)
+
+    try:
+        info = ctx.devices().create_virtual(serial, kind=kind, digits=int(digits),
+                                            algorithm=algorithm.upper(), period=period,
+                                            issuer=issuer, deliver=deliver if qr_png else None)
+    except BaseException:
+        for path in written:  # the commit failed after the file was written: no such device
+            _remove_quietly(path)
+        raise
     if as_json:
         _print_json(info)
     else:
@@ -244,8 +278,8 @@ def enable(ctx: _Context, user, serial, code1, code2) -> None:
 
     CODE1 and CODE2 are consecutive codes of the device.
     """
-    ctx.devices().enable(user, serial, code1, code2)
-    click.echo(f"device {serial} enabled for {user}")
+    info = ctx.devices().enable(user, serial, code1, code2)
+    click.echo(f"device {serial} enabled for {info['user']}")
 
 
 @device.command()
@@ -257,6 +291,7 @@ def enable(ctx: _Context, user, serial, code1, code2) -> None:
 def resync(ctx: _Context, user, serial, code1, code2) -> None:
     """Resynchronise a drifted device from two consecutive codes."""
     result = ctx.devices().resync(user, serial, code1, code2)
+    user = result["user"]
     detail = (f"clock offset now {result['drift_steps']} step(s)" if "drift_steps" in result
               else f"counter now {result['counter']}")
     click.echo(f"device {serial} resynchronised for {user}: {detail}")
@@ -268,7 +303,7 @@ def resync(ctx: _Context, user, serial, code1, code2) -> None:
 @pass_ctx
 def deactivate(ctx: _Context, user, serial) -> None:
     """Unassign a (lost) device: its codes stop working at once."""
-    ctx.devices().deactivate(user, serial)
+    user = ctx.devices().deactivate(user, serial)["user"]
     click.echo(f"device {serial} deactivated for {user} (now unassigned)")
 
 
@@ -295,7 +330,8 @@ def list_devices(ctx: _Context, user, status, as_json) -> None:
                       "last_used_at": _iso(r["last_used_at"])} for r in rows])
         return
     _table(["SERIAL", "TYPE", "STATUS", "USER", "LAST USED"],
-           [[r["serial"], r["type"] + (" (virtual)" if r["virtual"] else ""), r["status"],
+           [[r["serial"], r["type"] + (" (virtual)" if r["virtual"] else ""),
+             r["status"] + ("" if r["seed_opens"] else " (seed does not open: replace it)"),
              r["user"] or "-", _iso(r["last_used_at"]) or "never"] for r in rows])
 
 
@@ -326,6 +362,7 @@ def user_list(ctx: _Context, as_json) -> None:
 @pass_ctx
 def user_show(ctx: _Context, name, as_json) -> None:
     """Show one user's devices, lockout and recovery codes."""
+    name = ctx.user_name(name)
     devices = ctx.devices()
     info = _user_report(devices.store, name, time.time(), _Privilege(ctx.config))
     if info is None:
@@ -354,6 +391,7 @@ def user_show(ctx: _Context, name, as_json) -> None:
 @pass_ctx
 def user_unlock(ctx: _Context, name) -> None:
     """Clear USER's failure count and lockout."""
+    name = ctx.user_name(name)
     devices = ctx.devices()
     with devices.store.errors("unlocking user"), devices.store.transaction():
         known = devices.store.unlock_user(name)
@@ -371,6 +409,7 @@ def user_recovery_codes(ctx: _Context, name, count, as_json) -> None:
 
     They replace older ones and are shown only once.
     """
+    name = ctx.user_name(name)
     codes = ctx.devices().issue_recovery_codes(name, count)
     if as_json:
         _print_json({"user": name, "codes": codes})
@@ -378,6 +417,22 @@ def user_recovery_codes(ctx: _Context, name, count, as_json) -> None:
     click.echo(f"Recovery codes for {name} (each works once; older codes no longer work):")
     for code in codes:
         click.echo(f"  {code}")
+
+
+@user.command("rename")
+@click.argument("old")
+@click.argument("new")
+@pass_ctx
+def user_rename(ctx: _Context, old, new) -> None:
+    """Move everything stored under OLD to NEW (never merges).
+
+    OLD is written exactly as stored. This is how a clash of two stored names that are one user
+    under [policy] username_case/strip_realm is resolved; NEW must hold nothing yet.
+    """
+    from .names import describe
+
+    info = ctx.devices().rename_user(old, new)
+    click.echo(f"user '{describe(old)}' renamed to {info['user']}")
 
 
 # ---- verify, report, audit ---------------------------------------------------------------------
@@ -391,6 +446,7 @@ def verify(ctx: _Context, name, code) -> None:
     from .verifier import Attempt, Verifier
 
     verifier = Verifier.open(ctx.config)
+    name = ctx.user_name(name)
     decision = verifier.verify(Attempt(name, code, source=f"cli uid={os.getuid()}"))
     if decision.accepted:
         how = f" ({decision.method}, device {decision.serial})" if decision.serial else (
@@ -439,6 +495,8 @@ def audit(ctx: _Context, name, since, limit, as_json) -> None:
     from .state import open_store
 
     store = open_store(ctx.config)
+    if name is not None:
+        name = ctx.user_name(name)
     with store.errors("reading audit"):
         rows = store.audit_events(name, _parse_since(since), limit + 1)
     if len(rows) > limit:  # one more than asked for: older events were left out
@@ -507,20 +565,22 @@ def _report(ctx: _Context) -> list[dict]:
 
 
 class _Privilege:
-    """Who may use which second factor under the config's policy (as the verifier decides)."""
+    """Who may use which second factor under the config's policy: the verifier's own rule."""
 
     def __init__(self, cfg: config_mod.Config):
-        from .accounts import Accounts
-
         self.cfg = cfg
-        self.accounts = Accounts()
+        # Opened when first needed (only for users with a phone).
+        self._verifier: Verifier | None = None
 
     def sms_usable(self, name: str, phone: str | None) -> bool:
         """A code can reach `name` by SMS: a phone, a gateway, and not privileged."""
-        from .accounts import is_privileged
+        if not phone or not self.cfg.sms.gateways:
+            return False
+        if self._verifier is None:
+            from .verifier import Verifier
 
-        return bool(phone) and bool(self.cfg.sms.gateways) and \
-            not is_privileged(self.cfg.policy, self.accounts, name)
+            self._verifier = Verifier.open(self.cfg)
+        return not self._verifier.is_privileged(name)
 
 
 def _user_report(store, name: str, now: float, privilege: _Privilege) -> dict | None:
@@ -580,12 +640,46 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
         click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
 
 
-def _write_qr_png(uri: str, path: str) -> None:
+def _write_qr_png(uri: str, path: str, force: bool = False) -> None:
+    """A new file, mode 0600 (the QR code holds the seed); with `force`, replacing `path` by
+    a new file (renamed over it), never writing into an existing one and keeping its mode."""
     import segno
 
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        segno.make(uri, error="m").save(fh, kind="png", scale=8, border=4)
+    try:
+        if force:
+            fd, made = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                                        prefix=".mfa-radius-qr-", suffix=".png")
+        else:
+            made = path
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise MfaError(f"{path}: already exists; refusing to write the QR code into it "
+                       "(--force replaces it); no device was created") from None
+    except OSError as exc:
+        raise MfaError(f"{path}: cannot write the QR code: {exc.strerror}; no device was "
+                       "created") from None
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            segno.make(uri, error="m").save(fh, kind="png", scale=8, border=4)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if made != path:
+            os.replace(made, path)
+    except BaseException as exc:
+        _remove_quietly(made)
+        if isinstance(exc, OSError):
+            raise MfaError(f"{path}: cannot write the QR code: {exc.strerror}; no device was "
+                           "created") from None
+        raise
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

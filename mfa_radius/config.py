@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, get_args, get_origin, get_type_hints
 
+from . import names
 from .errors import ConfigError
 
 DEFAULT_PATH = "/etc/mfa-radius/mfa-radius.toml"
@@ -57,6 +58,10 @@ class PolicyConfig:
     lockout_delay: float = field(default=30.0, metadata=_min(1))
     lockout_max_delay: float = field(default=3600.0, metadata=_min(1))
     nullok: bool = False
+    # User names as sent are reduced to what policy sees (mfa_radius/names.py): DOMAIN\user and
+    # user@realm to user; "fold": case-insensitive (ALICE is alice), "exact": case kept.
+    strip_realm: bool = True
+    username_case: str = field(default="fold", metadata=_choice("fold", "exact"))
     nullok_groups: list[str] = field(default_factory=list)
     exempt_users: list[str] = field(default_factory=list)
     privileged_users: list[str] = field(default_factory=lambda: ["root"])
@@ -96,7 +101,7 @@ class RadiusConfig:
     delimiter: str = ","
     # Code length at the end of password+code (suffix mode) for users without a device.
     code_digits: int = field(default=6, metadata=_min(4))
-    challenge_message: str = "Enter the verification code from your device"
+    challenge_message: str = "Enter the verification code from your device: "
     duplicate_ttl: float = field(default=30.0, metadata=_min(5))
     clients: list[RadiusClient] = field(default_factory=list)
     replies: list[RadiusReply] = field(default_factory=list)
@@ -256,6 +261,7 @@ def from_dict(data: dict, path: str = "<config>", text: str = "") -> Config:
         sections[name] = _build(_SECTIONS[name], value, name, path, text)
     cfg = Config(path=path, **sections)
     _check_semantics(cfg, path, text)
+    cfg = _canonical_names(cfg, path, text)
     _check_sms(cfg, data.get("sms", {}).get("gateways", []), path, text)
     return cfg
 
@@ -403,6 +409,38 @@ def _check_serving(cfg: Config, path: str, text: str) -> None:
                               f"{exc}") from None
 
 
+def _canonical_names(cfg: Config, path: str, text: str) -> Config:
+    """The config's user names in canonical form, as every name that arrives is compared in it:
+    `exempt_users = ["Alice"]` means alice. A name the rule refuses is an error."""
+    canonical, _ = names.policy_rule(cfg.policy)
+    policy = cfg.policy
+
+    def each(key: str, values: list[str], section: str = "policy") -> list[str]:
+        out: list[str] = []
+        for value in values:
+            try:
+                name = canonical(value)
+            except names.UserNameError as exc:
+                raise ConfigError(_where(path, text, section, key) + f"'{section}.{key}': {exc}") \
+                    from None
+            if key == "exempt_users" and names.realm_qualified(name):
+                raise ConfigError(_where(path, text, section, key) +
+                                  f"'policy.exempt_users': '{names.describe(name)}' is not a "
+                                  "local account name (strip_realm = false): exemption never "
+                                  "applies to it")
+            if name not in out:
+                out.append(name)
+        return out
+
+    policy = dataclasses.replace(policy, exempt_users=each("exempt_users", policy.exempt_users),
+                                 privileged_users=each("privileged_users",
+                                                       policy.privileged_users))
+    replies = [dataclasses.replace(r, user=each("user", [r.user], f"radius.replies[{i}]")[0])
+               if r.user else r for i, r in enumerate(cfg.radius.replies)]
+    return dataclasses.replace(cfg, policy=policy,
+                               radius=dataclasses.replace(cfg.radius, replies=replies))
+
+
 def _check_sms(cfg: Config, raw_gateways: list, path: str, text: str) -> None:
     from .sms.policy import phone_problem, template_problem
 
@@ -519,6 +557,115 @@ def _find_in_entry(text: str, name: str, index: int, key: str | None) -> int | N
         if inside and not sub and key and re.match(rf"^\s*{re.escape(key)}\s*=", line):
             return number
     return None
+
+
+# Below these, a setting is accepted but weakens the server: check-config and serve warn.
+MIN_SECRET_CHARS = 16
+MAX_QUIET_LOCKOUT_FAILURES = 10
+WIDE_PREFIX = 8  # a client range wider than a /8 (0.0.0.0/0, ::/0, 10.0.0.0/7 ...)
+
+
+def warnings(cfg: Config, text: str | None = None) -> list[str]:
+    """Accepted settings that weaken security, one line each, naming file:line like errors.
+
+    `text` is the config file's text, for line numbers (None: read from cfg.path, best effort).
+    The secret files the clients name are read to measure the secrets; one that cannot be read
+    is left to the error `serve` gives. Group membership (privileged_groups) is looked up in NSS.
+    """
+    if text is None:
+        try:
+            with open(cfg.path, encoding="utf-8") as fh:
+                text = fh.read()
+        except (OSError, UnicodeDecodeError):
+            text = ""
+    path = cfg.path or "<config>"
+    out: list[str] = []
+
+    def warn(section: str, key: str, message: str) -> None:
+        out.append(_where(path, text, section, key) + message)
+
+    radius = cfg.radius
+    for i, client in enumerate(radius.clients):
+        where = f"radius.clients[{i}]"
+        length = _secret_length(client)
+        if length is not None and length < MIN_SECRET_CHARS:
+            warn(where, "secret_file" if client.secret_file else "secret",
+                 f"RADIUS client '{client.name}': the shared secret is {length} characters; use "
+                 f"at least {MIN_SECRET_CHARS} random ones (a short secret can be guessed "
+                 "offline from one captured packet)")
+        require_ma = client.require_message_authenticator
+        if require_ma is None:
+            require_ma = radius.require_message_authenticator
+        network = _network(client.address)
+        if network is not None and network.prefixlen < WIDE_PREFIX and not require_ma:
+            warn(where, "address",
+                 f"RADIUS client '{client.name}': address {client.address} admits "
+                 f"{'every host' if network.prefixlen == 0 else 'a huge range'} and "
+                 "Message-Authenticator is not required (forged replies, BlastRADIUS): narrow "
+                 "the address or set require_message_authenticator = true")
+    policy = cfg.policy
+    privileged = _privileged_exempt(policy)
+    if privileged:
+        warn("policy", "exempt_users",
+             f"'policy.exempt_users' lists privileged user(s) {', '.join(privileged)}: they "
+             "sign in with a password alone")
+    if policy.lockout_failures > MAX_QUIET_LOCKOUT_FAILURES:
+        warn("policy", "lockout_failures",
+             f"'policy.lockout_failures' = {policy.lockout_failures}: more than "
+             f"{MAX_QUIET_LOCKOUT_FAILURES} wrong codes before a lockout helps guessing")
+    listen = cfg.metrics.listen
+    if listen and not _loopback_listen(listen):
+        warn("metrics", "listen",
+             f"'metrics.listen' = {listen!r} is reachable from other hosts: /metrics tells "
+             "anyone who asks how many users are locked out and which clients are used; "
+             "listen on 127.0.0.1 or [::1] behind a proxy")
+    if not os.path.isabs(cfg.pam.socket):
+        warn("pam", "socket",
+             f"'pam.socket' = {cfg.pam.socket!r} is a relative path: it depends on the working "
+             "directory of every caller; use an absolute path")
+    return out
+
+
+def _secret_length(client: RadiusClient) -> int | None:
+    if client.secret:
+        return len(client.secret)
+    from .private_files import read_private_file
+
+    try:
+        data = read_private_file(client.secret_file, "secret_file", ConfigError)
+    except (OSError, ConfigError):
+        return None  # `serve` refuses it with its own error
+    return len(data.rstrip(b"\r\n").decode("utf-8", "replace"))
+
+
+def _network(address: str):
+    import ipaddress
+
+    try:
+        return ipaddress.ip_network(address, strict=False)
+    except ValueError:
+        return None
+
+
+def _privileged_exempt(policy: PolicyConfig) -> list[str]:
+    from .accounts import Accounts
+
+    groups = set(policy.privileged_groups)
+    accounts = Accounts()
+    return [u for u in policy.exempt_users
+            if u == "root" or u in policy.privileged_users or accounts.groups(u) & groups]
+
+
+def _loopback_listen(listen: str) -> bool:
+    import ipaddress
+
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "" (every address) or a host name
 
 
 def describe(cfg: Config) -> dict:

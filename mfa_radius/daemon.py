@@ -28,9 +28,13 @@ def run(config_path: str, debug: bool = False) -> int:
         cfg = config_mod.load(config_path, serving=True)
         from .radius.server import RadiusServer
 
-        verifier = Verifier.open(cfg)
+        # Every start checks the stored names again: a clash is logged (and refused) each time.
+        verifier = Verifier.open(cfg, check_all_names=True)
         server = RadiusServer(cfg, verifier)
         server.bind()
+        # After the checks that stop the start: a refused start stays one line.
+        for line in config_mod.warnings(cfg):
+            log.warning("%s", line)
         _preload(verifier)
     except MfaError as exc:
         print(f"mfa-radius: {exc}", file=sys.stderr)
@@ -53,6 +57,8 @@ async def _serve(config_path: str, cfg, verifier: Verifier, server) -> int:
     server.start(loop)
     pam = await _start_pam(cfg, verifier)
     metrics, metrics_http = _start_metrics(cfg)
+    if metrics is not None:
+        metrics.watch_verifier(verifier)
     server.metrics = metrics if metrics_http is not None else None
     if pam is not None:
         pam.metrics = server.metrics
@@ -104,6 +110,9 @@ def _preload(verifier: Verifier) -> None:
     log.info("loaded %d user(s) with devices in %.2f s%s", count, time.perf_counter() - started,
              " (the [storage] cache_users limit; others are read when they sign in)"
              if count >= limit else "")
+    if verifier.unopenable_devices:
+        log.error("%d device(s) skipped: their seeds do not open with the key file (see above; "
+                  "'mfa-radius device list' marks them)", verifier.unopenable_devices)
 
 
 def _start_metrics(cfg):
@@ -147,6 +156,8 @@ def _do_reload(config_path: str, verifier: Verifier, server, pam, metrics=None) 
     try:
         cfg = config_mod.load(config_path, serving=True)
         server.reconfigure(cfg)
+        for line in config_mod.warnings(cfg):
+            log.warning("%s", line)
     except MfaError as exc:
         log.error("reload refused, keeping the running config: %s", exc)
         if metrics is not None:

@@ -13,9 +13,10 @@ import re
 import secrets
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
-from . import recovery
+from . import names, recovery
 from .config import Config
 from .errors import DeviceError
 from .otp import ALGORITHMS, DIGITS, OtpKey, is_code, time_step
@@ -82,23 +83,37 @@ class Devices:
         self.config = config
         self.store = store
         self.sealer = sealer
+        self._canonical, _ = names.policy_rule(config.policy)
+
+    def user_name(self, raw: str) -> str:
+        """`raw` in canonical form (names.py: ALICE and EXAMPLE\\alice are alice), as every
+        name is stored; names.UserNameError when the rule refuses it."""
+        return self._canonical(raw)
 
     # ---- create / import -------------------------------------------------------------------
 
     def create_virtual(self, serial: str, *, kind: str = "totp", digits: int = 6,
-                       algorithm: str = "SHA1", period: int = 30,
-                       issuer: str | None = None) -> dict:
-        """Create an unassigned virtual device with a fresh seed; return its secret and URI."""
+                       algorithm: str = "SHA1", period: int = 30, issuer: str | None = None,
+                       deliver: Callable[[dict], None] | None = None) -> dict:
+        """Create an unassigned virtual device with a fresh seed; return its secret and URI.
+
+        `deliver(info)` (e.g. writing a QR code file) runs before the device is committed: if it
+        raises, no device is created, so a seed is never stored that nobody was shown.
+        """
         seed = secrets.token_bytes(SEED_BYTES)
         spec = DeviceSpec(serial, seed, kind, digits, algorithm, period, virtual=True)
-        self.add([spec])
+        check_spec(spec)  # before the URI: pyotp has its own, less clear, errors
         secret = base64.b32encode(seed).decode().rstrip("=")
-        return {"serial": serial, "type": kind, "digits": digits, "algorithm": algorithm,
+        info = {"serial": serial, "type": kind, "digits": digits, "algorithm": algorithm,
                 "period": period if kind == "totp" else None, "secret": secret,
                 "otpauth_uri": provisioning_uri(spec, secret, issuer or self.config.otp.issuer)}
+        self.add([spec], before_commit=(lambda: deliver(info)) if deliver else None)
+        return info
 
-    def add(self, specs: list[DeviceSpec]) -> int:
-        """Add devices in ONE transaction: all of them or, on any problem, none."""
+    def add(self, specs: list[DeviceSpec],
+            before_commit: Callable[[], None] | None = None) -> int:
+        """Add devices in ONE transaction: all of them or, on any problem, none.
+        `before_commit()` runs last inside it: raising undoes everything."""
         seen_serials: dict[str, bool] = {}
         seen_fps: dict[str, str] = {}
         rows = []
@@ -106,6 +121,11 @@ class Devices:
         assigned: dict[str, int] = {}
         for spec in specs:
             check_spec(spec)
+            if spec.user is not None:
+                try:
+                    spec = replace(spec, user=self._canonical(spec.user))
+                except names.UserNameError as exc:
+                    raise DeviceError(f"{spec.serial}: {exc}") from None
             fp = self.sealer.fingerprint(spec.seed)
             if spec.serial in seen_serials:
                 raise DeviceError(f"serial {spec.serial} appears twice in the input")
@@ -138,17 +158,20 @@ class Devices:
                                       f"{self.config.policy.max_devices} devices")
                 self.store.ensure_user(user, now)
             try:
-                return self.store.insert_devices(rows)
+                added = self.store.insert_devices(rows)
             except sqlite3.IntegrityError:
                 raise DeviceError("a serial or seed was added by someone else meanwhile; "
                                   "nothing was imported, try again") from None
+            if before_commit is not None:
+                before_commit()
+            return added
 
     # ---- enable / resync / deactivate / delete -------------------------------------------
 
     def enable(self, user: str, serial: str, code1: str, code2: str,
                now: float | None = None) -> dict:
         """Assign an unassigned device to `user` if code1, code2 are two consecutive codes of it."""
-        check_user(user)
+        user = self.user_name(check_user(user))
         now = time.time() if now is None else now
         with self.store.errors("enabling device"), self.store.transaction():
             device = self._device(serial)
@@ -168,6 +191,7 @@ class Devices:
     def resync(self, user: str, serial: str, code1: str, code2: str,
                now: float | None = None) -> dict:
         """Re-align a drifted TOTP clock or a far-ahead HOTP counter from two consecutive codes."""
+        user = self.user_name(user)
         now = time.time() if now is None else now
         with self.store.errors("resynchronising device"), self.store.transaction():
             device = self._device(serial)
@@ -180,6 +204,7 @@ class Devices:
                    {"counter": position["counter"]})}
 
     def deactivate(self, user: str, serial: str) -> dict:
+        user = self.user_name(user)
         with self.store.errors("deactivating device"), self.store.transaction():
             device = self._device(serial)
             if device["user"] != user or not self.store.unassign_device(device["id"], user):
@@ -194,15 +219,20 @@ class Devices:
         return {"serial": serial, "status": "deleted"}
 
     def list(self, user: str | None = None, status: str = "any") -> list[dict]:
+        if user is not None:
+            user = self.user_name(user)
         with self.store.errors("listing devices"):
             rows = self.store.list_devices(user, status)
-        return [public_view(r) for r in rows]
+        # A seed that does not open (sealed under another key, a row copied from another device)
+        # is shown, not fatal: the admin deletes or replaces that device.
+        return [{**public_view(r), "seed_opens": self.sealer.opens(r["seed"], r["serial"])}
+                for r in rows]
 
     # ---- recovery codes --------------------------------------------------------------------
 
     def issue_recovery_codes(self, user: str, count: int | None = None) -> builtins.list[str]:
         """Replace the user's recovery codes with `count` new ones; returned once, stored hashed."""
-        check_user(user)
+        user = self.user_name(check_user(user))
         count = self.config.policy.recovery_codes if count is None else count
         if not 1 <= count <= 100:
             raise DeviceError("count must be between 1 and 100")
@@ -213,6 +243,19 @@ class Devices:
             self.store.ensure_user(user, now)
             self.store.replace_recovery_codes(user, hashed, now)
         return codes
+
+    def rename_user(self, old: str, new: str) -> dict:
+        """Move everything stored under name `old` (exactly as stored: a name of a clash, or one
+        the rule now refuses) to `new` (canonicalised). Never a merge: refused when `new` holds
+        anything already. The audit log keeps the old name."""
+        new = self.user_name(new)
+        with self.store.errors("renaming user"), self.store.transaction():
+            if not self.store.rename_user(old, new):
+                raise DeviceError(f"cannot rename '{names.describe(old)}' to "
+                                  f"'{names.describe(new)}': the first holds nothing or the "
+                                  "second already holds devices, codes or a phone (renames "
+                                  "never merge users)")
+        return {"user": new, "renamed_from": old}
 
     # ---- helpers ---------------------------------------------------------------------------
 

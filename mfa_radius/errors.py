@@ -25,6 +25,10 @@ class StoreError(MfaError):
     exit_code = 2
 
 
+class TransactionLost(StoreError):
+    """SQLite abandoned a whole transaction: none of its writes can be committed."""
+
+
 class DeviceError(MfaError):
     """A device lifecycle operation was refused (bad serial, wrong codes, ...)."""
 

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 
 # sd-daemon(3) / syslog(3) priorities.
@@ -82,9 +83,23 @@ def _extra_lines(formatter: logging.Formatter, record: logging.LogRecord) -> lis
 
 
 class _Handler(logging.StreamHandler):
-    """Marks the handler this module installed, so setup() can be called again (tests, reload)."""
+    """Marks the handler this module installed, so setup() can be called again (tests, reload).
+
+    The BulkLines writing through it are flushed before each record it writes, so that the
+    output keeps the order in which lines were logged.
+    """
 
     journal = False
+
+    def __init__(self, stream=None):
+        super().__init__(stream)
+        self.bulk: weakref.WeakSet[BulkLines] = weakref.WeakSet()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Called with the handler's lock held (an RLock: BulkLines.flush takes it again).
+        for lines in self.bulk:
+            lines.flush()
+        super().emit(record)
 
 
 BULK_LINES_MAX = 512  # lines held before BulkLines writes without waiting for its flush()
@@ -98,7 +113,9 @@ class BulkLines:
     a write and a flush per line): a third of a RADIUS request. While setup()'s handler is the
     only one, lines are formatted here exactly as its formatter would and written with one write
     and one flush per `flush()`; with any other handler in the way (tests' caplog, an embedding
-    program) each line goes through the logging module as usual.
+    program) each line goes through the logging module as usual. Any other record written by
+    setup()'s handler first flushes the lines held here (from whichever thread), so the output
+    stays in time order.
     """
 
     def __init__(self, name: str):
@@ -150,21 +167,29 @@ class BulkLines:
         if (not isinstance(handler, _Handler) or any(lg.handlers for lg in self._chain)
                 or not all(lg.propagate for lg in self._chain)):
             return False
-        self._handler = handler
+        if handler is not self._handler:
+            handler.bulk.add(self)
+            self._handler = handler
         self._journal = handler.journal
         self._prefix = f"<6>{self.logger.name}: " if handler.journal \
             else f"INFO {self.logger.name}: "
         return True
 
     def flush(self) -> None:
-        if not self._pending:
+        pending = self._pending
+        if not pending:
             return
-        text, self._pending = "".join(self._pending), []
         handler = self._handler
         if handler is None:
+            pending.clear()
             return
         handler.acquire()
         try:
+            # Under the handler's lock, and in place: another thread's record may flush while
+            # the loop thread appends; the lines appended meanwhile stay for the next flush.
+            count = len(pending)
+            text = "".join(pending[:count])
+            del pending[:count]
             handler.stream.write(text)
             handler.stream.flush()
         except (OSError, ValueError):  # full disk, closed stream: like logging, never fatal

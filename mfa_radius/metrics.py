@@ -39,7 +39,8 @@ BUILD_INFO.labels(importlib.metadata.version("mfa-radius")).set(1)
 
 REQUESTS = Counter(
     "mfa_radius_requests", "Authentication requests answered, by front (radius, pam), client "
-    "(RADIUS client name or PAM service) and result (accept, reject, challenge)",
+    "(RADIUS client name or PAM service) and result (accept, reject, challenge); Status-Server "
+    "probes are counted apart (mfa_radius_status_server_total)",
     ["front", "client", "result"])
 REASONS = Counter(
     "mfa_radius_decisions", "Verifier decisions by front and reason (ok, bad_code, replay, locked, "
@@ -52,8 +53,11 @@ DUPLICATES = Counter(
     "while the first copy was in progress), by client", ["client"])
 DROPPED = Counter(
     "mfa_radius_dropped", "Requests dropped without an answer, by front and cause (unknown_client, "
-    "bad_message_authenticator, missing_message_authenticator, malformed, unauthorised_caller, "
+    "wrong_secret, missing_message_authenticator, malformed, unauthorised_caller, "
     "overload, ...)", ["front", "cause"])
+STATUS_SERVER = Counter(
+    "mfa_radius_status_server", "RADIUS Status-Server probes answered (health checks of "
+    "appliances and proxies, not logins), by client", ["client"])
 SMS_SENT = Counter("mfa_radius_sms_sent", "SMS codes handed to a gateway, by gateway", ["gateway"])
 SMS_FAILURES = Counter("mfa_radius_sms_failures", "SMS gateway errors (the next gateway is tried), "
                        "by gateway", ["gateway"])
@@ -61,8 +65,15 @@ SMS_UNDELIVERED = Counter("mfa_radius_sms_undelivered", "SMS codes no gateway to
 RELOADS = Counter("mfa_radius_config_reloads", "SIGHUP reloads, by result (ok, refused)",
                   ["result"])
 AUDIT_PRUNED = Counter("mfa_radius_audit_pruned_rows", "Audit rows deleted by housekeeping")
+UNOPENABLE = Gauge("mfa_radius_unopenable_devices", "Assigned devices left out because their "
+                   "seed does not open with the key file (their codes are refused), as last read")
 LAST_RELOAD = Gauge("mfa_radius_config_last_reload_success_timestamp_seconds",
                     "Unix time of the last config load that was taken (start or reload)")
+
+
+def watch_verifier(verifier) -> None:
+    """Read the verifier's own counts (unopenable devices) at scrape time."""
+    UNOPENABLE.set_function(lambda: verifier.unopenable_devices)
 
 
 def observe(front: str, client: str, result: str, reason: str, seconds: float) -> None:
@@ -70,6 +81,11 @@ def observe(front: str, client: str, result: str, reason: str, seconds: float) -
     REQUESTS.labels(front, client, result).inc()
     REASONS.labels(front, reason).inc()
     LATENCY.labels(front).observe(seconds)
+
+
+def status_server(client: str) -> None:
+    """Record one Status-Server probe answered (RFC 5997)."""
+    STATUS_SERVER.labels(client).inc()
 
 
 def drop(front: str, cause: str) -> None:

@@ -14,14 +14,22 @@ import math
 import time
 
 from .config import Config
+from .names import UserNameError
 from .verifier import Attempt, Verifier, _safe
 
 log = logging.getLogger("mfa_radius.pam")
 
 
 def status_fields(verifier: Verifier, user: str) -> dict:
-    """The `status` reply: does this user need a code, and may they be let through without one?"""
-    st = verifier.status(user)
+    """The `status` reply: does this user need a code, and may they be let through without one?
+
+    Of the canonical name (ALICE is alice); a name the rule refuses gets status "malformed",
+    which the module refuses."""
+    try:
+        st = verifier.status(user)
+    except UserNameError:
+        return {"status": "malformed", "retry_after": 0, "digits": "", "sms": "",
+                "sms_only": "", "phone_hint": ""}
     if st.exempt:
         status = "exempt"
     elif st.locked_for > 0:
@@ -52,6 +60,15 @@ def source_of(fields: dict, uid: int) -> str:
             + (f" tty={tty}" if tty else ""))
 
 
+def _name(verifier: Verifier, fields: dict) -> str:
+    """The canonical user name of a request (as sent when the rule refuses it), for log lines:
+    the verifier canonicalises on its own."""
+    try:
+        return verifier.canonical(fields["user"])
+    except UserNameError:
+        return fields["user"]
+
+
 def sms_fields(outcome, fields: dict, uid: int, log_decision: bool = True) -> dict:
     """The `sms` reply from an SmsOutcome: sent or not, why, and the line the user is shown."""
     if log_decision:
@@ -69,7 +86,7 @@ def verify_fields(verifier: Verifier, fields: dict, uid: int, log_decision: bool
 
     The in-process fallback passes log_decision=False: the PAM module logs that line itself.
     """
-    user, code = fields["user"], fields.get("code", "")
+    user, code = _name(verifier, fields), fields.get("code", "")
     service = fields.get("service", "")[:64]
     rhost = fields.get("rhost", "")[:256]
     tty = fields.get("tty", "")[:64]

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from . import pam_protocol as proto
 from .config import Config
 from .errors import MfaError
+from .names import UserNameError
 from .pam_local import sms_fields, source_of, status_fields, verify_fields
 from .verifier import Verifier, _safe
 
@@ -198,7 +199,12 @@ class PamSocketServer:
         if not self._take_token(uid):
             log.warning("PAM socket: uid %d throttled", uid)
             return self._error("throttled", "Too many attempts, try again later.")
-        user = fields["user"]
+        try:  # the canonical name from here on (ALICE is alice), for every check and log line
+            user = fields["user"] = self.verifier.canonical(fields["user"])
+        except UserNameError:
+            log.warning("PAM socket: uid %d sent a malformed user name %s", uid,
+                        _safe(fields["user"]))
+            return self._error("malformed", "")
         if not self._authorised(uid, user):
             log.warning("PAM socket: uid %d may not ask about user %s (unprivileged_callers=%s)",
                         uid, _safe(user), self.config.pam.unprivileged_callers)

@@ -36,3 +36,25 @@ def read_private_file(path: str, what: str, error: type[MfaError], prefix: str =
         return os.read(fd, limit)
     finally:
         os.close(fd)
+
+
+def make_private_dirs(path: str) -> None:
+    """Create `path` and any missing parents with mode 0700, whatever the umask (os.makedirs
+    gives the parents the umask's mode: 0777 under umask 000, and anyone could then swap what
+    is inside). Directories that exist are left as they are."""
+    path = os.path.abspath(path)
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
+            continue  # made meanwhile by someone else: theirs, not ours to change
+        os.chmod(directory, 0o700)  # mkdir's mode is narrowed by the umask, never widened

@@ -14,18 +14,22 @@ import os
 import secrets
 
 from .errors import KeyFileError
-from .private_files import read_private_file
+from .private_files import make_private_dirs, read_private_file
 
 KEY_BYTES = 32
 _NONCE = 12
 _VERSION = b"\x01"
+# What the key check seals (Store.key_check), under its own associated data so that no device's
+# sealed seed can pass for it, nor it for a seed.
+_CHECK = b"mfa-radius key check"
+_CHECK_AAD = b"mfa-radius key check v1"
 
 
 def create_key_file(path: str) -> None:
     """Write a new random key to `path` with mode 0600; refuse to overwrite an existing one."""
     parent = os.path.dirname(os.path.abspath(path))
     try:
-        os.makedirs(parent, exist_ok=True)
+        make_private_dirs(parent)
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot create key file: {exc.strerror}") from None
     try:
@@ -86,7 +90,33 @@ class Sealer:
             return self._aead.decrypt(blob[1:1 + _NONCE], blob[1 + _NONCE:], _aad(serial))
         except InvalidTag:
             raise KeyFileError(f"device {serial}: seed does not open with this key file "
-                               "(wrong key file, or the database was tampered with)") from None
+                               "(sealed under another key, or its row was copied or tampered "
+                               "with)") from None
+
+    def opens(self, blob: bytes, serial: str) -> bool:
+        """Whether a sealed seed opens with this key (for admin views and the key check)."""
+        try:
+            self.unseal(blob, serial)
+        except KeyFileError:
+            return False
+        return True
+
+    def key_check(self) -> bytes:
+        """A new sealed key-check constant for this key."""
+        nonce = secrets.token_bytes(_NONCE)
+        return _VERSION + nonce + self._aead.encrypt(nonce, _CHECK, _CHECK_AAD)
+
+    def matches_key_check(self, blob: bytes) -> bool:
+        """Whether `blob` (from Store.key_check) was sealed by this key."""
+        from cryptography.exceptions import InvalidTag
+
+        if blob[:1] != _VERSION or len(blob) < 1 + _NONCE + 16:
+            return False
+        try:
+            opened = self._aead.decrypt(blob[1:1 + _NONCE], blob[1 + _NONCE:], _CHECK_AAD)
+        except InvalidTag:
+            return False
+        return hmac.compare_digest(opened, _CHECK)
 
     def fingerprint(self, seed: bytes) -> str:
         """A keyed digest of the seed: equal seeds give equal fingerprints, nothing else leaks."""

@@ -1,14 +1,24 @@
-"""First run: create the key file and the database (both 0600), and open them for admin work."""
+"""First run: create the key file and the database (both 0600), and open them for admin work.
+
+Whatever opens the database here also opens the key file and checks it against the database's
+key check (keycheck.bind): a wrong key file is refused before anything is read or written."""
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
+import urllib.parse
 
+from . import names
 from .config import Config
 from .devices import Devices
-from .errors import KeyFileError
+from .errors import KeyFileError, MfaError
+from .keycheck import open_keyed
 from .sealing import Sealer, create_key_file, read_key_file
 from .store import Store
+
+log = logging.getLogger("mfa_radius.names")
 
 
 def init(config: Config) -> list[str]:
@@ -19,27 +29,89 @@ def init(config: Config) -> list[str]:
         read_key_file(key_file)  # refuse a malformed or too-open key before creating a database
         done.append(f"key file {key_file} exists (kept)")
     else:
-        if os.path.exists(config.storage.database):
+        if _has_content(config.storage.database):
             raise KeyFileError(f"{key_file}: key file is missing but the database "
                                f"{config.storage.database} exists: its seeds cannot be opened "
                                "without the original key file; restore it from your backup")
         create_key_file(key_file)
         done.append(f"created key file {key_file} (mode 0600): back it up, apart from the database")
-    existed = os.path.exists(config.storage.database)
-    store = open_store(config, create=True)
+    existed = _has_content(config.storage.database)
+    store = open_store(config, create=True)  # writes the key check of a new database
     store.close()
     done.append(f"database {config.storage.database} " + ("exists, schema up to date" if existed
                                                          else "created (mode 0600)"))
     return done
 
 
-def open_store(config: Config, create: bool = False) -> Store:
-    return Store.open(config.storage.database, create=create,
-                      synchronous=config.storage.synchronous,
-                      busy_timeout=config.storage.busy_timeout)
+def _has_content(path: str) -> bool:
+    """A database file that is more than an empty file (which init may turn into one)."""
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
+
+
+def open_keyed_store(config: Config, create: bool = False,
+                     check_all_names: bool = False) -> tuple[Store, Sealer]:
+    """The configured database and key file, once the key is known to be the database's
+    (keycheck), with the stored user names in the config's canonical form (bring_names; every
+    name checked again with `check_all_names`)."""
+    store, sealer = open_keyed(config, create)
+    try:
+        bring_names(store, config, force=check_all_names)
+    except BaseException:
+        store.close()
+        raise
+    return store, sealer
+
+
+def open_store(config: Config, create: bool = False, check_all_names: bool = False) -> Store:
+    """The configured database: see open_keyed_store."""
+    return open_keyed_store(config, create, check_all_names)[0]
+
+
+def bring_names(store: Store, config: Config, force: bool = False) -> list[str]:
+    """Rename stored user names to the config's rule when they were brought to another one (or
+    never: a database from before schema v8), or with `force` (serve, at start) check them all
+    again. Returns the lines for the admin (clashes, refused names), also logged as warnings."""
+    canonical, rule = names.policy_rule(config.policy)
+    with store.errors("canonicalising stored user names"):
+        plan = store.canonicalise_names(canonical, rule, force=force)
+    if plan is None:
+        return []
+    for old, new in plan.renames.items():
+        log.info("stored user name %s renamed to %s (%s)", names.describe(old),
+                 names.describe(new), rule)
+    lines = names.plan_lines(plan)
+    for line in lines:
+        log.warning("%s", line)
+    return lines
+
+
+def name_report(config: Config) -> list[str]:
+    """The clashes and refused names the config's rule finds among the stored user names, read
+    without writing (check-config): [] when the database does not exist yet."""
+    path = config.storage.database
+    if not os.path.exists(path):
+        return []
+    canonical, _ = names.policy_rule(config.policy)
+    try:
+        conn = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro",
+                               uri=True)
+    except sqlite3.Error as exc:
+        return [f"{path}: cannot read the stored user names: {exc}"]
+    store = Store(conn, path)
+    try:
+        with store.errors("reading stored user names"):
+            stored = store.stored_names(holders_only=True)
+    except MfaError as exc:
+        return [str(exc)]
+    finally:
+        conn.close()
+    return names.plan_lines(names.plan(stored, canonical))
 
 
 def open_devices(config: Config) -> Devices:
     """The lifecycle API over the configured database and key file."""
-    sealer = Sealer.from_file(config.storage.key_file)
-    return Devices(config, open_store(config), sealer)
+    store, sealer = open_keyed(config)
+    return Devices(config, store, sealer)

@@ -18,9 +18,10 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 
-from .errors import StoreError
+from .errors import StoreError, TransactionLost
+from .private_files import make_private_dirs
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 9
 
 DEVICE_COLUMNS = ("id", "serial", "kind", "virtual", "digits", "algorithm", "period", "counter",
                   "last_step", "drift", "seed", "fingerprint", "user", "created_at", "enabled_at",
@@ -172,9 +173,15 @@ def _migrate_4(db) -> None:
 # the user row (if any), whether unused recovery codes exist, and one row per assigned device.
 _LOAD_DEVICE_KEYS = ("id", "serial", "kind", "digits", "algorithm", "period", "counter",
                      "last_step", "drift", "seed")
+# A clash (name_clashes) counts while one of its other stored names still holds something.
+_STILL_HELD = " OR ".join(f"EXISTS (SELECT 1 FROM {t} WHERE {c} = x.stored)"
+                          for t, c in (("users", "name"), ("devices", "user"),
+                                       ("recovery_codes", "user"), ("sms_codes", "user")))
+_AMBIGUOUS = ("EXISTS (SELECT 1 FROM name_clashes x WHERE x.name = q.n AND x.stored != q.n "
+              f"AND ({_STILL_HELD}))")
 _LOAD_USER = (
     "SELECT u.name IS NOT NULL, u.failures, u.locked_until, u.phone, EXISTS (SELECT 1 FROM "
-    "recovery_codes r WHERE r.user = q.n AND r.used_at IS NULL), "
+    "recovery_codes r WHERE r.user = q.n AND r.used_at IS NULL), " + _AMBIGUOUS + ", "
     + _device_columns(_LOAD_DEVICE_KEYS) +
     " FROM (SELECT ? AS n) q LEFT JOIN users u ON u.name = q.n "
     "LEFT JOIN devices d ON d.user = q.n LEFT JOIN device_steps s ON s.device = d.id "
@@ -253,8 +260,39 @@ def _migrate_7(db) -> None:
                  "BEGIN DELETE FROM device_steps WHERE device = OLD.id; END")
 
 
+# The tables whose user names are rewritten when names are brought to a rule (the audit log is
+# history: its rows keep the names as they were written). The first four hold something of the
+# user's (a row that makes two stored names a clash); the SMS send log only follows.
+_NAME_COLUMNS = (("users", "name"), ("devices", "user"), ("recovery_codes", "user"),
+                 ("sms_codes", "user"), ("sms_sends", "user"))
+_HOLDERS = _NAME_COLUMNS[:4]
+
+
+def _migrate_8(db) -> None:
+    """User names in canonical form (mfa_radius/names.py). What the canonical form is depends on
+    the config ([policy] username_case, strip_realm), which a migration does not see: this one
+    only records that the stored names are as they were typed (`name_rule` NULL); the first
+    process to open the database with a config brings them to its rule
+    (Store.canonicalise_names), renaming a name where nothing else folds to the same one and
+    listing the rest in `name_clashes` (canonical name, stored name), never merging them. A
+    canonical name with a clash whose stored names still hold something is refused."""
+    conn = db.conn
+    conn.execute("CREATE TABLE name_rule (rule TEXT)")
+    conn.execute("INSERT INTO name_rule (rule) VALUES (NULL)")
+    conn.execute("CREATE TABLE name_clashes (name TEXT NOT NULL, stored TEXT NOT NULL, "
+                 "PRIMARY KEY (name, stored))")
+
+
+def _migrate_9(db) -> None:
+    """A key check: a constant sealed under the database's key file (written by the first key
+    that opens the database, Store.set_key_check), so a wrong key file is refused at once instead
+    of sealing seeds that the real key cannot open. One row at most."""
+    db.conn.execute("CREATE TABLE key_check (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                    "sealed BLOB NOT NULL)")
+
+
 MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5,
-              6: _migrate_6, 7: _migrate_7}
+              6: _migrate_6, 7: _migrate_7, 8: _migrate_8, 9: _migrate_9}
 # Times in the audit log may go back a little (a clock stepped back, an attempt timed by its
 # caller): time bounds found over the rowid are widened by this much, then filtered exactly.
 AUDIT_CLOCK_SLACK = 600.0
@@ -288,10 +326,13 @@ class Store:
             if not create:
                 raise StoreError(f"{path}: database not found (create it with 'mfa-radius init')")
             try:
-                os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+                make_private_dirs(os.path.dirname(os.path.abspath(path)))
+                # 0600 whatever the umask; SQLite gives -wal and -shm the database's mode.
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             except OSError as exc:
                 raise StoreError(f"{path}: cannot create database: {exc.strerror}") from None
+        else:
+            cls._check_empty(path, create)
         try:
             conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
                                    check_same_thread=False)
@@ -312,6 +353,21 @@ class Store:
             _check_access(path, opened=True)
             raise StoreError(f"{path}: cannot open database: {exc}") from None
         return store
+
+    @staticmethod
+    def _check_empty(path: str, create: bool) -> None:
+        """An empty file (a truncated copy, a `touch`) would silently become a new, empty
+        database with whatever mode it has: only `init` may do that, and makes it 0600."""
+        try:
+            empty = os.path.isfile(path) and os.path.getsize(path) == 0
+            if empty and create:
+                os.chmod(path, 0o600)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot open database: {exc.strerror}") from None
+        if empty and not create:
+            raise StoreError(f"{path}: the database file is empty (0 bytes), not an mfa-radius "
+                             "database; restore it from a backup, or run 'mfa-radius init' to "
+                             "start a new one there")
 
     def close(self) -> None:
         self.conn.close()
@@ -369,6 +425,48 @@ class Store:
                 self.conn.rollback()
             raise
 
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside transaction(): the writes of the block are undone if it raises, the rest of
+        the transaction stays. Raises TransactionLost when SQLite had to abandon the whole
+        transaction (a full disk, an I/O error): nothing of it can be committed then."""
+        self.conn.execute("SAVEPOINT attempt")
+        try:
+            yield
+        except BaseException as exc:
+            try:
+                if not self.conn.in_transaction:
+                    raise TransactionLost(f"{self.path}: the transaction was rolled back: "
+                                          f"{exc}") from None
+                self.conn.execute("ROLLBACK TO attempt")
+                self.conn.execute("RELEASE attempt")
+            except sqlite3.Error as again:
+                raise TransactionLost(f"{self.path}: cannot undo a failed step: {again}") \
+                    from None
+            raise
+        self.conn.execute("RELEASE attempt")
+
+    # ---- the key check (_migrate_9) ------------------------------------------------
+
+    def key_check(self) -> bytes | None:
+        """The sealed key-check constant, or None when no key has been bound yet."""
+        with self.errors("reading the key check"):
+            row = self.conn.execute("SELECT sealed FROM key_check WHERE id = 1").fetchone()
+        return row[0] if row else None
+
+    def set_key_check(self, sealed: bytes) -> bool:
+        """Bind the database to a key (its sealed constant) unless one already is; True if this
+        call wrote it. Runs its own transaction."""
+        with self.errors("writing the key check"), self.transaction():
+            return self.conn.execute("INSERT OR IGNORE INTO key_check (id, sealed) VALUES (1, ?)",
+                                     (sealed,)).rowcount == 1
+
+    def oldest_seeds(self, limit: int) -> list[tuple[str, bytes]]:
+        """(serial, sealed seed) of the `limit` oldest devices: the ones sealed first."""
+        with self.errors("reading seeds"):
+            return self.conn.execute("SELECT serial, seed FROM devices ORDER BY id LIMIT ?",
+                                     (limit,)).fetchall()
+
     def defer_checkpoints(self, pages: int) -> None:
         """Checkpoint at commit only once the WAL holds `pages` pages (SQLite's default: 1000);
         the daemon's Checkpointer does them before that."""
@@ -405,16 +503,93 @@ class Store:
             raise
         target.close()
 
+    # ---- user names (_migrate_8) -------------------------------------------------------------
+
+    def name_rule(self) -> str | None:
+        """The rule the stored names were last brought to (None: as typed)."""
+        return self.conn.execute("SELECT rule FROM name_rule").fetchone()[0]
+
+    def stored_names(self, holders_only: bool = False) -> set[str]:
+        """Every distinct user name stored outside the audit log (with holders_only, only those
+        holding something: a users row, a device, recovery codes, an SMS code)."""
+        tables = _HOLDERS if holders_only else _NAME_COLUMNS
+        sql = " UNION ".join(f"SELECT {c} FROM {t} WHERE {c} IS NOT NULL" for t, c in tables)
+        return {r[0] for r in self.conn.execute(sql)}
+
+    def canonicalise_names(self, canonical, rule: str, force: bool = False):
+        """Bring the stored names to `rule` (names.rule_id) with `canonical` (its
+        canonicaliser), unless they already are or with `force`; the names.NamePlan, or None
+        when nothing was due.
+
+        Renames each name of the plan in every table but the audit log, and replaces
+        `name_clashes` with the plan's clashes (never merged). Names only in the SMS send log
+        follow their user's canonical name (the send limits count them together).
+        """
+        from . import names
+
+        if not force and self.name_rule() == rule:
+            return None
+        with self.transaction():
+            if not force and self.name_rule() == rule:  # another process did it meanwhile
+                return None
+            holders = self.stored_names(holders_only=True)
+            plan = names.plan(holders, canonical)
+            for old, new in plan.renames.items():
+                self._rename_rows(old, new)
+            for old in self.stored_names() - holders:
+                try:
+                    new = canonical(old)
+                except names.UserNameError:
+                    continue
+                if new != old and new not in plan.clashes:
+                    self.conn.execute("UPDATE sms_sends SET user = ? WHERE user = ?", (new, old))
+            self.conn.execute("DELETE FROM name_clashes")
+            self.conn.executemany("INSERT INTO name_clashes (name, stored) VALUES (?, ?)",
+                                  [(canon, s) for canon, members in plan.clashes.items()
+                                   for s in members])
+            self.conn.execute("UPDATE name_rule SET rule = ?", (rule,))
+        return plan
+
+    def name_clashes(self) -> dict[str, list[str]]:
+        """{canonical name: its stored names} of the clashes still held (see _migrate_8)."""
+        held = self.stored_names(holders_only=True)
+        out: dict[str, list[str]] = {}
+        for name, stored in self.conn.execute("SELECT name, stored FROM name_clashes "
+                                              "ORDER BY name, stored"):
+            if stored in held:
+                out.setdefault(name, []).append(stored)
+        return {k: v for k, v in out.items() if len(v) > 1}
+
+    def rename_user(self, old: str, new: str) -> bool:
+        """Move everything of stored name `old` (taken as stored, not canonicalised) to `new`
+        (inside a transaction); False when `new` already holds something (never a merge) or
+        `old` holds nothing. The audit log keeps the old name."""
+        holds = " OR ".join(f"EXISTS (SELECT 1 FROM {t} WHERE {c} = ?1)" for t, c in _HOLDERS)
+        if self.conn.execute(f"SELECT {holds}", (new,)).fetchone()[0]:
+            return False
+        if not self.conn.execute(f"SELECT {holds}", (old,)).fetchone()[0]:
+            return False
+        self._rename_rows(old, new)
+        return True
+
+    def _rename_rows(self, old: str, new: str) -> None:
+        for table, column in _NAME_COLUMNS:
+            self.conn.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", (new, old))
+        # The `changes` triggers log the old name of an update; a server may have cached the
+        # new one (as a user without devices).
+        self.conn.execute("INSERT INTO changes (user) VALUES (?)", (new,))
+
     # ---- hot path: reads ---------------------------------------------------------------------
 
-    def load_user(self, name: str) -> tuple[dict | None, list[dict], bool]:
-        """(users row or None, assigned devices with sealed seeds, has unused recovery codes)."""
+    def load_user(self, name: str) -> tuple[dict | None, list[dict], bool, bool]:
+        """(users row or None, assigned devices with sealed seeds, has unused recovery codes,
+        whether other stored names fold to this one: a clash, see _migrate_8)."""
         rows = self.conn.execute(_LOAD_USER, (name,)).fetchall()
         first = rows[0]
         user = ({"failures": first[1], "locked_until": first[2], "phone": first[3]}
                 if first[0] else None)
-        devices = [dict(zip(_LOAD_DEVICE_KEYS, r[5:])) for r in rows if r[5] is not None]
-        return user, devices, bool(first[4])
+        devices = [dict(zip(_LOAD_DEVICE_KEYS, r[6:])) for r in rows if r[6] is not None]
+        return user, devices, bool(first[4]), bool(first[5])
 
     def preload_users(self, limit: int) -> Iterator[tuple[str, dict | None, list[dict], bool]]:
         """(name, users row or None, devices, has unused recovery codes) for up to `limit` users

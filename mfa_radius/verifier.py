@@ -22,10 +22,10 @@ import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from . import recovery
-from .accounts import Accounts, is_privileged
+from . import names, recovery
+from .accounts import Accounts
 from .config import Config
-from .errors import KeyFileError, MfaError, StoreError
+from .errors import KeyFileError, MfaError, StoreError, TransactionLost
 from .otp import OtpKey, nearest_first, time_step
 from .sealing import Sealer
 from .sms import policy as sms_policy
@@ -63,7 +63,7 @@ class Attempt(NamedTuple):
 class Decision(NamedTuple):
     accepted: bool
     # ok, exempt, no_device_allowed, bad_code, replay, reused_code, locked, no_device,
-    # malformed, error
+    # malformed, ambiguous_user, error
     reason: str
     method: str | None = None  # totp, hotp, recovery, sms
     serial: str | None = None
@@ -111,6 +111,9 @@ class _User:
     has_recovery: bool
     devices: list[_Device] = field(default_factory=list)
     phone: str | None = None  # registered for SMS codes
+    # Other stored names fold to this one (Store._migrate_8): refused, and never cached.
+    ambiguous: bool = False
+    unopenable: int = 0  # assigned devices left out: their seeds do not open (_build)
 
 
 class Verifier:
@@ -120,6 +123,7 @@ class Verifier:
         self.store = store
         self.sealer = sealer
         self.accounts = accounts or Accounts()
+        self._names(config)
         self._cache: dict[str, _User] = {}
         self._version: int | None = None
         self._seq = 0  # the last row of `changes` the cache reflects
@@ -135,41 +139,79 @@ class Verifier:
         self._steps_used = False  # in the batch being decided
         # A sub-key for SMS code hashes, derived through the fingerprint key (never stored).
         self._sms_key = sealer.fingerprint(b"mfa-radius sms code key v1").encode()
+        # {user: serials of their devices whose seeds did not open}, as last read (_build);
+        # each serial is logged once, when first found.
+        self._unopenable: dict[str, frozenset[str]] = {}
+        self.unopenable_devices = 0  # their count, for the metrics (read from another thread)
 
     @classmethod
-    def open(cls, config: Config, accounts: Accounts | None = None) -> Verifier:
-        """Open the key file and the database named by the config (both must exist)."""
-        sealer = Sealer.from_file(config.storage.key_file)
-        store = Store.open(config.storage.database, synchronous=config.storage.synchronous,
-                           busy_timeout=config.storage.busy_timeout)
+    def open(cls, config: Config, accounts: Accounts | None = None,
+             check_all_names: bool = False) -> Verifier:
+        """Open the key file and the database named by the config (both must exist); a key file
+        that is not the database's is refused (KeyFileError), and the stored user names are
+        brought to the config's rule (state.open_keyed_store)."""
+        from .state import open_keyed_store
+
+        store, sealer = open_keyed_store(config, check_all_names=check_all_names)
         return cls(config, store, sealer, accounts)
 
     def reconfigure(self, config: Config) -> None:
-        """Swap in a new (validated) config; policy applies from the next attempt."""
+        """Swap in a new (validated) config; policy applies from the next attempt. A change of
+        the name rule ([policy] username_case, strip_realm) renames the stored names first."""
+        old = self.config.policy
+        if (old.username_case, old.strip_realm) != (config.policy.username_case,
+                                                    config.policy.strip_realm):
+            from .state import bring_names
+
+            bring_names(self.store, config)
+            self._drop_all()
         self.config = config
+        self._names(config)
+
+    def _names(self, config: Config) -> None:
+        policy = config.policy
+        self.canonical, _ = names.policy_rule(policy)
+        self._fold = policy.username_case == names.FOLD
+        self._exempt = frozenset(policy.exempt_users)
+        # Any case variant of a privileged name is privileged, whatever username_case says.
+        self._privileged = frozenset(names.fold_key(u) for u in policy.privileged_users) | {"root"}
 
     # ---- policy questions ------------------------------------------------------------------
 
+    # The questions below take canonical names (self.canonical); status, verify and issue_sms
+    # canonicalise what they are given.
+
     def is_privileged(self, user: str) -> bool:
-        return is_privileged(self.config.policy, self.accounts, user)
+        policy = self.config.policy
+        if (user if self._fold else names.fold_key(user)) in self._privileged:
+            return True
+        return bool(self.accounts.groups(user) & set(policy.privileged_groups))
 
     def allowed_without_device(self, user: str) -> bool:
         policy = self.config.policy
-        if self.is_privileged(user):
+        # A name with a realm left in it (strip_realm = false) is not a local account.
+        if names.realm_qualified(user) or self.is_privileged(user):
             return False
         return policy.nullok or bool(self.accounts.groups(user) & set(policy.nullok_groups))
 
     def status(self, user: str, now: float | None = None) -> UserStatus:
+        """What the fronts need before prompting; names.UserNameError for a refused name."""
         now = time.time() if now is None else now
+        user = self.canonical(user)
         with self.store.errors("reading user"):
             self._refresh()
             state = self._user(user)
+        if state.ambiguous:  # fail closed: a code is asked for, and refused (ambiguous_user)
+            return UserStatus(enrolled=True, exempt=False, privileged=self.is_privileged(user),
+                              allowed_without_device=False, locked_for=0.0)
         usable = self._sms_usable(state)
         sms = usable and bool(self.config.sms.gateways)
         return UserStatus(
             # A phone counts even without a gateway: nullok must not let its owner through.
-            enrolled=bool(state.devices) or state.has_recovery or usable,
-            exempt=user in self.config.policy.exempt_users,
+            # So does a device whose seed does not open: it is the user's, just unusable.
+            enrolled=bool(state.devices) or state.has_recovery or usable
+            or bool(state.unopenable),
+            exempt=user in self._exempt,
             privileged=self.is_privileged(user),
             allowed_without_device=self.allowed_without_device(user),
             locked_for=max(0.0, state.locked_until - now),
@@ -192,7 +234,10 @@ class Verifier:
         """Decide every attempt and record them all in one transaction.
 
         A decision to accept is returned only after the transaction that records the code as used
-        has committed; if anything fails, every attempt of the batch is refused (fail closed).
+        has committed. An attempt whose decision fails (a database error, a bug) is refused
+        alone, its writes undone (a savepoint each when the batch holds more than one); if the
+        transaction itself fails (reading others' commits, the audit rows, the COMMIT), every
+        attempt of the batch is refused (fail closed).
         """
         self._last_batch = time.monotonic()
         try:
@@ -202,7 +247,10 @@ class Verifier:
                 self._refresh()
                 self._steps_used, self._used = False, _NOT_USED
                 audit: list[tuple] = []
-                decisions = [self._decide(a, audit) for a in attempts]
+                if len(attempts) == 1:
+                    decisions = [self._decide(attempts[0], audit)]
+                else:
+                    decisions = [self._decide_alone(a, audit) for a in attempts]
                 self.store.add_audit(audit)
                 if self._steps_used:  # our rows of the log: not to be read back as others'
                     self._used_seq = self.store.last_audit_id()
@@ -217,10 +265,38 @@ class Verifier:
         self._drop_all()  # the cache may hold steps of the rolled-back batch
         return [Decision(False, "error") for _ in attempts]
 
+    def _decide_alone(self, attempt: Attempt, audit: list[tuple]) -> Decision:
+        """_decide inside a savepoint: a failure refuses this attempt only (reason=error), and
+        undoes its writes; its user is read afresh next time."""
+        mark = len(audit)
+        try:
+            with self.store.savepoint():
+                return self._decide(attempt, audit)
+        except TransactionLost:
+            raise  # nothing of the batch can be committed: all of it is refused
+        except Exception as exc:  # noqa: BLE001 - a bug must refuse, never accept
+            if isinstance(exc, (StoreError, KeyFileError)):
+                log.error("refusing user %s from %s: %s", _safe(attempt.user),
+                          _safe(attempt.source), exc)
+            else:
+                log.exception("refusing user %s from %s: internal error", _safe(attempt.user),
+                              _safe(attempt.source))
+        del audit[mark:]
+        self._used = _NOT_USED
+        self._cache.pop(attempt.user, None)
+        now = time.time() if attempt.now is None else attempt.now
+        audit.append((now, attempt.user[:MAX_USER_LEN], None, None, attempt.source[:512],
+                      "reject", "error") + _NOT_USED)
+        return Decision(False, "error")
+
     def _decide(self, attempt: Attempt, audit: list[tuple]) -> Decision:
         now = time.time() if attempt.now is None else attempt.now
-        user = attempt.user
-        decision = self._check(user, attempt.code.strip(), now)
+        try:
+            user = self.canonical(attempt.user)
+        except names.UserNameError:
+            user, decision = attempt.user, Decision(False, "malformed")
+        else:
+            decision = self._check(user, attempt.code.strip(), now)
         audit.append((now, user[:MAX_USER_LEN], decision.method, decision.serial,
                       attempt.source[:512], decision.result, decision.reason) + self._used)
         self._used = _NOT_USED
@@ -235,9 +311,16 @@ class Verifier:
         if reason == "ok":
             return f"{decision.method} code accepted" + (
                 f" from device {decision.serial}" if decision.serial else "")
-        if reason in ("exempt", "malformed", "error"):
+        if reason == "error" and self._unopenable.get(user):
+            return (f"the seeds of device(s) {', '.join(sorted(self._unopenable[user]))} do not "
+                    "open with this key file, and the user has no other method: refused")
+        if reason in ("exempt", "malformed", "ambiguous_user", "error"):
             return {"exempt": "user is in [policy] exempt_users: no code asked",
-                    "malformed": "empty or over-long user name or code",
+                    "malformed": "user name refused by the name rule (empty, over-long, "
+                                 "surrounding space, control or format characters), or an "
+                                 "empty or over-long code",
+                    "ambiguous_user": "two stored user names fold to this one: refused until "
+                                      "one is renamed (mfa-radius user rename)",
                     "error": "the database or key file failed: refused (fail closed)"}[reason]
         state = self._cache.get(user)
         if state is None:
@@ -272,13 +355,20 @@ class Verifier:
     def _check(self, user: str, code: str, now: float) -> Decision:
         if not user or len(user) > MAX_USER_LEN or not code or len(code) > 64:
             return Decision(False, "malformed")
-        if user in self.config.policy.exempt_users:
+        if user in self._exempt:
+            if self._user(user).ambiguous:
+                return Decision(False, "ambiguous_user")
             return Decision(True, "exempt")
         state = self._user(user)
+        if state.ambiguous:
+            return Decision(False, "ambiguous_user")
         if state.locked_until > now:
             return Decision(False, "locked", retry_after=state.locked_until - now)
         if not state.devices and not state.has_recovery and not self._sms_usable(state):
             _DUMMY_KEY.find(code, range(2 * self.config.otp.totp_window + 1))
+            if state.unopenable:
+                # Enrolled, so never let through by nullok; no code can match, so not a failure.
+                return Decision(False, "error")
             if self.allowed_without_device(user):
                 return Decision(True, "no_device_allowed")
             return Decision(False, "no_device")
@@ -379,7 +469,9 @@ class Verifier:
         """
         now = time.time() if now is None else now
         sms = self.config.sms
-        if not user or len(user) > MAX_USER_LEN:
+        try:
+            user = self.canonical(user)
+        except names.UserNameError:
             return SmsTicket(False, "malformed")
         try:
             with self.store.errors("issuing an SMS code"), self.store.transaction():
@@ -404,6 +496,8 @@ class Verifier:
 
     def _issue(self, state: _User, sms, source: str, now: float) -> SmsTicket:
         user = state.name
+        if state.ambiguous:
+            return SmsTicket(False, "no_phone", user)
         if not state.phone:
             return SmsTicket(False, "no_phone", user)
         if self.is_privileged(user):
@@ -502,8 +596,11 @@ class Verifier:
             self._refresh()
             room = self._cache_max - len(self._cache)
             count = 0
+            # Names of a clash are read when asked for, and never cached (_user).
+            clashes = {n for canon, stored in self.store.name_clashes().items()
+                       for n in (canon, *stored)}
             for name, row, devices, has_recovery in self.store.preload_users(max(room, 0)):
-                if name not in self._cache:
+                if name not in self._cache and name not in clashes:
                     self._cache[name] = self._build(name, row, devices, has_recovery,
                                                     self._unfolded)
                     count += 1
@@ -513,13 +610,18 @@ class Verifier:
         state = self._cache.get(name)
         if state is None:
             state = self._load(name)
+            if state.ambiguous:  # its clash may be fixed by a rename at any time
+                return state
             if len(self._cache) >= self._cache_max:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[name] = state
         return state
 
     def _load(self, name: str) -> _User:
-        row, devices, has_recovery = self.store.load_user(name)
+        row, devices, has_recovery, ambiguous = self.store.load_user(name)
+        if ambiguous:
+            return _User(name=name, known=row is not None, failures=0, locked_until=0.0,
+                         has_recovery=False, ambiguous=True)
         unfolded = self._unfolded
         if unfolded is None and devices:  # not the daemon: scan the (short) log for them
             unfolded = self.store.unfolded_steps(d["id"] for d in devices)
@@ -530,19 +632,38 @@ class Verifier:
         """A user from its rows, each device's last step the later of its row's and the log's
         (`unfolded`: {device id: (step, drift)} not folded yet)."""
         devices = []
+        skipped: list[str] = []
         for d in rows:
-            seed = self.sealer.unseal(d["seed"], d["serial"])
+            try:
+                seed = self.sealer.unseal(d["seed"], d["serial"])
+            except KeyFileError as exc:
+                # Sealed under another key, or a row copied from another device (the seal binds
+                # the serial): this device can never accept, so leaving it out opens nothing,
+                # and the user's other devices and everyone else keep working.
+                skipped.append(d["serial"])
+                if d["serial"] not in self._unopenable.get(name, ()):
+                    log.error("user %s: %s; that device is skipped (its codes are refused)",
+                              _safe(name), exc)
+                continue
             last_step, drift = d["last_step"], d["drift"]
             if unfolded and d["id"] in unfolded and unfolded[d["id"]][0] > last_step:
                 last_step, drift = unfolded[d["id"]]
             devices.append(_Device(d["id"], d["serial"], d["kind"], d["digits"], d["period"],
                                    d["counter"], last_step, drift,
                                    OtpKey(seed, d["algorithm"], d["digits"])))
+        if skipped or name in self._unopenable:
+            self._note_unopenable(name, skipped)
         return _User(name=name, known=row is not None,
                      failures=row["failures"] if row else 0,
                      locked_until=row["locked_until"] if row else 0.0,
                      has_recovery=has_recovery, devices=devices,
-                     phone=row["phone"] if row else None)
+                     phone=row["phone"] if row else None, unopenable=len(skipped))
+
+    def _note_unopenable(self, name: str, serials: list[str]) -> None:
+        before = len(self._unopenable.pop(name, ()))
+        if serials:
+            self._unopenable[name] = frozenset(serials)
+        self.unopenable_devices += len(serials) - before
 
     # ---- folding the used-steps log ------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import sqlite3
 from pathlib import Path
 
 from mfa_radius import config as config_mod
@@ -38,6 +39,27 @@ def assign(devices: Devices, user: str | None, serial: str, *, kind: str = "totp
     return OtpKey(seed, algorithm, digits)
 
 
+_COLUMNS = ("serial, kind, virtual, digits, algorithm, period, counter, last_step, drift, seed, "
+            "fingerprint, user, created_at, enabled_at")
+
+
+def foreign_device(tmp_path, cfg, user: str, serial: str):
+    """A device of `user` sealed under another key file (made with another config's public API,
+    its row then copied into `cfg`'s database as a restore from the wrong host would); its key."""
+    (tmp_path / "other").mkdir(exist_ok=True)
+    other = make_config(tmp_path / "other")
+    devices = open_devices(other)
+    key = assign(devices, user, serial)
+    devices.store.close()
+    con = sqlite3.connect(cfg.storage.database)
+    con.execute("ATTACH DATABASE ? AS other", (other.storage.database,))
+    con.execute(f"INSERT INTO devices ({_COLUMNS}) SELECT {_COLUMNS} FROM other.devices "
+                "WHERE serial = ?", (serial,))
+    con.commit()
+    con.close()
+    return key
+
+
 def totp_at(key: OtpKey, now: float, offset: int = 0, period: int = 30) -> str:
     """The code `offset` steps away from the step containing `now`."""
     return key.code(time_step(now, period) + offset)
@@ -47,4 +69,5 @@ def verify(verifier: Verifier, user: str, code: str, now: float = NOW, source: s
     return verifier.verify(Attempt(user, code, source, now))
 
 
-__all__ = ["NOW", "STEP", "make_config", "assign", "totp_at", "verify", "open_devices"]
+__all__ = ["NOW", "STEP", "make_config", "assign", "foreign_device", "totp_at", "verify",
+           "open_devices"]

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -203,3 +204,24 @@ def test_bulk_lines_respect_the_level(restore_logging):
     finally:
         logging.getLogger("mfa_radius.radius").setLevel(logging.NOTSET)
     assert out.getvalue() == ""
+
+
+def test_a_record_from_another_thread_flushes_the_bulk_lines_first(restore_logging):
+    out = io.StringIO()
+    handler = logsetup.setup(debug=False, stream=out, journal=True)
+    root = logging.getLogger()
+    for other in [h for h in root.handlers if h is not handler]:  # pytest's capture handlers
+        root.removeHandler(other)
+    lines = logsetup.BulkLines("mfa_radius.radius")
+    assert lines.add("client=vpn1 user=alice result=accept reason=ok ms=0.4")
+    worker = threading.Thread(target=logging.getLogger("mfa_radius.pam").warning,
+                              args=("PAM socket: uid 1000 throttled",))
+    worker.start()
+    worker.join()
+    assert lines.add("client=vpn1 user=bob result=reject reason=bad_code ms=1")  # flush again
+    lines.flush()
+    lines.flush()  # nothing left: nothing written twice
+    assert out.getvalue().splitlines() == [
+        "<6>mfa_radius.radius: client=vpn1 user=alice result=accept reason=ok ms=0.4",
+        "<4>mfa_radius.pam: PAM socket: uid 1000 throttled",
+        "<6>mfa_radius.radius: client=vpn1 user=bob result=reject reason=bad_code ms=1"]

@@ -46,8 +46,9 @@ def test_parses_pyrad_request_and_decrypts_password(rdict):
 
 def test_wrong_secret_fails_message_authenticator(rdict):
     _, raw = pyrad_request(rdict)
-    with pytest.raises(codec.Malformed, match="Message-Authenticator"):
+    with pytest.raises(codec.Malformed, match="Message-Authenticator does not match") as exc:
         codec.parse_request(raw, codec.Secret(b"wrong"), require_ma=False)
+    assert exc.value.cause == "wrong_secret"
 
 
 def test_missing_message_authenticator_only_when_required(rdict):

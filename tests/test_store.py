@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
+import stat
 
 import pytest
 
+from mfa_radius import config as config_mod
 from mfa_radius import store as store_mod
 from mfa_radius.errors import StoreError
 from mfa_radius.state import open_devices
@@ -95,14 +97,19 @@ def test_newer_schema_is_refused(tmp_path):
     assert f"v{SCHEMA_VERSION + 1}" in str(info.value)
 
 
-def test_an_empty_file_is_migrated(tmp_path):
+def test_an_empty_file_is_refused_unless_created_then_0600(tmp_path):
     path = tmp_path / "mfa.db"
     path.write_bytes(b"")
-    store = Store.open(str(path))
+    path.chmod(0o644)
+    with pytest.raises(StoreError, match="empty"):
+        Store.open(str(path))
+    assert path.stat().st_size == 0
+    store = Store.open(str(path), create=True)
     try:
         assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         store.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_migrations_run_in_order_and_only_once(tmp_path, monkeypatch):
@@ -377,7 +384,7 @@ def test_folded_steps_are_what_the_verifier_and_the_admin_read(alice):
         s.fold_used()
     (_, _, devices, _), = s.preload_users(10)
     assert (devices[0]["last_step"], devices[0]["drift"]) == (100, 2)
-    _, devices, _ = s.load_user("alice")
+    _, devices, _, _ = s.load_user("alice")
     assert (devices[0]["last_step"], devices[0]["drift"]) == (100, 2)
     assert s.user_devices("alice")[0]["last_used_at"] == 5.0
     # A step folded into device_steps later never hides the latest one already there.
@@ -494,5 +501,44 @@ def test_null_parameters_still_bind_null(tmp_path):
                               None)])
         assert store.conn.execute("SELECT method IS NULL, serial IS NULL, device IS NULL, "
                                   "typeof(step) FROM audit").fetchone() == (1, 1, 1, "null")
+    finally:
+        store.close()
+
+
+def test_a_v7_database_gets_the_name_tables_and_its_names_are_brought_to_a_rule(
+        tmp_path, monkeypatch):
+    from mfa_radius import names
+
+    path = str(tmp_path / "mfa.db")
+    _old_database(path, 7, monkeypatch,
+                  "UPDATE devices SET user = 'Alice'",
+                  "INSERT INTO users (name, created_at) VALUES ('Alice', 0), ('Carol', 0), "
+                  "('carol', 0), ('bob', 0)",
+                  "INSERT INTO sms_sends (time, user, source) VALUES (1.0, 'BOB', 't'), "
+                  "(2.0, 'CAROL', 't')",
+                  "INSERT INTO audit (time, user, source, result, reason) VALUES "
+                  "(1.0, 'Alice', 't', 'accept', 'ok')")
+    store = Store.open(path)
+    try:
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert store.name_rule() is None  # the migration renames nothing: it has no config
+        assert store.stored_names(holders_only=True) == {"Alice", "Carol", "carol", "bob"}
+        canonical, rule = names.policy_rule(config_mod.PolicyConfig())
+        before = store.last_change()
+        plan = store.canonicalise_names(canonical, rule)
+        assert plan.renames == {"Alice": "alice"} and plan.clashes == {"carol": ["Carol", "carol"]}
+        assert store.device("A1")["user"] == "alice"
+        assert store.user_row("alice") is not None and store.user_row("Alice") is None
+        assert store.sms_sends_since("bob", 0) == [1.0]  # the send log follows its user
+        assert store.sms_sends_since("CAROL", 0) == [2.0]  # but never into a clash
+        assert store.audit_events()[0]["user"] == "Alice"  # history stays as written
+        assert "alice" in store.changed_users(before, 10)[2]  # servers drop what they cached
+        assert store.name_clashes() == {"carol": ["Carol", "carol"]}
+        assert store.load_user("carol")[3] and store.load_user("Carol")[3] is False
+        assert store.canonicalise_names(canonical, rule) is None  # done once per rule
+        with store.transaction():
+            assert not store.rename_user("Carol", "carol")  # never a merge
+            assert store.rename_user("Carol", "carol2")
+        assert store.name_clashes() == {} and not store.load_user("carol")[3]
     finally:
         store.close()

@@ -888,16 +888,15 @@ def test_dropped_table_refuses_everything(world):
     assert (d.accepted, d.reason) == (False, "error")
 
 
-def test_wrong_key_file_refuses_everything(make_world, tmp_path):
+def test_wrong_key_file_is_refused_at_open(make_world, tmp_path):
     w = make_world()
     key = assign(w.devices, "alice", "A1")
     other_key = tmp_path / "other.key"
     create_key_file(str(other_key))
     path = tmp_path / "mfa-radius.toml"
     path.write_text(path.read_text().replace("secret.key", "other.key"))
-    v = w.verifier(config_mod.load(str(path)))
-    d = verify(v, "alice", totp_at(key, NOW))
-    assert (d.accepted, d.reason) == (False, "error")
+    with pytest.raises(KeyFileError, match=r"key file .*other.key does not match database "):
+        w.verifier(config_mod.load(str(path)))
     assert verify(w.v, "alice", totp_at(key, NOW)).accepted
 
 
@@ -1020,3 +1019,30 @@ def test_debug_log_says_why_a_code_was_refused_without_the_code(tmp_path, caplog
     assert "already used" in text
     assert "no device, recovery code or usable phone" in text
     assert wrong not in text and totp_at(key, NOW) not in text
+
+
+def test_a_reload_that_folds_case_renames_the_stored_names_first(tmp_path):
+    """An exact-case host turning to "fold": Alice's device must not be left where no request
+    can reach it (where nullok would let "Alice", now alice, through without a code)."""
+    cfg = make_config(tmp_path, '[policy]\nnullok = true\nusername_case = "exact"\n')
+    devices = open_devices(cfg)
+    key = assign(devices, "Alice", "A-1")
+    v = Verifier.open(cfg)
+    assert verify(v, "alice", "000000").reason == "no_device_allowed"  # another user, here
+    folded = config_mod.from_dict({"storage": {"database": cfg.storage.database,
+                                               "key_file": cfg.storage.key_file},
+                                   "policy": {"nullok": True}})
+    v.reconfigure(folded)
+    assert verify(v, "alice", "000000").reason == "bad_code"
+    assert verify(v, "ALICE", totp_at(key, NOW)).reason == "ok"
+    assert devices.store.device("A-1")["user"] == "alice"
+
+
+def test_the_verifier_canonicalises_what_it_is_given(tmp_path):
+    cfg = make_config(tmp_path, "[policy]\nnullok = true\n")
+    key = assign(open_devices(cfg), "alice", "A-1")
+    v = Verifier.open(cfg)
+    assert verify(v, "EXAMPLE\\ALICE", totp_at(key, NOW)).reason == "ok"
+    assert verify(v, "alice\u200b", "000000").reason == "malformed"
+    assert v.status("Alice").enrolled and v.status("EXAMPLE\\ALICE").digits == (6,)
+    assert v.issue_sms("alice ").reason == "malformed"

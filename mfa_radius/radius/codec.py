@@ -25,10 +25,15 @@ USER_PASSWORD = 2
 CHAP_PASSWORD = 3
 REPLY_MESSAGE = 18
 STATE = 24
+VENDOR_SPECIFIC = 26
 SESSION_TIMEOUT = 27
 PROXY_STATE = 33
 EAP_MESSAGE = 79
 MESSAGE_AUTHENTICATOR = 80
+
+# Microsoft (vendor 311, RFC 2548) MS-CHAP-Response, MS-CHAP-Challenge, MS-CHAP2-Response.
+_MICROSOFT = (311).to_bytes(4, "big")
+_MSCHAP_TYPES = frozenset((1, 11, 25))
 
 HEADER_LEN = 20
 MAX_PACKET = 4096
@@ -100,12 +105,17 @@ class Request:
     def all(self, attr_type: int) -> list[bytes]:
         return [v for t, v in self.attrs if t == attr_type]
 
+    def is_mschap(self) -> bool:
+        """Whether the request carries MS-CHAP or MS-CHAPv2 (Microsoft vendor attributes)."""
+        return any(t == VENDOR_SPECIFIC and len(v) > 5 and v[:4] == _MICROSOFT
+                   and v[4] in _MSCHAP_TYPES for t, v in self.attrs)
+
 
 class Malformed(Exception):
     """Why a packet was dropped (for the rate-limited log line, never sent to anyone).
 
-    `cause` is a fixed word for metrics: malformed, bad_message_authenticator,
-    missing_message_authenticator.
+    `cause` is a fixed word for metrics: malformed, wrong_secret (the Message-Authenticator does
+    not match: the client's secret is not ours), missing_message_authenticator.
     """
 
     def __init__(self, message: str, cause: str = "malformed"):
@@ -165,8 +175,7 @@ def parse_request(data: bytes, secret: Secret, require_ma: bool) -> Request:
     if ma_at >= 0:
         check = data[:ma_at] + _MA_ZERO + data[ma_at + 16:]
         if not _compare_digest(secret.hmac_md5(check), data[ma_at:ma_at + 16]):
-            raise Malformed("wrong Message-Authenticator (wrong shared secret?)",
-                            "bad_message_authenticator")
+            raise Malformed("Message-Authenticator does not match", "wrong_secret")
     elif require_ma or code == STATUS_SERVER or (seen >> EAP_MESSAGE) & 1:
         raise Malformed("no Message-Authenticator", "missing_message_authenticator")
     if code == ACCESS_REQUEST:

@@ -24,6 +24,7 @@ from .. import hostport
 from ..config import Config
 from ..errors import ConfigError, MfaError
 from ..logsetup import BulkLines, RateLimitedLog, fields
+from ..names import UserNameError, policy_rule
 from ..sms.policy import should_send
 from ..verifier import Attempt, Decision, Verifier
 from . import codec
@@ -41,7 +42,7 @@ log = logging.getLogger("mfa_radius.radius")
 LOG_FLUSH_DELAY = 0.1  # seconds a decision line may wait to be written with others
 MAX_PER_TICK = 1024  # datagrams read per readable event, so one busy socket cannot starve others
 RECV_SIZE = codec.MAX_PACKET
-CHALLENGE_MESSAGE = "Enter the verification code from your device"
+CHALLENGE_MESSAGE = "Enter the verification code from your device: "
 
 
 @dataclass(slots=True)
@@ -54,7 +55,8 @@ class Job:
     request: codec.Request
     key: tuple
     started: float
-    user: str = ""
+    user: str = ""  # canonical (mfa_radius/names.py) once accepted as a name
+    sent: str = ""  # the User-Name as sent, when it differs from `user`
 
 
 class DropLog:
@@ -125,6 +127,7 @@ class RadiusServer:
                                     min(int(r.challenge_timeout), 2**32 - 1).to_bytes(4, "big"))
         tail = codec.encode_attr(codec.REPLY_MESSAGE, message) + timeout
         sms = self._sms_for(config)  # last: it may replace the running gateways
+        self._canonical, _ = policy_rule(config.policy)
         self.config = config
         self.clients = clients
         self.replies = replies
@@ -242,7 +245,8 @@ class RadiusServer:
             # only ever made or found by a packet that carries the client's secret.
             request = codec.parse_request(data, client.secret, client.require_ma)
         except codec.Malformed as exc:
-            self.drops.drop(host, f"malformed (client {client.name})", str(exc), exc.cause)
+            what = "wrong shared secret" if exc.cause == "wrong_secret" else "malformed"
+            self.drops.drop(host, f"{what} (client {client.name})", str(exc), exc.cause)
             return
         # request.raw stops at the Length field: padding beyond it is not compared (RFC 2865 3).
         key = (host, addr[1], request.id, request.authenticator, request.raw)
@@ -260,7 +264,7 @@ class RadiusServer:
         job = Job(sock, addr, client, request, key, now)
         try:
             if request.code == codec.STATUS_SERVER:
-                self._reply(job, codec.ACCESS_ACCEPT, b"", "accept", "status_server")
+                self._status_server(job)
             else:
                 self._access_request(job)
         except Exception:
@@ -273,25 +277,32 @@ class RadiusServer:
         request = job.request
         raw_user = request.user_name or b""
         try:
-            job.user = user = raw_user.decode("utf-8")
+            job.user = user = raw_user.decode("utf-8")  # as sent, for the log
         except UnicodeDecodeError:
             job.user = raw_user.decode("utf-8", "backslashreplace")
             return self._reject(job, "malformed")
-        if not user or "\x00" in user:
+        # Once, before any policy: what the verifier, the password backend, the replies and
+        # the decision line see is the canonical name (ALICE, EXAMPLE\alice: alice).
+        try:
+            canonical = self._canonical(user)
+        except UserNameError:
             return self._reject(job, "malformed")
+        if canonical != user:
+            job.user, job.sent = canonical, user
         hidden = request.password
-        if hidden is None:
-            # CHAP and EAP cannot carry a one-time code through a PAM password check: PAP only.
-            reason = ("chap_unsupported" if request.get(codec.CHAP_PASSWORD) is not None else
-                      "eap_unsupported" if request.get(codec.EAP_MESSAGE) is not None else
-                      "no_user_password")
-            return self._reject(job, reason)
-        password = codec.decrypt_password(hidden, request.authenticator, job.client.secret)
+        if hidden is not None:
+            password = codec.decrypt_password(hidden, request.authenticator, job.client.secret)
+        elif request.state is not None and self.sms is not None:
+            # Proxies (FreeRADIUS) and radclient leave out an empty User-Password: at a
+            # challenge, that is the empty answer, which asks for an SMS.
+            password = b""
+        else:
+            return self._reject(job, self._no_password_reason(request))
         state = request.state
         if state is None and self.sms is None and not self.passwords.needs_password:
             return self._verify(job, password)  # a code alone, the usual case
         if state is not None:
-            challenge = self.challenges.take(state, user, job.client.name, time.time())
+            challenge = self.challenges.take(state, job.user, job.client.name, time.time())
             if challenge is None:
                 return self._reject(job, "unknown_state")
             return self._code_or_sms(job, password)
@@ -305,6 +316,17 @@ class RadiusServer:
         if status.locked_for > 0:
             return self._reject(job, "locked")
         self._spawn(self._password_step(job, password, status))
+
+    @staticmethod
+    def _no_password_reason(request: codec.Request) -> str:
+        # CHAP, MS-CHAP and EAP cannot carry a one-time code through a password check: PAP only.
+        if request.get(codec.CHAP_PASSWORD) is not None:
+            return "chap_unsupported"
+        if request.get(codec.EAP_MESSAGE) is not None:
+            return "eap_unsupported"
+        if request.is_mschap():
+            return "mschap_unsupported"
+        return "no_user_password"
 
     def _spawn(self, coro) -> None:
         """Run `coro` as a task of the loop, kept until done (close() cancels what is left)."""
@@ -436,7 +458,7 @@ class RadiusServer:
         outcome = await self.sms.request(job.user, source, wait=False)
         text = outcome.explain()
         if outcome.sent or outcome.queued:
-            message = f"{text}. Enter the code"
+            message = f"{text}. Enter the code: "
         else:  # refused (rate limit, ...): a code sent earlier may still be typed
             message = f"{text[:1].upper()}{text[1:]}. {self.config.radius.challenge_message}"
         self._challenge(job, message, kind="sms", reason=f"sms_{outcome.reason}")
@@ -444,8 +466,10 @@ class RadiusServer:
     def _sms_hint(self, status) -> str | None:
         if self.sms is None or not getattr(status, "sms", False):
             return None
-        return (f"{self.config.radius.challenge_message} (or type sms for a code sent to your "
-                f"phone {status.phone_hint})")
+        prompt = self.config.radius.challenge_message
+        stripped = prompt.rstrip(": ")  # the hint goes before the prompt's own ": "
+        return (f"{stripped} (or type sms for a code sent to your phone {status.phone_hint})"
+                f"{prompt[len(stripped):]}")
 
     def _reject(self, job: Job, reason: str) -> None:
         # Only Message-Authenticator and Proxy-State: every reject looks the same on the wire,
@@ -453,6 +477,19 @@ class RadiusServer:
         self._reply(job, codec.ACCESS_REJECT, b"", "reject", reason)
 
     # ---- replying --------------------------------------------------------------------------
+
+    def _status_server(self, job: Job) -> None:
+        """Access-Accept to a Status-Server probe (RFC 5997): counted apart from logins, and
+        logged at DEBUG only (appliances and proxies probe every few seconds)."""
+        reply = codec.build_reply(codec.ACCESS_ACCEPT, job.request, job.client.secret)
+        now = time.monotonic()
+        self.dedup.finish(job.key, reply, now)
+        self._send(job.sock, reply, job.addr)
+        if self._metrics is not None:
+            self._metrics.status_server(job.client.name)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s", decision_line(job.client.name, "-", "accept", "status_server",
+                                          (now - job.started) * 1000))
 
     def _reply(self, job: Job, code: int, attrs: bytes, result: str, reason: str) -> None:
         try:
@@ -467,13 +504,8 @@ class RadiusServer:
         elapsed = now - job.started
         if self._metrics is not None:
             self._metrics.observe("radius", job.client.name, result, reason, elapsed)
-        if code == codec.ACCESS_ACCEPT and not job.user:
-            # Appliances probe with Status-Server every few seconds: not a decision worth a line.
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("%s", decision_line(job.client.name, "-", result, reason,
-                                              elapsed * 1000))
-        elif self._lines.add(decision_line(job.client.name, job.user[:256] or "-", result,
-                                           reason, elapsed * 1000)):
+        if self._lines.add(decision_line(job.client.name, job.user[:256] or "-", result,
+                                           reason, elapsed * 1000, job.sent[:256])):
             # One write for all the lines of the next LOG_FLUSH_DELAY seconds (BulkLines
             # writes at once past its cap): a write per loop tick cost ~5 us a request.
             if self._loop is not None:
@@ -497,11 +529,16 @@ def _plain_client(name: str) -> bool:
     return _PLAIN(name) is not None
 
 
-def decision_line(client: str, user: str, result: str, reason: str, ms: float) -> str:
+def decision_line(client: str, user: str, result: str, reason: str, ms: float,
+                  sent: str = "") -> str:
     """The logfmt decision line, exactly as logsetup.fields() writes it; plain names (the usual
-    case) skip its per-value escaping, which cost ~10 us a request."""
+    case) skip its per-value escaping, which cost ~10 us a request. `sent`: the User-Name as
+    sent when it is not the canonical `user` (then a trailing name_sent= field)."""
     ms_text = f"{ms:.1f}".rstrip("0").rstrip(".") or "0"
     # isascii() and isalnum(): the commonest plain names, without the regex (~0.2 us).
-    if _plain_client(client) and ((user.isascii() and user.isalnum()) or _PLAIN(user)):
+    if not sent and _plain_client(client) and (
+            (user.isascii() and user.isalnum()) or _PLAIN(user)):
         return f"client={client} user={user} result={result} reason={reason} ms={ms_text}"
-    return fields(client=client, user=user, result=result, reason=reason, ms=round(ms, 1))
+    extra = {"name_sent": sent} if sent else {}
+    return fields(client=client, user=user, result=result, reason=reason, ms=round(ms, 1),
+                  **extra)

@@ -42,6 +42,7 @@ def enable(obj, user, phone, as_json) -> None:
 
     PHONE is written in E.164 form (+15550001111).
     """
+    user = obj.user_name(user)
     info = _service(obj).enable(user, phone)
     if as_json:
         _print_json(info)
@@ -55,6 +56,7 @@ def enable(obj, user, phone, as_json) -> None:
 @click.pass_obj
 def disable(obj, user) -> None:
     """Stop sending USER codes by SMS (their devices keep working)."""
+    user = obj.user_name(user)
     if _service(obj).disable(user):
         click.echo(f"SMS disabled for {user}")
     else:
@@ -67,6 +69,7 @@ def disable(obj, user) -> None:
 @click.pass_obj
 def send(obj, user, as_json) -> None:
     """Send USER a code now (counts towards the send limits). Exit 0 sent, 1 not."""
+    user = obj.user_name(user)
     outcome = _service(obj).request_code(user, source=f"cli uid={os.getuid()}")
     if as_json:
         _print_json({"user": user, "sent": outcome.sent, "reason": outcome.reason,

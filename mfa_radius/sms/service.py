@@ -119,8 +119,7 @@ class SmsService:
         problem = phone_problem(phone)
         if problem:
             raise SmsError(problem)
-        if not user or len(user) > 256 or user != user.strip():
-            raise SmsError(f"{user!r} is not a valid user name")
+        user = self.verifier.canonical(user)
         if self.verifier.is_privileged(user):
             raise SmsError(f"user {user} is privileged (root, [policy] privileged_users or a "
                            "member of privileged_groups): SMS codes are not allowed for "
@@ -133,6 +132,7 @@ class SmsService:
 
     def disable(self, user: str) -> bool:
         """Remove the user's phone (and any live code); False if none was registered."""
+        user = self.verifier.canonical(user)
         with self.store.errors("disabling SMS"), self.store.transaction():
             changed = self.store.set_phone(user, None, time.time())
         self.verifier.forget(user)

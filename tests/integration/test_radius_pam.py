@@ -96,7 +96,7 @@ def test_challenge_round_trip_and_state_single_use(make_daemon, users):
     user = users["plain"]
     result, out = radclient(d, req(user, PASSWORD))
     assert result == "Access-Challenge", out
-    assert reply_attr(out, "Reply-Message") == ['"Enter the verification code from your device"']
+    assert reply_attr(out, "Reply-Message") == ['"Enter the verification code from your device: "']
     assert reply_attr(out, "Session-Timeout") == ["120"]
     (state,) = reply_attr(out, "State")
     assert len(bytes.fromhex(state[2:])) >= 16
@@ -236,7 +236,8 @@ def test_pam_radius_auth_password_then_challenge(make_daemon, radius_login, user
     user = users["plain"]
     out = pamtester(service, user, f"{PASSWORD}\n{now_code(d.keys['plain'])}\n")
     assert out.returncode == 0, out.stdout + out.stderr + d.log()
-    assert "Enter the verification code" in out.stdout + out.stderr
+    # The prompt ends in ": " (pam_radius_auth shows the Reply-Message as it is).
+    assert "Enter the verification code from your device: " in out.stdout + out.stderr
     assert [re.search(r"result=(\w+)", line).group(1) for line in d.decisions(2)] == \
         ["challenge", "accept"]
 

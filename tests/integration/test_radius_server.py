@@ -119,12 +119,29 @@ def test_legacy_client_override_accepts_unsigned(tmp_path):
         d.stop()
 
 
-def test_wrong_secret_dropped(daemon, alice):
+def test_wrong_secret_dropped_and_logged_as_wrong_secret(daemon, alice):
     code = now_code(alice)
     result, out = radclient(daemon, signed("alice", code), secret="not-the-secret")
     assert result is None, out
-    daemon.wait_log("wrong Message-Authenticator")
+    daemon.wait_log(r"WARNING mfa_radius\.radius: dropped request from 127\.0\.0\.1: wrong shared "
+                    r"secret \(client local\): Message-Authenticator does not match\n")
+    assert "malformed" not in daemon.log()
     assert radclient(daemon, signed("alice", code))[0] == "Access-Accept"
+
+
+def test_mschap_request_rejected_as_mschap_unsupported(daemon, alice):
+    # MS-CHAPv2 as a NAS sends it: MS-CHAP-Challenge and MS-CHAP2-Response (Microsoft, 311).
+    def microsoft(vendor_type: int, value: bytes) -> tuple[int, bytes]:
+        return 26, (311).to_bytes(4, "big") + bytes((vendor_type, len(value) + 2)) + value
+
+    packet, _ = access_request("alice", None, extra=[microsoft(11, os.urandom(16)),
+                                                     microsoft(25, os.urandom(50))])
+    assert daemon.raw(packet)[0] == codec.ACCESS_REJECT
+    assert "user=alice result=reject reason=mschap_unsupported" in daemon.decisions(1)[0]
+    # Another vendor's attribute without a User-Password is not MS-CHAP.
+    packet, _ = access_request("alice", None, extra=[(26, (9).to_bytes(4, "big") + b"\x01\x05abc")])
+    assert daemon.raw(packet)[0] == codec.ACCESS_REJECT
+    assert "reason=no_user_password" in daemon.decisions(2)[1]
 
 
 def test_unknown_client_dropped(tmp_path):
@@ -335,7 +352,7 @@ def test_secret_file_too_open_refused(tmp_path):
     assert out.returncode == 2 and "chmod 600" in out.stderr
 
 
-def test_metrics_count_decisions_drops_and_duplicates(tmp_path):
+def test_metrics_count_decisions_drops_duplicates_and_status_server_apart(tmp_path):
     import urllib.request
 
     port = free_port()
@@ -351,6 +368,9 @@ def test_metrics_count_decisions_drops_and_duplicates(tmp_path):
             assert d.raw(packet, sock=sock)[0] == codec.ACCESS_ACCEPT
             assert d.raw(packet, sock=sock)[0] == codec.ACCESS_ACCEPT  # retransmit
         assert radclient(d, signed("alice", "000000"), secret="wrong", timeout=0.5)[0] is None
+        for _ in range(2):  # health checks: counted apart from the logins
+            assert radclient(d, "Message-Authenticator = 0x00\n", code="status")[0] == \
+                "Access-Accept"
         d.decisions(1)
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
         text = text.decode()
@@ -359,5 +379,28 @@ def test_metrics_count_decisions_drops_and_duplicates(tmp_path):
     assert 'mfa_radius_requests_total{client="local",front="radius",result="accept"} 1.0' in text
     assert 'mfa_radius_decisions_total{front="radius",reason="ok"} 1.0' in text
     assert 'mfa_radius_radius_duplicates_total{client="local"} 1.0' in text
-    assert 'mfa_radius_dropped_total{cause="bad_message_authenticator",front="radius"}' in text
+    assert 'mfa_radius_dropped_total{cause="wrong_secret",front="radius"} 1.0' in text
+    assert 'mfa_radius_status_server_total{client="local"} 2.0' in text
+    assert 'reason="status_server"' not in text
     assert "alice" not in text  # never a user name in a label
+
+
+def test_log_lines_stay_in_time_order(daemon, alice):
+    # Decision lines are written in bulk a moment later; a warning logged in between (here a
+    # drop) must not overtake the decision logged before it.
+    packet, _ = access_request("alice", now_code(alice).encode())
+    wrong, _ = access_request("alice", b"123456", secret="not-the-secret")
+    bad, _ = access_request("alice", b"000000")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        assert daemon.raw(packet, sock=sock)[0] == codec.ACCESS_ACCEPT
+        sock.sendto(wrong, ("127.0.0.1", daemon.port))  # no answer: no wait
+        assert daemon.raw(bad, sock=sock)[0] == codec.ACCESS_REJECT
+    daemon.decisions(2)
+    daemon.stop()
+    lines = daemon.log().splitlines()
+    events = [i for i, line in enumerate(lines)
+              if "result=" in line or "wrong shared secret" in line]
+    assert ["result=accept" in lines[events[0]], "wrong shared secret" in lines[events[1]],
+            "result=reject" in lines[events[2]]] == [True, True, True], lines
+    stamps = [line.split()[0] for line in lines]
+    assert stamps == sorted(stamps), lines

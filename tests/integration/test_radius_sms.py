@@ -102,3 +102,24 @@ def test_send_limit_is_explained(daemon, tmp_path):
     (state,) = reply_attr(out, "State")
     result, out = radclient(daemon, req("carol", texted_code(tmp_path, 3), state))
     assert result == "Access-Accept", out
+
+
+def test_answer_without_user_password_at_a_challenge_sends_an_sms(daemon, tmp_path):
+    # radclient (like a FreeRADIUS proxy) leaves an empty User-Password out of the packet: at a
+    # challenge, a request with the State and no User-Password is the empty answer.
+    result, out = radclient(daemon, req("carol", "sms"))
+    assert result == "Access-Challenge", out
+    (state,) = reply_attr(out, "State")
+    texted_code(tmp_path)
+    lines = f'User-Name = "carol"\nMessage-Authenticator = 0x00\nState = {state}\n'
+    result, out = radclient(daemon, lines)
+    assert result == "Access-Challenge", out + daemon.log()
+    (message,) = reply_attr(out, "Reply-Message")
+    assert message == '"A code was sent to your phone ending 1111. Enter the code: "'
+    (state,) = reply_attr(out, "State")
+    result, out = radclient(daemon, req("carol", texted_code(tmp_path, 2), state))
+    assert result == "Access-Accept", out
+    # Without a State, a missing User-Password is still refused.
+    result, _ = radclient(daemon, 'User-Name = "carol"\nMessage-Authenticator = 0x00\n')
+    assert result == "Access-Reject"
+    assert "reason=no_user_password" in daemon.decisions(4)[-1]
