@@ -659,13 +659,11 @@ def _privileged_exempt(policy: PolicyConfig) -> list[str]:
 def _loopback_listen(listen: str) -> bool:
     import ipaddress
 
-    host = listen.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # "" (every address) or a host name
+    from . import hostport
+
+    # Valid by now (_check_semantics); ":PORT" is every address.
+    where = hostport.parse(listen, any_host="0.0.0.0", any_port=True)  # noqa: S104
+    return ipaddress.ip_address(where.host).is_loopback
 
 
 def describe(cfg: Config) -> dict:

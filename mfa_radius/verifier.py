@@ -402,7 +402,9 @@ class Verifier:
                 return self._success(state, "sms", None, now)
         if replay_of is not None:
             # A used code is not a guess: it does not count towards the lockout.
-            return Decision(False, refusal, replay_of.kind, replay_of.serial)
+            if refusal == "reused_code":
+                return Decision(False, "reused_code", replay_of.kind, replay_of.serial)
+            return Decision(False, "replay", replay_of.kind, replay_of.serial)
         return self._failure(state, now)
 
     def _match(self, device: _Device, code: str, now: float) -> tuple[int | None, str | None]:

@@ -38,6 +38,8 @@ BAD = {
     "missing secret file": (client(secret='secret_file = "/nonexistent/radius.secret"'), 9,
                             "no such file"),
     "metrics listen": ('\n[metrics]\nlisten = "localhost"\n', 7, "'metrics.listen' must be"),
+    "metrics listen a name": ('\n[metrics]\nlisten = "localhost:9812"\n', 7,
+                              "not an IP address (write 127.0.0.1 or [::1])"),
 }
 
 
