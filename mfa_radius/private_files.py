@@ -24,6 +24,9 @@ def read_private_file(path: str, what: str, error: type[MfaError], prefix: str =
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
         raise
+    except PermissionError:
+        raise error(f"{prefix}cannot read {what} {path}: permission denied: run this as root (or "
+                    f"as a user who may read {path})") from None
     except OSError as exc:
         raise error(f"{prefix}cannot read {what} {path}: {exc.strerror}") from None
     try:
