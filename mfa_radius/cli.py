@@ -18,6 +18,7 @@ import click
 
 from . import config as config_mod
 from .errors import MfaError
+from .terminal import show, table
 
 _DEBUG_ENV = "MFA_RADIUS_DEBUG"
 
@@ -29,7 +30,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except MfaError as exc:
-            click.echo(f"mfa-radius: {exc}", err=True)
+            click.echo(f"mfa-radius: {show(exc)}", err=True)
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
@@ -43,7 +44,7 @@ class _Group(click.Group):
         except Exception as exc:  # noqa: BLE001 - never a traceback for an admin
             if os.environ.get(_DEBUG_ENV):
                 raise
-            click.echo(f"mfa-radius: internal error: {type(exc).__name__}: {exc} "
+            click.echo(f"mfa-radius: internal error: {type(exc).__name__}: {show(exc)} "
                        f"(set {_DEBUG_ENV}=1 for a traceback)", err=True)
             ctx.exit(1)
 
@@ -214,7 +215,7 @@ def import_devices(ctx: _Context, file, fmt, pskc_key, pskc_password, as_json) -
 def enable(ctx: _Context, user, serial, code1, code2) -> None:
     """Assign SERIAL to USER, proven by two consecutive codes from the device."""
     ctx.devices().enable(user, serial, code1, code2)
-    click.echo(f"device {serial} enabled for {user}")
+    click.echo(f"device {show(serial)} enabled for {show(user)}")
 
 
 @device.command()
@@ -228,7 +229,7 @@ def resync(ctx: _Context, user, serial, code1, code2) -> None:
     result = ctx.devices().resync(user, serial, code1, code2)
     detail = (f"clock offset now {result['drift_steps']} step(s)" if "drift_steps" in result
               else f"counter now {result['counter']}")
-    click.echo(f"device {serial} resynchronised for {user}: {detail}")
+    click.echo(f"device {show(serial)} resynchronised for {show(user)}: {detail}")
 
 
 @device.command()
@@ -238,7 +239,7 @@ def resync(ctx: _Context, user, serial, code1, code2) -> None:
 def deactivate(ctx: _Context, user, serial) -> None:
     """Unassign a (lost) device from USER: its codes stop working at once."""
     ctx.devices().deactivate(user, serial)
-    click.echo(f"device {serial} deactivated for {user} (now unassigned)")
+    click.echo(f"device {show(serial)} deactivated for {show(user)} (now unassigned)")
 
 
 @device.command()
@@ -247,7 +248,7 @@ def deactivate(ctx: _Context, user, serial) -> None:
 def delete(ctx: _Context, serial) -> None:
     """Delete an unassigned device and its seed."""
     ctx.devices().delete(serial)
-    click.echo(f"device {serial} deleted")
+    click.echo(f"device {show(serial)} deleted")
 
 
 @device.command("list")
@@ -307,7 +308,8 @@ def user_show(ctx: _Context, name, as_json) -> None:
     for key in ("user", "mfa_active", "devices", "recovery_codes_left", "failures", "locked",
                 "locked_until", "last_success"):
         value = info[key]
-        click.echo(f"{key + ':':<21}{', '.join(value) if isinstance(value, list) else value}")
+        click.echo(f"{key + ':':<21}"
+                   f"{show(', '.join(value) if isinstance(value, list) else value)}")
 
 
 @user.command("unlock")
@@ -318,7 +320,7 @@ def user_unlock(ctx: _Context, name) -> None:
     devices = ctx.devices()
     with devices.store.errors("unlocking user"), devices.store.transaction():
         known = devices.store.unlock_user(name)
-    click.echo(f"user {name} unlocked" if known else f"user {name} was not locked")
+    click.echo(f"user {show(name)} unlocked" if known else f"user {show(name)} was not locked")
 
 
 @user.command("recovery-codes")
@@ -333,7 +335,7 @@ def user_recovery_codes(ctx: _Context, name, count, as_json) -> None:
     if as_json:
         _print_json({"user": name, "codes": codes})
         return
-    click.echo(f"Recovery codes for {name} (each works once; older codes no longer work):")
+    click.echo(f"Recovery codes for {show(name)} (each works once; older codes no longer work):")
     for code in codes:
         click.echo(f"  {code}")
 
@@ -492,9 +494,8 @@ def _print_json(data) -> None:
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    for row in [headers, *rows]:
-        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    for line in table(headers, rows):
+        click.echo(line)
 
 
 def _write_qr_png(uri: str, path: str) -> None:

@@ -26,6 +26,7 @@ from . import recovery
 from .accounts import Accounts
 from .config import Config
 from .errors import KeyFileError, MfaError, StoreError
+from .logsetup import escape
 from .otp import OtpKey, nearest_first, time_step
 from .sealing import Sealer
 from .sms import policy as sms_policy
@@ -581,8 +582,9 @@ class Verifier:
 
 
 def _safe(text: str) -> str:
-    """A user-supplied string made safe for one log line."""
-    return text.encode("unicode_escape", "backslashreplace").decode("ascii")[:MAX_USER_LEN]
+    """A user-supplied string made safe for one log line or a terminal (logsetup.escape), cut
+    to MAX_USER_LEN characters first."""
+    return escape(text[:MAX_USER_LEN])
 
 
 __all__ = ["Attempt", "Decision", "UserStatus", "Verifier", "MfaError"]
