@@ -26,7 +26,7 @@ from . import recovery
 from .accounts import Accounts
 from .config import Config
 from .errors import KeyFileError, MfaError, StoreError
-from .logsetup import escape
+from .logsetup import RateLimitedLog, escape
 from .otp import OtpKey, nearest_first, time_step
 from .sealing import Sealer
 from .sms import policy as sms_policy
@@ -34,6 +34,7 @@ from .sms.policy import SmsTicket
 from .store import Store
 
 log = logging.getLogger("mfa_radius.verifier")
+_sms_refusals = RateLimitedLog(log)
 
 MAX_USER_LEN = 256
 # The daemon folds the used-steps log into `device_steps` when no attempt came for FOLD_IDLE
@@ -390,9 +391,12 @@ class Verifier:
             log.info("SMS code issued for user %s to %s (%s)", _safe(user),
                      sms_policy.mask_phone(ticket.phone), _safe(source))
         else:
+            # Refusals are what a flood of "sms" answers produces: a few lines a minute per user
+            # and reason, then a count of the rest.
             level = logging.WARNING if ticket.reason in ("privileged", "busy") else logging.INFO
-            log.log(level, "no SMS code for user %s (%s): %s", _safe(user), _safe(source),
-                    sms_policy.explain(ticket.reason, ticket.retry_after))
+            _sms_refusals.log(level, f"no SMS code {ticket.reason} {user[:64]}",
+                              "no SMS code for user %s (%s): %s", _safe(user), _safe(source),
+                              sms_policy.explain(ticket.reason, ticket.retry_after))
         return ticket
 
     def _issue(self, state: _User, sms, source: str, now: float) -> SmsTicket:
