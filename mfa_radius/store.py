@@ -458,10 +458,18 @@ class Store:
         return self.conn.execute("SELECT 1 FROM recovery_codes WHERE user = ? AND used_at IS NULL"
                                  " LIMIT 1", (name,)).fetchone() is not None
 
-    def recovery_codes(self, name: str) -> list[tuple[int, bytes, bytes]]:
-        """(id, salt, hash) of the user's unused recovery codes."""
-        return self.conn.execute("SELECT id, salt, hash FROM recovery_codes WHERE user = ? AND "
-                                 "used_at IS NULL ORDER BY id", (name,)).fetchall()
+    def recovery_codes(self, name: str) -> list[tuple[int, bytes, bytes, bool]]:
+        """(id, salt, hash, used) of the user's recovery codes, used ones too (a used code typed
+        again is a replay, not a guess)."""
+        return self.conn.execute("SELECT id, salt, hash, used_at IS NOT NULL FROM recovery_codes "
+                                 "WHERE user = ? ORDER BY id", (name,)).fetchall()
+
+    def recovery_tries_since(self, name: str, since: float) -> int:
+        """Recovery codes checked for `name` while it was locked (audit rows with method
+        recovery, reason locked or replay) since `since`."""
+        return self.conn.execute(
+            "SELECT count(*) FROM audit WHERE user = ? AND time > ? AND method = 'recovery' "
+            "AND reason IN ('locked', 'replay')", (name, since)).fetchone()[0]
 
     # ---- hot path: writes (inside transaction()) -------------------------------------------
 

@@ -46,6 +46,9 @@ FOLD_IDLE = 1.0
 FOLD_IDLE_CHUNK = 20_000
 FOLD_AT = 30_000
 FOLD_CHUNK = 1000
+# Recovery codes checked per user and hour while the user is locked out (10 digits: guessing
+# stays hopeless at this rate, and the owner is not shut out by someone who keeps them locked).
+LOCKED_RECOVERY_PER_HOUR = 10
 _NOT_USED = (None, None, None)  # the audit row's (device, step, drift) of all but TOTP accepts
 # Work done for users without devices, so that they take as long as users with one.
 _DUMMY_KEY = OtpKey(b"\x00" * 20)
@@ -131,6 +134,7 @@ class Verifier:
         self._last_batch = 0.0  # time.monotonic() of the last verify_batch
         self._used: tuple = _NOT_USED  # (device id, step, drift) of the attempt being decided
         self._steps_used = False  # in the batch being decided
+        self._locked_tries: dict[str, int] = {}  # recovery codes checked while locked, this batch
         # A sub-key for SMS code hashes, derived through the fingerprint key (never stored).
         self._sms_key = sealer.fingerprint(b"mfa-radius sms code key v1").encode()
 
@@ -202,6 +206,7 @@ class Verifier:
                 # cached steps are the database's: the used steps are appended, no check needed.
                 self._refresh()
                 self._steps_used, self._used = False, _NOT_USED
+                self._locked_tries = {}
                 audit: list[tuple] = []
                 decisions = [self._decide(a, audit) for a in attempts]
                 self.store.add_audit(audit)
@@ -240,6 +245,11 @@ class Verifier:
         state = self._cache.get(user)
         if state is None:
             return reason
+        if reason == "replay" and decision.method == "recovery":
+            return "a recovery code already used (each works once); not counted as a guess"
+        if reason == "locked" and decision.method == "recovery":
+            return (f"recovery code checked while locked: not one of the user's (at most "
+                    f"{LOCKED_RECOVERY_PER_HOUR} an hour while locked)")
         if reason == "locked":
             return (f"locked for {decision.retry_after:.0f} s more after {state.failures} "
                     f"consecutive failures ([policy] lockout_*; 'mfa-radius user unlock')")
@@ -271,6 +281,8 @@ class Verifier:
             return Decision(True, "exempt")
         state = self._user(user)
         if state.locked_until > now:
+            if state.has_recovery and recovery.looks_like_recovery_code(code):
+                return self._recover_while_locked(state, code, now)
             return Decision(False, "locked", retry_after=state.locked_until - now)
         if not state.devices and not state.has_recovery and not self._sms_usable(state):
             _DUMMY_KEY.find(code, range(2 * self.config.otp.totp_window + 1))
@@ -293,11 +305,11 @@ class Verifier:
                 replay = True
             if replay:
                 replay_of = device
-        if state.has_recovery and recovery.looks_like_recovery_code(code):
-            code_id = recovery.match(code, self.store.recovery_codes(user))
-            if code_id is not None and self.store.consume_recovery_code(code_id, now):
-                state.has_recovery = self.store.has_recovery_codes(user)
-                return self._success(state, "recovery", None, now)
+        if recovery.looks_like_recovery_code(code):
+            # Used codes are kept (hashed): typing one again is a replay, like a used TOTP step.
+            found = self._recovery(state, code, now)
+            if found is not None:
+                return found
         if state.phone and sms_policy.looks_like_code(code) and self._sms_usable(state):
             digest = sms_policy.code_hash(self._sms_key, user, code)
             live = self.store.sms_code(user)
@@ -308,6 +320,33 @@ class Verifier:
             # A used code is not a guess: it does not count towards the lockout.
             return Decision(False, "replay", replay_of.kind, replay_of.serial)
         return self._failure(state, now)
+
+    def _recovery(self, state: _User, code: str, now: float) -> Decision | None:
+        """Accept an unused recovery code (clearing any lockout), call a used one a replay;
+        None when `code` is none of the user's."""
+        stored = self.store.recovery_codes(state.name)
+        code_id = recovery.match(code, [row[:3] for row in stored]) if stored else None
+        if code_id is None:
+            return None
+        used = next(row[3] for row in stored if row[0] == code_id)
+        if not used and self.store.consume_recovery_code(code_id, now):
+            state.has_recovery = self.store.has_recovery_codes(state.name)
+            return self._success(state, "recovery", None, now)
+        return Decision(False, "replay", "recovery")
+
+    def _recover_while_locked(self, state: _User, code: str, now: float) -> Decision:
+        """A recovery code typed while locked: checked, up to LOCKED_RECOVERY_PER_HOUR times an
+        hour per user, so that someone who keeps an account locked with wrong codes cannot keep
+        its owner out; a wrong one neither counts towards nor lengthens the lockout."""
+        locked = Decision(False, "locked", retry_after=state.locked_until - now)
+        tries = (self.store.recovery_tries_since(state.name[:MAX_USER_LEN], now - 3600.0)
+                 + self._locked_tries.get(state.name, 0))
+        if tries >= LOCKED_RECOVERY_PER_HOUR:
+            return locked
+        self._locked_tries[state.name] = self._locked_tries.get(state.name, 0) + 1
+        found = self._recovery(state, code, now)
+        # Recorded with method "recovery": the audit rows the hourly limit counts.
+        return found if found is not None else locked._replace(method="recovery")
 
     def _match(self, device: _Device, code: str, now: float) -> tuple[int | None, bool]:
         """(counter or step to consume, whether the code is a replay of a used one)."""
