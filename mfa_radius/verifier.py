@@ -35,6 +35,7 @@ from .store import Store
 
 log = logging.getLogger("mfa_radius.verifier")
 _sms_refusals = RateLimitedLog(log)
+_fold_errors = RateLimitedLog(log, burst=2)
 
 MAX_USER_LEN = 256
 # The daemon folds the used-steps log into `device_steps` when no attempt came for FOLD_IDLE
@@ -603,7 +604,8 @@ class Verifier:
                 self._refresh()
                 written, folded = self.store.fold_used(limit)
         except (StoreError, KeyFileError) as exc:
-            log.error("folding the used-steps log: %s", exc)
+            # The daemon retries every pass: on a full disk, a line or two a minute.
+            _fold_errors.error("fold", "folding the used-steps log: %s", exc)
             self._drop_all()
             return 0
         unfolded = self._unfolded

@@ -373,3 +373,30 @@ def test_housekeeping_command_prunes_and_reports(cfg_path):
     result = run_cli(cfg_path, "housekeeping")
     assert result.returncode == 0, result.stderr
     assert "deleted 0 audit rows" in result.stdout
+
+
+def test_a_failed_backup_leaves_no_partial_file_or_journal(cfg_path, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: mounts a tiny tmpfs to fill")
+    from mfa_radius import config as config_mod
+    from mfa_radius.state import open_store
+
+    store = open_store(config_mod.load(str(cfg_path)))
+    with store.transaction():
+        # Several backup steps (1024 pages each): the later ones journal the earlier ones.
+        store.add_audit([(time.time(), f"user{i}", None, None, "cli " + "x" * 400, "reject",
+                          "bad_code", None, None, None) for i in range(25000)])
+    store.close()
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)]
+                      ).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        dest = small / "backup.db"
+        result = run_cli(cfg_path, "backup", str(dest))
+        assert_one_line_error(result, 2)
+        assert "disk is full" in result.stderr
+        assert sorted(os.listdir(small)) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
