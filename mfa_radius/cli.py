@@ -156,7 +156,8 @@ def create_virtual(ctx: _Context, serial, kind, digits, algorithm, period, issue
         click.echo(f"otpauth URI: {info['otpauth_uri']}")
         if qr_png:
             click.echo(f"QR code:     {qr_png}")
-        click.echo(f"Next: mfa-radius device enable USER {serial} CODE1 CODE2")
+        click.echo(f"Next: mfa-radius device enable USER {show(serial)} - "
+                   "(then type two consecutive codes)")
     if qr:
         import segno
 
@@ -166,16 +167,28 @@ def create_virtual(ctx: _Context, serial, kind, digits, algorithm, period, issue
 @device.command("import")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["csv", "pskc"]), required=True)
-@click.option("--pskc-key", metavar="HEX", help="Pre-shared key of an encrypted PSKC file.")
+@click.option("--pskc-key", metavar="HEX",
+              help="Pre-shared key of an encrypted PSKC file ('-' reads it from stdin).")
 @click.option("--pskc-password", metavar="PW",
               help="Password of a PBKDF2-protected PSKC file ('-' reads it from stdin).")
+@click.option("--pskc-password-file", type=click.File("r"), metavar="FILE",
+              help="Read the PSKC password from the first line of FILE.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def import_devices(ctx: _Context, file, fmt, pskc_key, pskc_password, as_json) -> None:
-    """Import hardware tokens from a vendor seed file, all or nothing."""
+def import_devices(ctx: _Context, file, fmt, pskc_key, pskc_password, pskc_password_file,
+                   as_json) -> None:
+    """Import hardware tokens from a vendor seed file, all or nothing.
+
+    Give secrets as `-` (standard input) or in a file: an argument is visible to every local
+    user in /proc while the import runs.
+    """
     from . import importers
 
     started = time.monotonic()
+    if pskc_password_file is not None:
+        if pskc_password:
+            raise click.UsageError("give --pskc-password or --pskc-password-file, not both")
+        pskc_password = pskc_password_file.readline().rstrip("\r\n")
     if fmt == "csv":
         if pskc_key or pskc_password:
             raise click.UsageError("--pskc-key/--pskc-password only apply to --format pskc")
@@ -184,13 +197,15 @@ def import_devices(ctx: _Context, file, fmt, pskc_key, pskc_password, as_json) -
         if pskc_key and pskc_password:
             raise click.UsageError("give --pskc-key or --pskc-password, not both")
         key = None
+        if pskc_key == "-":
+            pskc_key = _read_secret("PSKC key (hex)")
         if pskc_key:
             try:
                 key = bytes.fromhex(pskc_key)
             except ValueError:
                 raise click.UsageError("--pskc-key must be hexadecimal") from None
         if pskc_password == "-":
-            pskc_password = sys.stdin.readline().rstrip("\n")
+            pskc_password = _read_secret("PSKC password", strip=False)
         # Vendors fill PSKC UserId with directory names: tokens import unassigned, and are then
         # enabled per user (the CSV sixth column is the way to assign on import).
         specs = importers.without_users(importers.parse_pskc(file, key=key, password=pskc_password))
@@ -210,10 +225,15 @@ def import_devices(ctx: _Context, file, fmt, pskc_key, pskc_password, as_json) -
 @click.argument("user")
 @click.argument("serial")
 @click.argument("code1")
-@click.argument("code2")
+@click.argument("code2", required=False)
 @pass_ctx
 def enable(ctx: _Context, user, serial, code1, code2) -> None:
-    """Assign SERIAL to USER, proven by two consecutive codes from the device."""
+    """Assign SERIAL to USER, proven by two consecutive codes from the device.
+
+    CODE1 `-` (and no CODE2) reads both codes from standard input (one line each, or both on
+    one line), out of reach of other users' `ps`.
+    """
+    code1, code2 = _two_codes(code1, code2)
     ctx.devices().enable(user, serial, code1, code2)
     click.echo(f"device {show(serial)} enabled for {show(user)}")
 
@@ -222,10 +242,12 @@ def enable(ctx: _Context, user, serial, code1, code2) -> None:
 @click.argument("user")
 @click.argument("serial")
 @click.argument("code1")
-@click.argument("code2")
+@click.argument("code2", required=False)
 @pass_ctx
 def resync(ctx: _Context, user, serial, code1, code2) -> None:
-    """Resynchronise a drifted device from two consecutive codes."""
+    """Resynchronise a drifted device from two consecutive codes (CODE1 `-`: both from
+    standard input, as for enable)."""
+    code1, code2 = _two_codes(code1, code2)
     result = ctx.devices().resync(user, serial, code1, code2)
     detail = (f"clock offset now {result['drift_steps']} step(s)" if "drift_steps" in result
               else f"counter now {result['counter']}")
@@ -347,9 +369,14 @@ def user_recovery_codes(ctx: _Context, name, count, as_json) -> None:
 @click.argument("code")
 @pass_ctx
 def verify(ctx: _Context, name, code) -> None:
-    """Check CODE for user NAME (consumes it). Exit 0 accepted, 1 refused."""
+    """Check CODE for user NAME (consumes it). Exit 0 accepted, 1 refused.
+
+    CODE `-` reads the code from standard input (one line), out of reach of other users' `ps`.
+    """
     from .verifier import Attempt, Verifier
 
+    if code == "-":
+        code = _read_secret("Code")
     verifier = Verifier.open(ctx.config)
     decision = verifier.verify(Attempt(name, code, source=f"cli uid={os.getuid()}"))
     if decision.accepted:
@@ -460,6 +487,32 @@ def _user_report(store, name: str, now: float) -> dict:
             "last_success": _iso(last), "failures": s["failures"],
             "locked": s["locked_until"] > now,
             "locked_until": _iso(s["locked_until"]) if s["locked_until"] > now else None}
+
+
+def _read_secret(what: str, strip: bool = True) -> str:
+    """One line from standard input (a hidden prompt on a terminal): for codes and passwords,
+    which as arguments any local user could read in /proc."""
+    if sys.stdin.isatty():
+        return click.prompt(what, hide_input=True, prompt_suffix=": ")
+    line = sys.stdin.readline(4096).rstrip("\r\n")
+    return line.strip() if strip else line
+
+
+def _two_codes(code1: str, code2: str | None) -> tuple[str, str]:
+    """(code1, code2) from the arguments, or from standard input when CODE1 is `-`."""
+    if code1 != "-":
+        if code2 is None:
+            raise click.UsageError("Missing argument 'CODE2' (or give '-' to read both codes "
+                                   "from standard input).")
+        return code1, code2
+    if code2 is not None:
+        raise click.UsageError("with '-', both codes come from standard input: give no CODE2")
+    if sys.stdin.isatty():
+        return _read_secret("Code 1"), _read_secret("Code 2")
+    codes = sys.stdin.read(4096).split()
+    if len(codes) != 2:
+        raise click.UsageError(f"expected two codes on standard input, got {len(codes)}")
+    return codes[0], codes[1]
 
 
 _AGE = re.compile(r"^(\d+)\s*([smhdw])$")
