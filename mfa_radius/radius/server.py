@@ -313,14 +313,7 @@ class RadiusServer:
             return self._code_or_sms(job, password, self.passwords.needs_password)
         if not self.passwords.needs_password:
             return self._code_or_sms(job, password, False)
-        try:
-            status = self.verifier.status(job.user)
-        except MfaError as exc:
-            log.error("status of a user failed: %s", exc)
-            return self._reject(job, "error")
-        if status.locked_for > 0:
-            return self._reject(job, "locked")
-        self._spawn(self._password_step(job, password, status))
+        self._spawn(self._password_step(job, password))
 
     def _spawn(self, coro) -> None:
         """Run `coro` as a task of the loop, kept until done (close() cancels what is left)."""
@@ -331,13 +324,29 @@ class RadiusServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _password_step(self, job: Job, typed: bytes, status) -> None:
-        """Check the primary password (off the loop), then ask for the code or decide."""
-        no_code_needed = status.exempt or (not status.enrolled and status.allowed_without_device)
+    async def _password_step(self, job: Job, typed: bytes) -> None:
+        """Check the primary password (off the loop), then ask for the code or decide.
+
+        Unknown, locked and real users take alike (passwords.py): the NSS look-up runs on the
+        backend's threads, a locked user waits as long as the checks would have taken (none is
+        run: a locked account's password is not tried), and fast rejects are padded.
+        """
         try:
+            await self.passwords.run(self.verifier.accounts.groups, job.user)
+            try:
+                status = self.verifier.status(job.user)  # on the loop, the groups cached
+            except MfaError as exc:
+                log.error("status of a user failed: %s", exc)
+                return self._reject(job, "error")
+            no_code_needed = status.exempt or (not status.enrolled
+                                               and status.allowed_without_device)
             # One split per code length of the user's devices (6 and 8 digits may both occur).
             splits = {split for d in sorted(status.digits, reverse=True) or (None,)
                       if (split := self._split(typed, d)) is not None}
+            if status.locked_for > 0:
+                for _ in range(len(splits) + 1):
+                    await self.passwords.pad()
+                return self._reject(job, "locked")
             for split in sorted(splits):
                 if await self.passwords.check(job.user, split[0]):
                     return self._verify(job, split[1])
