@@ -426,7 +426,7 @@ class RadiusServer:
         """Access-Challenge: a new State (unless `with_state` is False), and Reply-Message (the
         configured one by default). Without room for a State (ChallengeStore's bounds), a
         reject."""
-        state = b""
+        state: bytes | None = b""
         if with_state:
             state = self.challenges.issue(job.user, job.client.name, time.time(), kind=kind)
             if state is None:
