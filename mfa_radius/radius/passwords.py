@@ -102,8 +102,15 @@ class PamPasswords:
 
     async def run(self, fn, *args):
         """`fn(*args)` on the pool's threads: NSS look-ups (getpwnam, getgrouplist) may ask a
-        directory server, and an unknown name must not hold the packet loop."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        directory server, and an unknown name must not hold the packet loop. Bounded like
+        `check` (Overloaded)."""
+        if self._pending >= self.max_queued:
+            raise Overloaded(f"{self._pending} password checks queued")
+        self._pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        finally:
+            self._pending -= 1
 
     def _target(self) -> float:
         return secrets.choice(self._timings) if self._timings else COLD_PAD
