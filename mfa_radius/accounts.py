@@ -6,6 +6,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import threading
 import time
 
 
@@ -16,6 +17,8 @@ class Accounts:
         self._ttl = ttl
         self._max = max_entries
         self._cache: dict[str, tuple[float, frozenset[str]]] = {}
+        # The RADIUS front looks names up on worker threads and reads them on the loop.
+        self._lock = threading.Lock()
 
     def groups(self, user: str) -> frozenset[str]:
         now = time.monotonic()
@@ -23,9 +26,10 @@ class Accounts:
         if hit and hit[0] > now:
             return hit[1]
         names = frozenset(self._lookup(user))
-        if len(self._cache) >= self._max:
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[user] = (now + self._ttl, names)
+        with self._lock:
+            if len(self._cache) >= self._max:
+                self._cache.pop(next(iter(self._cache)), None)
+            self._cache[user] = (now + self._ttl, names)
         return names
 
     @staticmethod
