@@ -77,7 +77,8 @@ def check_trusted(path: str, what: str, error: type[MfaError] = ConfigError) -> 
     culprit, problem = fault
     if culprit == path and problem.startswith("cannot be checked") and not os.path.lexists(path):
         return  # missing, in a trusted directory: opening it says so, with how to create it
-    raise error(f"untrusted {what} {path}: {culprit} {problem}; fix it with: "
+    where = "it" if culprit == path else culprit
+    raise error(f"untrusted {what} {path}: {where} {problem}; fix it with: "
                 f"{fix_for(culprit, problem)}")
 
 

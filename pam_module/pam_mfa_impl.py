@@ -606,7 +606,7 @@ def pam_sm_authenticate(pamh, flags, argv):
         log(LOG_ERR, "refusing: conversation failed (%s)" % getattr(exc, "pam_result", exc))
         return pamh.PAM_CONV_ERR
     except Exception as exc:  # noqa: BLE001 - fail closed, one line, no traceback on the terminal
-        log(LOG_ERR, "refusing: %s: %s" % (type(exc).__name__, _clean(exc)))
+        log(LOG_ERR, "refusing: %s: %s" % (type(exc).__name__, _clean(exc, 1024)))
         return pamh.PAM_AUTHINFO_UNAVAIL
     except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt from a library
         log(LOG_ERR, "refusing: %s" % type(exc).__name__)
