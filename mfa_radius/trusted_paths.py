@@ -63,6 +63,9 @@ def fix_for(culprit: str, problem: str) -> str:
     if "not root" in problem:
         return f"chown root:root {culprit} && chmod go-w {culprit}"
     if "writable" in problem:
+        if "(mode 1" in problem:
+            # /tmp and the like are shared on purpose: the file must move, not the directory.
+            return "move it to a directory only root can write to (e.g. /etc/mfa-radius)"
         return f"chmod go-w {culprit}" + (" (or move the file out of it)"
                                           if os.path.isdir(culprit) else "")
     return "use an absolute path to a root-owned file"

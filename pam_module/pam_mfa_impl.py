@@ -118,7 +118,8 @@ _ESCAPED_LINE = {c: "\\x%02x" % c for c in (*range(0x20), *range(0x7f, 0xa0))}
 _ESCAPED_LINE.update({c: "\\u%04x" % c for c in (0x200e, 0x200f, 0x2028, 0x2029,
                                                 *range(0x202a, 0x202f), *range(0x2066, 0x206a))})
 # In a value, a backslash is escaped too, so that no value can forge an escape.
-_ESCAPED = dict(_ESCAPED_LINE, **{"\\": "\\\\"})
+_ESCAPED = dict(_ESCAPED_LINE)
+_ESCAPED[0x5c] = "\\\\"
 
 
 def _clean(text, limit=256):
@@ -319,7 +320,9 @@ def _refuse_untrusted(path, what):
         raise _Misconfigured("untrusted %s %s: %s %s; fix it with: %s" % (
             what, _clean(path), _clean(culprit), problem,
             ("chown root:root %s && chmod go-w %s" % (_clean(culprit), _clean(culprit)))
-            if "not root" in problem else "chmod go-w %s" % _clean(culprit)))
+            if "not root" in problem else
+            "move it to a directory only root can write to" if "(mode 1" in problem
+            else "chmod go-w %s" % _clean(culprit)))
 
 
 def _default_venvs(module_path):

@@ -159,7 +159,8 @@ def test_fallback_as_root_refuses_what_others_can_change(env, syslog, attacker, 
     out = pamtester(svc, "kate", env.next_code(totp))
     assert AUTHINFO_UNAVAIL in out and SUCCESS not in out
     if syslog.active:
-        lines = [line for line in syslog.take() if "untrusted" in line or "fix it" in line]
+        lines = [line for line in syslog.take() if f"({svc}:auth)" in line
+                 and ("untrusted" in line or "fix it" in line)]
         assert len(lines) == 1, lines  # one line, at authpriv.err, naming the file and the fix
         assert str(culprit) in lines[0] and fix in lines[0] and lines[0].startswith("<83>")
 

@@ -150,7 +150,8 @@ def test_impostor_answering_exempt_is_refused(user, syslog, where):
         # The same from an unprivileged caller (socket=): refused too.
         assert SUCCESS not in pamtester(svc, user, "", as_user=user)
         if syslog.active:
-            lines = [line for line in syslog.take() if "untrusted server" in line]
+            lines = [line for line in syslog.take()
+                     if f"({svc}:auth)" in line and "untrusted server" in line]
             assert lines, "no refusal logged"
             if where == "root_directory":
                 assert f"served by uid {uid_of(user)}, not by the daemon" in lines[0]
@@ -405,5 +406,40 @@ def test_key_file_of_another_user_is_refused_by_the_cli(user):
         assert proc.returncode == 2
         assert f"key file {key} is owned by uid {uid_of(user)}" in proc.stderr
         assert f"chown root {key}" in proc.stderr
+    finally:
+        env.close()
+
+
+# ---- PAM log fields --------------------------------------------------------------------------
+
+def test_pam_log_fields_are_quoted_and_other_uids_items_marked_claimed(syslog):
+    """A non-root caller picks service/rhost/tty freely: the daemon's line starts with its real
+    uid and marks those as claims, quoted so that spaces and '=' cannot add keys and escaped so
+    that ESC, C1 and bidi characters cannot hide anything; the module's own line quotes too."""
+    require_root()
+    env = PamEnv()
+    try:
+        env.start_server(daemon=True)
+        request = ("verify\tuser=nobody\tcode=123456\tservice=sshd uid=0 result=accept\x1b[8m"
+                   "\trhost=10.0.0.1\u202e\ttty=pts/1\n")
+        ask = ("import socket\ns = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+               f"s.connect({str(env.socket)!r})\ns.sendall({request.encode()!r})\n"
+               "print(s.recv(4096))")
+        assert run_as("nobody", ask).stdout.startswith("b'ok")
+        syslog.take()
+        svc = env.service()
+        out = pamtester(svc, "bob smith=1", "123456")
+        assert AUTH_ERR in out
+        log = env.stop_server()
+        line = next(x for x in log.splitlines() if "pam uid=65534" in x)
+        assert 'pam uid=65534 claimed_service="sshd uid=0 result=accept\\' in line
+        assert "\x1b" not in line and "claimed_tty=pts/1" in line
+        # (C1 and bidi characters: logsetup's escaping, tested in tests/test_logsetup.py.)
+        assert " user=nobody result=reject reason=" in line
+        root_line = next(x for x in log.splitlines() if "pam uid=0 " in x)
+        assert 'user="bob smith=1"' in root_line and "service=mfa-test-" in root_line
+        if syslog.active:
+            mine = [x for x in syslog.take() if f"({svc}:auth)" in x and "result=" in x]
+            assert mine and all('user="bob smith=1"' in x for x in mine), mine
     finally:
         env.close()
