@@ -45,7 +45,7 @@ def status_fields(verifier: Verifier, user: str) -> dict:
             "phone_hint": getattr(st, "phone_hint", "")}
 
 
-def caller_fields(fields: dict, uid: int) -> dict:
+def caller_fields(fields: dict, uid: int, user: str | None = None) -> dict:
     """The caller's kernel uid first, then the PAM items it sent, for logs and the audit record.
 
     From uid 0 (sshd, login, su) `service`, `rhost` and `tty` are the login program's own; any
@@ -53,7 +53,7 @@ def caller_fields(fields: dict, uid: int) -> dict:
     `claimed_service`, `claimed_rhost`, `claimed_tty`.
     """
     mark = "" if uid == 0 else "claimed_"
-    return {"uid": uid, f"{mark}service": fields.get("service", "")[:64] or None,
+    return {"uid": uid, f"{mark}service": fields.get("service", "")[:64] or None, "user": user,
             f"{mark}rhost": fields.get("rhost", "")[:256] or None,
             f"{mark}tty": fields.get("tty", "")[:64] or None}
 
@@ -66,7 +66,7 @@ def source_of(fields: dict, uid: int) -> str:
 def sms_fields(outcome, fields: dict, uid: int, log_decision: bool = True) -> dict:
     """The `sms` reply from an SmsOutcome: sent or not, why, and the line the user is shown."""
     if log_decision:
-        log.info("pam sms %s", logfields(**caller_fields(fields, uid), user=fields["user"],
+        log.info("pam sms %s", logfields(**caller_fields(fields, uid, fields["user"]),
                                          result="sent" if outcome.sent else "not_sent",
                                          reason=outcome.reason))
     return {"sent": "1" if outcome.sent else "", "reason": outcome.reason,
@@ -84,7 +84,7 @@ def verify_fields(verifier: Verifier, fields: dict, uid: int, log_decision: bool
     decision = verifier.verify(Attempt(user, code, source_of(fields, uid)))
     if log_decision:
         log.info("pam %s", logfields(
-            **caller_fields(fields, uid), user=user, result=decision.result,
+            **caller_fields(fields, uid, user), result=decision.result,
             reason=decision.reason,
             method=decision.method if decision.accepted and decision.method else None,
             ms=round((time.perf_counter() - started) * 1000, 1)))

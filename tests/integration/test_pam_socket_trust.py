@@ -360,7 +360,7 @@ def test_root_socket_serves_root_only_and_unprivileged_callers_use_the_other(use
         log = env.stop_server()
         # The caller's uid first; what a non-root caller sent is marked as its claim.
         assert f"pam uid={uid_of(user)} claimed_service=mfa-test-" in log
-        assert f"user={user} result=accept" in log
+        assert f" user={user} result=accept" in log
     finally:
         env.close()
 
@@ -435,7 +435,7 @@ def test_pam_log_fields_are_quoted_and_other_uids_items_marked_claimed(syslog):
         assert 'pam uid=65534 claimed_service="sshd uid=0 result=accept\\' in line
         assert "\x1b" not in line and "claimed_tty=pts/1" in line
         # (C1 and bidi characters: logsetup's escaping, tested in tests/test_logsetup.py.)
-        assert " user=nobody result=reject reason=" in line
+        assert '[8m" user=nobody claimed_rhost=' in line and "result=reject reason=" in line
         root_line = next(x for x in log.splitlines() if "pam uid=0 " in x)
         assert 'user="bob smith=1"' in root_line and "service=mfa-test-" in root_line
         if syslog.active:
