@@ -340,27 +340,27 @@ def _default_venvs(module_path):
 
 def _socket_dir_fault(directory, allowed):
     """None, or (path, problem) when the socket's directory chain is not the daemon's alone: every
-    directory root's (untrusted()), except that the socket's own directory may belong to a
-    daemon_user."""
+    directory root's (untrusted()), except that the innermost ones (/run/mfa-radius and its
+    root/) may belong to a daemon_user."""
     if allowed == (0,):
         return untrusted(directory)
     import os
     import stat
 
-    fault = untrusted(os.path.dirname(directory) or "/")
-    if fault is not None:
-        return fault
-    try:
-        st = os.lstat(directory)
-    except OSError as exc:
-        return directory, "cannot be checked (%s)" % (exc.strerror or type(exc).__name__)
-    if not stat.S_ISDIR(st.st_mode):
-        return directory, "is not a directory"
-    if st.st_uid not in allowed:
-        return directory, "is owned by uid %d, not root or daemon_user" % st.st_uid
-    if st.st_mode & 0o022:
-        return directory, "is writable by group or others (mode %04o)" % (st.st_mode & 0o7777)
-    return None
+    while directory not in ("/", ""):
+        try:
+            st = os.lstat(directory)
+        except OSError as exc:
+            return directory, "cannot be checked (%s)" % (exc.strerror or type(exc).__name__)
+        if st.st_uid == 0 or not stat.S_ISDIR(st.st_mode):
+            break  # root's from here up (or a link): the common rule decides
+        if st.st_uid not in allowed:
+            return directory, "is owned by uid %d, not root or daemon_user" % st.st_uid
+        if st.st_mode & 0o022:
+            return directory, "is writable by group or others (mode %04o)" % (
+                st.st_mode & 0o7777)
+        directory = os.path.dirname(directory)
+    return untrusted(directory or "/")
 
 
 # The same function as mfa_radius/trusted_paths.py's (tests/test_trusted_paths.py keeps the two

@@ -443,3 +443,24 @@ def test_pam_log_fields_are_quoted_and_other_uids_items_marked_claimed(syslog):
             assert mine and all('user="bob smith=1"' in x for x in mine), mine
     finally:
         env.close()
+
+
+def test_daemon_user_option_trusts_that_uid_only(user):
+    """daemon_user=NAME: a server with NAME's uid in a directory of NAME's is the daemon; the same
+    server is refused without the option, and another user's is refused with it."""
+    env = PamEnv()
+    fakes = []
+    try:
+        directory = env.dir / "run"
+        directory.mkdir(mode=0o755)
+        (directory / "root").mkdir(mode=0o700)
+        for d in (directory, directory / "root"):
+            os.chown(d, uid_of(user), -1)
+        fakes = [start_fake(user, env.root_socket), start_fake(user, env.socket)]
+        assert SUCCESS in pamtester(env.service(f"daemon_user={user}"), "root")
+        assert AUTH_ERR in pamtester(env.service(), "root")
+        assert AUTH_ERR in pamtester(env.service("daemon_user=nobody"), "root")
+    finally:
+        for fake in fakes:
+            fake.kill()
+        env.close()
