@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import trusted_tmpdir
 from mfa_radius import trusted_paths
 from mfa_radius.errors import ConfigError
 from mfa_radius.trusted_paths import check_trusted, untrusted
@@ -51,9 +50,9 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="root-owned files need
 
 
 @needs_root
-def test_root_owned_chain_is_trusted_and_links_are_followed():
+def test_root_owned_chain_is_trusted_and_links_are_followed(tmp_path):
     assert untrusted("/usr/bin/python3") is None  # a link to python3.X, all root's
-    base = trusted_tmpdir("trust-")
+    base = tmp_path  # under pytest's basetemp: root's, 0700, up to / (tests/conftest.py)
     (base / "f").write_text("x")
     os.chmod(base / "f", 0o644)
     os.symlink("f", base / "rel")
@@ -67,8 +66,8 @@ def test_root_owned_chain_is_trusted_and_links_are_followed():
 
 
 @needs_root
-def test_group_writable_or_foreign_path_anywhere_up_the_chain_is_refused():
-    base = trusted_tmpdir("trust-")
+def test_group_writable_or_foreign_path_anywhere_up_the_chain_is_refused(tmp_path):
+    base = tmp_path
     sub = base / "sub"
     sub.mkdir(mode=0o755)
     (sub / "f").write_text("x")
@@ -84,11 +83,11 @@ def test_group_writable_or_foreign_path_anywhere_up_the_chain_is_refused():
 
 
 @needs_root
-def test_sticky_tmp_is_refused_and_a_link_into_it_too():
+def test_sticky_tmp_is_refused_and_a_link_into_it_too(tmp_path):
     assert untrusted("/tmp/anything") == ("/tmp", "is writable by group or others (mode 1777)")
     with pytest.raises(ConfigError, match="move it to a directory only root can write to"):
         check_trusted("/tmp/anything", "config file")
-    base = trusted_tmpdir("trust-")
+    base = tmp_path
     os.symlink("/tmp/evil.toml", base / "link.toml")  # the link's own directory is fine
     assert untrusted(str(base / "link.toml"))[0] == "/tmp"
 
