@@ -109,10 +109,21 @@ class RadiusConfig:
 
 @dataclass(frozen=True)
 class PamConfig:
+    # Callers other than root (screen lockers); its directory is 0755, the socket 0666.
     socket: str = "/run/mfa-radius/pam.sock"
+    # Root's callers (sshd, login, su, sudo) alone, in a 0700 directory, so that nothing another
+    # user does to the first socket reaches root's logins. "": root/ beside `socket`.
+    root_socket: str = ""
     # Non-root callers (screen lockers): "self" may ask about their own user only, "none" not at
     # all.
     unprivileged_callers: str = field(default="self", metadata=_choice("self", "none"))
+
+    @property
+    def root_path(self) -> str:
+        """`root_socket`, or its default: root/ beside `socket` (/run/mfa-radius/root/pam.sock)."""
+        if self.root_socket:
+            return self.root_socket
+        return os.path.join(os.path.dirname(self.socket), "root", os.path.basename(self.socket))
 
 
 @dataclass(frozen=True)
@@ -339,6 +350,10 @@ def _check_semantics(cfg: Config, path: str, text: str) -> None:
     if cfg.policy.lockout_max_delay < cfg.policy.lockout_delay:
         raise ConfigError(_where(path, text, "policy", "lockout_max_delay") +
                           "'policy.lockout_max_delay' must not be below 'policy.lockout_delay'")
+    if os.path.dirname(cfg.pam.root_path) == os.path.dirname(cfg.pam.socket):
+        raise ConfigError(_where(path, text, "pam", "root_socket") +
+                          "'pam.root_socket' must be in a directory of its own (root-only), not "
+                          "beside 'pam.socket'")
     listen = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]*):(\d{1,5})", cfg.metrics.listen)
     if cfg.metrics.listen and (listen is None or int(listen.group(2)) > 65535):
         raise ConfigError(_where(path, text, "metrics", "listen") +

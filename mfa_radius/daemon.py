@@ -16,6 +16,7 @@ import time
 from . import config as config_mod
 from . import logsetup, notify
 from .errors import MfaError
+from .trusted_paths import check_root_files
 from .verifier import Verifier
 
 log = logging.getLogger("mfa_radius")
@@ -26,6 +27,8 @@ def run(config_path: str, debug: bool = False) -> int:
     _setup_logging(debug)
     try:
         cfg = config_mod.load(config_path)
+        # As root: the config, key and secret files must be root's alone, up to /.
+        check_root_files(cfg, database=False)
         from .radius.server import RadiusServer
 
         # Every start checks the stored names again: a clash is logged (and refused) each time.
@@ -52,10 +55,11 @@ async def _serve(config_path: str, cfg, verifier: Verifier, server) -> int:
     loop = asyncio.get_running_loop()
     from .checkpoints import Checkpointer
 
+    # First: a refusal here (another daemon on the socket) ends the start with nothing running.
+    pam = await _start_pam(cfg, verifier)
     checkpoints = Checkpointer(verifier.store, loop)
     checkpoints.start()
     server.start(loop)
-    pam = await _start_pam(cfg, verifier)
     metrics, metrics_http = _start_metrics(cfg)
     if metrics is not None:
         metrics.watch_verifier(verifier)
@@ -137,9 +141,11 @@ async def _start_pam(cfg, verifier: Verifier):
     pam = PamSocketServer(cfg, verifier)
     try:
         await pam.start()
-    except (OSError, MfaError) as exc:
-        log.error("PAM socket disabled: cannot open %s: %s", cfg.pam.socket, exc)
+    except OSError as exc:
+        log.error("PAM socket disabled: cannot open %s: %s", exc.filename or cfg.pam.socket,
+                  exc.strerror or exc)
         return None
+    # MfaError (a directory that is not ours, another daemon answering) ends the start: exit 2.
     return pam
 
 
@@ -155,6 +161,7 @@ def _do_reload(config_path: str, verifier: Verifier, server, pam, metrics=None) 
     old = server.config
     try:
         cfg = config_mod.load(config_path)
+        check_root_files(cfg, database=False)
         server.reconfigure(cfg)
         for line in config_mod.warnings(cfg):
             log.warning("%s", line)

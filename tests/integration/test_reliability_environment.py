@@ -13,13 +13,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import pyotp
 import pytest
+from conftest import trusted_tmpdir
 from pam_support import MODULE, SUCCESS, pamtester, require_root
 from reliability_helpers import MFA, S, SECRET
 
@@ -47,8 +47,7 @@ class Env:
     tiny tmpfs or a read-only bind mount. Alice is enrolled before anything is broken."""
 
     def __init__(self, breakage: str):
-        self.dir = Path(tempfile.mkdtemp(prefix="mfa-env-", dir="/tmp"))
-        os.chmod(self.dir, 0o755)
+        self.dir = trusted_tmpdir("mfa-env-")  # 0755, root's up to / (serve refuses /tmp)
         self.data = self.dir / "data"
         self.data.mkdir()
         self.mounts: list[Path] = []
