@@ -50,7 +50,9 @@ def status_fields(verifier: Verifier, user: str) -> dict:
             # when the user answers the prompt with nothing or "sms".
             "sms": "1" if getattr(st, "sms", False) and not st.exempt else "",
             "sms_only": "1" if getattr(st, "sms_only", False) and not st.exempt else "",
-            "phone_hint": getattr(st, "phone_hint", "")}
+            "phone_hint": getattr(st, "phone_hint", ""),
+            # A locked user may still type a recovery code: the module offers it.
+            "recovery": "1" if status == "locked" and st.recovery else ""}
 
 
 def caller_fields(fields: dict, uid: int, user: str | None = None) -> dict:

@@ -93,6 +93,7 @@ class UserStatus:
     sms: bool = False  # a code can be sent by SMS (phone set, not privileged, gateways configured)
     sms_only: bool = False  # SMS is the user's only method: send a code before prompting
     phone_hint: str = ""  # "ending 1234", for the prompt ("" without SMS)
+    recovery: bool = False  # has unused recovery codes (which open a locked account too)
 
 
 @dataclass(slots=True)
@@ -223,6 +224,7 @@ class Verifier:
             sms=sms,
             sms_only=sms and not state.devices,
             phone_hint=sms_policy.phone_hint(state.phone or "") if sms else "",
+            recovery=state.has_recovery,
         )
 
     def _sms_usable(self, state: _User) -> bool:

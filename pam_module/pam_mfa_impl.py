@@ -17,6 +17,7 @@ DEFAULT_CONFIG = "/etc/mfa-radius/mfa-radius.toml"
 DEFAULT_PROMPT = "Verification code: "
 FORWARD_PROMPT = "Password & verification code: "
 PASSWORD_PROMPT = "Password: "
+RECOVERY_PROMPT = "Recovery code: "
 # The daemon answers in milliseconds; a recovery code costs one ~30 ms scrypt. A daemon that does
 # not answer within this is treated as unavailable (fallback applies).
 TIMEOUT = 10.0
@@ -477,10 +478,11 @@ def _authenticate(pamh, argv, log):
 
     needs_code = state in ("enrolled", "required") or (state == "no_device" and not opts["nullok"])
     if state == "locked":
-        _tell(pamh, "Too many failed attempts: try again in %s seconds."
-              % status.get("retry_after", "?"))
-        log(LOG_NOTICE, "%s result=reject reason=locked via=%s" % (where, client.via))
-        return pamh.PAM_MAXTRIES
+        return _locked(pamh, opts, client, log, where, context, user, status)
+    if state == "malformed":
+        # The daemon's name rule refused the name (surrounding spaces, controls, ...).
+        log(LOG_NOTICE, "%s result=reject reason=malformed via=%s" % (where, client.via))
+        return pamh.PAM_AUTH_ERR
     if not needs_code:
         if opts["forward_pass"] and not (opts["use_first_pass"] or opts["try_first_pass"]):
             # The next module was told to use_first_pass: it still needs the password.
@@ -520,6 +522,23 @@ def _authenticate(pamh, argv, log):
             answer = _prompt(pamh, opts["prompt"], opts["echo_verification_code"]).strip()
         split = (None, answer)
     return _verify(pamh, opts, client, log, where, context, user, state, split)[0]
+
+
+def _locked(pamh, opts, client, log, where, context, user, status):
+    """A locked user: PAM_MAXTRIES, unless they hold recovery codes and type one (a valid
+    recovery code opens a locked account, so that an attacker who keeps root locked does not
+    leave the admin only the console)."""
+    wait = "Too many failed attempts: try again in %s seconds" % status.get("retry_after", "?")
+    if status.get("recovery") != "1" or opts["use_first_pass"] or opts["forward_pass"]:
+        _tell(pamh, wait + ".")
+        log(LOG_NOTICE, "%s result=reject reason=locked via=%s" % (where, client.via))
+        return pamh.PAM_MAXTRIES
+    _tell(pamh, wait + ", or enter a recovery code.", info=True)
+    answer = _prompt(pamh, RECOVERY_PROMPT, False).strip()
+    if not answer:
+        log(LOG_NOTICE, "%s result=reject reason=locked via=%s" % (where, client.via))
+        return pamh.PAM_MAXTRIES
+    return _verify(pamh, opts, client, log, where, context, user, "locked", (None, answer))[0]
 
 
 def _send_sms(pamh, client, log, where, fields):
