@@ -85,7 +85,9 @@ def main() -> int:
     from mfa_radius.state import init, open_devices
     from mfa_radius.verifier import Verifier
 
-    work = tempfile.mkdtemp(prefix="mfa-hotpath-", dir="/var/tmp")
+    # As root, serve refuses a config under a directory others can write to (/var/tmp is 1777).
+    work = tempfile.mkdtemp(prefix="mfa-hotpath-",
+                            dir="/var/lib" if os.geteuid() == 0 else "/var/tmp")
     servers.SYNCHRONOUS = args.synchronous
     cfg = config_mod.load(servers.write_mfa_config(work, servers.free_udp_port()))
     init(cfg)

@@ -341,7 +341,9 @@ def main() -> int:
 
     servers.SYNCHRONOUS = args.synchronous
     ensure_peers(parts)
-    work = tempfile.mkdtemp(prefix="mfa-bench-", dir="/var/tmp")
+    # As root, serve refuses a config under a directory others can write to (/var/tmp is 1777).
+    work = tempfile.mkdtemp(prefix="mfa-bench-",
+                            dir="/var/lib" if os.geteuid() == 0 else "/var/tmp")
     os.chmod(work, 0o755)  # pamtester's module reaches the socket through it
     salt = os.urandom(8)
     started = time.time()

@@ -20,6 +20,7 @@ import click
 
 from . import config as config_mod
 from .errors import MfaError
+from .terminal import show, table
 
 if TYPE_CHECKING:
     from .verifier import Verifier
@@ -35,7 +36,12 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except MfaError as exc:
-            click.echo(f"mfa-radius: {exc}", err=True)
+            # One line; a few errors list their items (every bad line of an import) on lines
+            # of their own, each escaped.
+            first, *more = getattr(exc, "lines", None) or [str(exc)]
+            click.echo(f"mfa-radius: {show(first)}", err=True)
+            for line in more:
+                click.echo(f"  {show(line)}", err=True)
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
@@ -49,7 +55,7 @@ class _Group(click.Group):
         except Exception as exc:  # noqa: BLE001 - never a traceback for an admin
             if os.environ.get(_DEBUG_ENV):
                 raise
-            click.echo(f"mfa-radius: internal error: {type(exc).__name__}: {exc} "
+            click.echo(f"mfa-radius: internal error: {type(exc).__name__}: {show(exc)} "
                        f"(set {_DEBUG_ENV}=1 for a traceback)", err=True)
             ctx.exit(1)
 
@@ -212,7 +218,8 @@ def create_virtual(ctx: _Context, serial, kind, digits, algorithm, period, issue
         click.echo(f"otpauth URI: {info['otpauth_uri']}")
         if qr_png:
             click.echo(f"QR code:     {qr_png}")
-        click.echo(f"Next: mfa-radius device enable USER {serial} CODE1 CODE2")
+        click.echo(f"Next: mfa-radius device enable USER {show(serial)} - "
+                   "(then type two consecutive codes)")
     if qr:
         from .qrterm import render
 
@@ -224,19 +231,29 @@ def create_virtual(ctx: _Context, serial, kind, digits, algorithm, period, issue
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["csv", "pskc"]), required=True,
               help="The file's format: OATH CSV or PSKC (RFC 6030) XML.")
-@click.option("--pskc-key", metavar="HEX", help="Pre-shared key of an encrypted PSKC file.")
+@click.option("--pskc-key", metavar="HEX",
+              help="Pre-shared key of an encrypted PSKC file ('-' reads it from stdin).")
 @click.option("--pskc-password", metavar="PW",
               help="Password of a PBKDF2-protected PSKC file ('-' reads it from stdin).")
+@click.option("--pskc-password-file", type=click.File("r"), metavar="FILE",
+              help="Read the PSKC password from the first line of FILE.")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @pass_ctx
-def import_devices(ctx: _Context, file, fmt, pskc_key, pskc_password, as_json) -> None:
+def import_devices(ctx: _Context, file, fmt, pskc_key, pskc_password, pskc_password_file,
+                   as_json) -> None:
     """Import hardware tokens from a vendor seed file.
 
-    All or nothing: one bad line imports no token, and every bad line is listed.
+    All or nothing: one bad line imports no token, and every bad line is listed. Give secrets
+    as `-` (standard input) or in a file: an argument is visible to every local user in /proc
+    while the import runs.
     """
     from . import importers
 
     started = time.monotonic()
+    if pskc_password_file is not None:
+        if pskc_password:
+            raise click.UsageError("give --pskc-password or --pskc-password-file, not both")
+        pskc_password = pskc_password_file.readline().rstrip("\r\n")
     if fmt == "csv":
         if pskc_key or pskc_password:
             raise click.UsageError("--pskc-key/--pskc-password only apply to --format pskc")
@@ -245,13 +262,15 @@ def import_devices(ctx: _Context, file, fmt, pskc_key, pskc_password, as_json) -
         if pskc_key and pskc_password:
             raise click.UsageError("give --pskc-key or --pskc-password, not both")
         key = None
+        if pskc_key == "-":
+            pskc_key = _read_secret("PSKC key (hex)")
         if pskc_key:
             try:
                 key = bytes.fromhex(pskc_key)
             except ValueError:
                 raise click.UsageError("--pskc-key must be hexadecimal") from None
         if pskc_password == "-":
-            pskc_password = sys.stdin.readline().rstrip("\n")
+            pskc_password = _read_secret("PSKC password", strip=False)
         # Vendors fill PSKC UserId with directory names: tokens import unassigned, and are then
         # enabled per user (the CSV sixth column is the way to assign on import).
         specs = importers.without_users(importers.parse_pskc(file, key=key, password=pskc_password))
@@ -271,30 +290,37 @@ def import_devices(ctx: _Context, file, fmt, pskc_key, pskc_password, as_json) -
 @click.argument("user")
 @click.argument("serial")
 @click.argument("code1")
-@click.argument("code2")
+@click.argument("code2", required=False)
 @pass_ctx
 def enable(ctx: _Context, user, serial, code1, code2) -> None:
     """Assign SERIAL to USER, proven by two codes in a row.
 
-    CODE1 and CODE2 are consecutive codes of the device.
+    CODE1 and CODE2 are consecutive codes of the device. CODE1 `-` (and no CODE2) reads both
+    codes from standard input (one line each, or both on one line), out of reach of other
+    users' `ps`.
     """
+    code1, code2 = _two_codes(code1, code2)
     info = ctx.devices().enable(user, serial, code1, code2)
-    click.echo(f"device {serial} enabled for {info['user']}")
+    click.echo(f"device {show(serial)} enabled for {show(info['user'])}")
 
 
 @device.command()
 @click.argument("user")
 @click.argument("serial")
 @click.argument("code1")
-@click.argument("code2")
+@click.argument("code2", required=False)
 @pass_ctx
 def resync(ctx: _Context, user, serial, code1, code2) -> None:
-    """Resynchronise a drifted device from two consecutive codes."""
+    """Resynchronise a drifted device from two consecutive codes.
+
+    CODE1 `-` reads both from standard input, as for enable.
+    """
+    code1, code2 = _two_codes(code1, code2)
     result = ctx.devices().resync(user, serial, code1, code2)
     user = result["user"]
     detail = (f"clock offset now {result['drift_steps']} step(s)" if "drift_steps" in result
               else f"counter now {result['counter']}")
-    click.echo(f"device {serial} resynchronised for {user}: {detail}")
+    click.echo(f"device {show(serial)} resynchronised for {show(user)}: {detail}")
 
 
 @device.command()
@@ -304,7 +330,7 @@ def resync(ctx: _Context, user, serial, code1, code2) -> None:
 def deactivate(ctx: _Context, user, serial) -> None:
     """Unassign a (lost) device: its codes stop working at once."""
     user = ctx.devices().deactivate(user, serial)["user"]
-    click.echo(f"device {serial} deactivated for {user} (now unassigned)")
+    click.echo(f"device {show(serial)} deactivated for {show(user)} (now unassigned)")
 
 
 @device.command()
@@ -313,7 +339,7 @@ def deactivate(ctx: _Context, user, serial) -> None:
 def delete(ctx: _Context, serial) -> None:
     """Delete an unassigned device and its seed."""
     ctx.devices().delete(serial)
-    click.echo(f"device {serial} deleted")
+    click.echo(f"device {show(serial)} deleted")
 
 
 @device.command("list")
@@ -383,7 +409,7 @@ def user_show(ctx: _Context, name, as_json) -> None:
             value = ", ".join(value) or "-"
         elif value is None:
             value = "never" if key == "last_success" else "-"
-        click.echo(f"{key + ':':<21}{value}")
+        click.echo(f"{key + ':':<21}{show(value)}")
 
 
 @user.command("unlock")
@@ -395,7 +421,7 @@ def user_unlock(ctx: _Context, name) -> None:
     devices = ctx.devices()
     with devices.store.errors("unlocking user"), devices.store.transaction():
         known = devices.store.unlock_user(name)
-    click.echo(f"user {name} unlocked" if known else f"user {name} was not locked")
+    click.echo(f"user {show(name)} unlocked" if known else f"user {show(name)} was not locked")
 
 
 @user.command("recovery-codes")
@@ -414,7 +440,7 @@ def user_recovery_codes(ctx: _Context, name, count, as_json) -> None:
     if as_json:
         _print_json({"user": name, "codes": codes})
         return
-    click.echo(f"Recovery codes for {name} (each works once; older codes no longer work):")
+    click.echo(f"Recovery codes for {show(name)} (each works once; older codes no longer work):")
     for code in codes:
         click.echo(f"  {code}")
 
@@ -442,9 +468,14 @@ def user_rename(ctx: _Context, old, new) -> None:
 @click.argument("code")
 @pass_ctx
 def verify(ctx: _Context, name, code) -> None:
-    """Check CODE for user NAME (consumes it). Exit 0 accepted, 1 refused."""
+    """Check CODE for user NAME (consumes it). Exit 0 accepted, 1 refused.
+
+    CODE `-` reads the code from standard input (one line), out of reach of other users' `ps`.
+    """
     from .verifier import Attempt, Verifier
 
+    if code == "-":
+        code = _read_secret("Code")
     verifier = Verifier.open(ctx.config)
     name = ctx.user_name(name)
     decision = verifier.verify(Attempt(name, code, source=f"cli uid={os.getuid()}"))
@@ -603,6 +634,32 @@ def _user_report(store, name: str, now: float, privilege: _Privilege) -> dict | 
             "locked_until": _iso(s["locked_until"]) if s["locked_until"] > now else None}
 
 
+def _read_secret(what: str, strip: bool = True) -> str:
+    """One line from standard input (a hidden prompt on a terminal): for codes and passwords,
+    which as arguments any local user could read in /proc."""
+    if sys.stdin.isatty():
+        return click.prompt(what, hide_input=True, prompt_suffix=": ")
+    line = sys.stdin.readline(4096).rstrip("\r\n")
+    return line.strip() if strip else line
+
+
+def _two_codes(code1: str, code2: str | None) -> tuple[str, str]:
+    """(code1, code2) from the arguments, or from standard input when CODE1 is `-`."""
+    if code1 != "-":
+        if code2 is None:
+            raise click.UsageError("Missing argument 'CODE2' (or give '-' to read both codes "
+                                   "from standard input).")
+        return code1, code2
+    if code2 is not None:
+        raise click.UsageError("with '-', both codes come from standard input: give no CODE2")
+    if sys.stdin.isatty():
+        return _read_secret("Code 1"), _read_secret("Code 2")
+    codes = sys.stdin.read(4096).split()
+    if len(codes) != 2:
+        raise click.UsageError(f"expected two codes on standard input, got {len(codes)}")
+    return codes[0], codes[1]
+
+
 _AGE = re.compile(r"^(\d+)\s*([smhdw])$")
 
 
@@ -635,9 +692,8 @@ def _print_json(data) -> None:
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    for row in [headers, *rows]:
-        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    for line in table(headers, rows):
+        click.echo(line)
 
 
 def _write_qr_png(uri: str, path: str, force: bool = False) -> None:

@@ -109,10 +109,21 @@ class RadiusConfig:
 
 @dataclass(frozen=True)
 class PamConfig:
+    # Callers other than root (screen lockers); its directory is 0755, the socket 0666.
     socket: str = "/run/mfa-radius/pam.sock"
+    # Root's callers (sshd, login, su, sudo) alone, in a 0700 directory, so that nothing another
+    # user does to the first socket reaches root's logins. "": root/ beside `socket`.
+    root_socket: str = ""
     # Non-root callers (screen lockers): "self" may ask about their own user only, "none" not at
     # all.
     unprivileged_callers: str = field(default="self", metadata=_choice("self", "none"))
+
+    @property
+    def root_path(self) -> str:
+        """`root_socket`, or its default: root/ beside `socket` (/run/mfa-radius/root/pam.sock)."""
+        if self.root_socket:
+            return self.root_socket
+        return os.path.join(os.path.dirname(self.socket), "root", os.path.basename(self.socket))
 
 
 @dataclass(frozen=True)
@@ -224,9 +235,10 @@ def load(path: str, *, serving: bool = False) -> Config:
     """Read and validate `path`; raise ConfigError naming the file, line and key.
 
     `serving=True` (`serve`, its reloads and `check-config`) also runs the checks that read other
-    files: each RADIUS client's secret_file, and the reply attributes against the RADIUS
-    dictionary. So `check-config` accepts exactly what `serve` accepts, while the PAM fallback,
-    which needs neither, loads without reading RADIUS secrets into a login process.
+    files: as root, that the config, key and secret files are root's alone (trusted_paths); each
+    RADIUS client's secret_file, and the reply attributes against the RADIUS dictionary. So
+    `check-config` accepts exactly what `serve` accepts, while the PAM fallback, which needs
+    neither, loads without reading RADIUS secrets into a login process.
     """
     try:
         with open(path, "rb") as fh:
@@ -245,6 +257,11 @@ def load(path: str, *, serving: bool = False) -> Config:
         raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
     cfg = from_dict(data, path=path, text=text)
     if serving:
+        from .trusted_paths import check_root_files
+
+        # As root: the config, key and secret files must be root's alone, up to /, before any
+        # secret file is read.
+        check_root_files(cfg, database=False)
         _check_serving(cfg, path, text)
     return cfg
 
@@ -362,6 +379,10 @@ def _check_semantics(cfg: Config, path: str, text: str) -> None:
     if cfg.policy.lockout_max_delay < cfg.policy.lockout_delay:
         raise ConfigError(_where(path, text, "policy", "lockout_max_delay") +
                           "'policy.lockout_max_delay' must not be below 'policy.lockout_delay'")
+    if os.path.dirname(cfg.pam.root_path) == os.path.dirname(cfg.pam.socket):
+        raise ConfigError(_where(path, text, "pam", "root_socket") +
+                          "'pam.root_socket' must be in a directory of its own (root-only), not "
+                          "beside 'pam.socket'")
     from . import hostport
     from .radius.clients import parse_network
 

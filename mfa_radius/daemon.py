@@ -25,6 +25,8 @@ def run(config_path: str, debug: bool = False) -> int:
     """Run the daemon in the foreground until SIGTERM/SIGINT; return the process exit code."""
     _setup_logging(debug)
     try:
+        # Every check, as check-config runs them: as root, the config, key and secret files
+        # must be root's alone, up to /.
         cfg = config_mod.load(config_path, serving=True)
         from .radius.server import RadiusServer
 
@@ -52,10 +54,11 @@ async def _serve(config_path: str, cfg, verifier: Verifier, server) -> int:
     loop = asyncio.get_running_loop()
     from .checkpoints import Checkpointer
 
+    # First: a refusal here (another daemon on the socket) ends the start with nothing running.
+    pam = await _start_pam(cfg, verifier)
     checkpoints = Checkpointer(verifier.store, loop)
     checkpoints.start()
     server.start(loop)
-    pam = await _start_pam(cfg, verifier)
     metrics, metrics_http = _start_metrics(cfg)
     if metrics is not None:
         metrics.watch_verifier(verifier)
@@ -137,9 +140,11 @@ async def _start_pam(cfg, verifier: Verifier):
     pam = PamSocketServer(cfg, verifier)
     try:
         await pam.start()
-    except (OSError, MfaError) as exc:
-        log.error("PAM socket disabled: cannot open %s: %s", cfg.pam.socket, exc)
+    except OSError as exc:
+        log.error("PAM socket disabled: cannot open %s: %s", exc.filename or cfg.pam.socket,
+                  exc.strerror or exc)
         return None
+    # MfaError (a directory that is not ours, another daemon answering) ends the start: exit 2.
     return pam
 
 

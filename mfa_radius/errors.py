@@ -34,4 +34,11 @@ class DeviceError(MfaError):
 
 
 class ImportFormatError(MfaError):
-    """A seed file (CSV or PSKC) could not be imported; nothing was written."""
+    """A seed file (CSV or PSKC) could not be imported; nothing was written.
+
+    `lines`, when given: the message as the admin reads it, a summary then one line per problem.
+    """
+
+    def __init__(self, message: str, lines: list[str] | None = None):
+        super().__init__(message)
+        self.lines = lines

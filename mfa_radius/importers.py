@@ -76,7 +76,8 @@ def parse_csv(text: str, source: str = "<csv>") -> list[DeviceSpec]:
         seed_lines[spec.seed] = lineno
         specs.append(spec)
     if problems:
-        raise ImportFormatError(_all_problems(source, problems))
+        lines = _all_problems(source, problems)
+        raise ImportFormatError("\n  ".join(lines), lines if len(lines) > 1 else None)
     if not specs:
         raise ImportFormatError(f"{source}: no tokens found (expected lines of {_CSV_COLUMNS})")
     return specs
@@ -85,14 +86,14 @@ def parse_csv(text: str, source: str = "<csv>") -> list[DeviceSpec]:
 MAX_PROBLEMS = 20  # bad lines listed by one import; the rest are counted
 
 
-def _all_problems(source: str, problems: list[str]) -> str:
-    """One problem as is; several one per line, at most MAX_PROBLEMS, then how many more."""
+def _all_problems(source: str, problems: list[str]) -> list[str]:
+    """One problem as is; several after a summary, at most MAX_PROBLEMS, then how many more."""
     if len(problems) == 1:
-        return problems[0]
+        return problems
     shown = problems[:MAX_PROBLEMS]
     more = len(problems) - len(shown)
-    return "\n  ".join([f"{source}: {len(problems)} bad lines, nothing imported:", *shown]
-                       + ([f"... and {more} more"] if more else []))
+    return ([f"{source}: {len(problems)} bad lines, nothing imported:", *shown]
+            + ([f"... and {more} more"] if more else []))
 
 
 def parse_csv_file(path: str | os.PathLike) -> list[DeviceSpec]:

@@ -4,8 +4,11 @@ Under systemd (stderr connected to the journal, as $JOURNAL_STREAM says) each li
 `<N>` syslog priority, which journald turns into the entry's PRIORITY, and carries no timestamp
 (journald adds its own). Anywhere else a line starts with an ISO-8601 UTC timestamp and the level.
 
-User names, RADIUS attributes and PAM items come from the network: control characters in a
-message are escaped so that nobody can forge a log line (or a `<0>` emergency) with a newline.
+User names, RADIUS attributes and PAM items come from the network: every character that is not
+printable (C0 and C1 controls, line and paragraph separators, bidi overrides and other format
+characters) is escaped, so that nobody can forge a log line (or a `<0>` emergency) with a newline,
+rewrite an admin's terminal with an escape sequence, or reorder what a line says with U+202E.
+`escape` is the one function for that: the daemon's log lines and the CLI's tables both use it.
 """
 
 from __future__ import annotations
@@ -20,16 +23,34 @@ from dataclasses import dataclass
 # sd-daemon(3) / syslog(3) priorities.
 _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
              logging.DEBUG: 7}
-_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7f)}
-_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 # Libraries that are chatty at INFO about things an admin does not act on.
 _QUIET = ("pyrad", "httpx", "httpcore", "asyncio", "prometheus_client")
 
 
 def escape(text: str) -> str:
-    """`text` with control characters shown as escapes (\\n, \\x1b, ...): always one line."""
-    return text.translate(_ESCAPES)
+    """`text` with every non-printable character shown as an escape (\\n, \\x1b, \\x9b,
+    \\u2028, \\u202e, ...): always one line, and nothing a terminal acts on.
+
+    "Printable" is str.isprintable(): it refuses every control (Cc: C0, DEL, C1), format
+    character (Cf: bidi embeddings, overrides, isolates and marks, zero-width characters),
+    line and paragraph separator (Zl, Zp), space other than " ", surrogate and unassigned code
+    point. Printable text (nearly every line) is returned as it is.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape_char(ch) for ch in text)
+
+
+def _escape_char(ch: str) -> str:
+    named = _NAMED.get(ch)
+    if named is not None:
+        return named
+    point = ord(ch)
+    if point < 0x100:
+        return f"\\x{point:02x}"
+    return f"\\u{point:04x}" if point < 0x10000 else f"\\U{point:08x}"
 
 
 def priority(levelno: int) -> int:
@@ -140,7 +161,7 @@ class BulkLines:
             if self.logger.isEnabledFor(logging.INFO):
                 self.logger.info("%s", message)
             return False
-        # escape() changes only control characters, which are never printable.
+        # escape() changes only characters that str.isprintable() refuses.
         text = message if message.isprintable() else escape(message)
         if self._journal:
             pending.append(f"{self._prefix}{text}\n")
@@ -220,7 +241,9 @@ def setup(debug: bool = False, stream=None, journal: bool | None = None) -> logg
 
 
 def fields(**values) -> str:
-    """`key=value ...` (logfmt) for decision lines; values with spaces or quotes are quoted.
+    """`key=value ...` (logfmt) for decision lines; values with spaces, quotes, backslashes or
+    characters to escape are quoted, with a backslash before their quotes and backslashes and
+    then escaped (so an escaped ESC, `"\\x1b"`, never reads like a typed backslash, `"\\\\x1b"`).
 
     >>> fields(client="vpn1", user="alice smith", result="reject", reason="bad_code")
     'client=vpn1 user="alice smith" result=reject reason=bad_code'
@@ -232,9 +255,9 @@ def fields(**values) -> str:
         if isinstance(value, float):
             text = f"{value:.3f}".rstrip("0").rstrip(".") if value else "0"
         else:
-            text = escape(str(value))
-        if not text or any(c in text for c in ' "=\\'):
-            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            text = str(value)
+        if not text or not text.isprintable() or any(c in text for c in ' "=\\'):
+            text = '"' + escape(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
         out.append(f"{key}={text}")
     return " ".join(out)
 

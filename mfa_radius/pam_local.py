@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 
-from .config import Config
+from .config import DEFAULT_PATH, Config
+from .logsetup import fields as logfields
 from .names import UserNameError
-from .verifier import Attempt, Verifier, _safe
+from .verifier import Attempt, Verifier
 
 log = logging.getLogger("mfa_radius.pam")
 
@@ -48,16 +50,27 @@ def status_fields(verifier: Verifier, user: str) -> dict:
             # when the user answers the prompt with nothing or "sms".
             "sms": "1" if getattr(st, "sms", False) and not st.exempt else "",
             "sms_only": "1" if getattr(st, "sms_only", False) and not st.exempt else "",
-            "phone_hint": getattr(st, "phone_hint", "")}
+            "phone_hint": getattr(st, "phone_hint", ""),
+            # A locked user may still type a recovery code: the module offers it.
+            "recovery": "1" if status == "locked" and st.recovery else ""}
+
+
+def caller_fields(fields: dict, uid: int, user: str | None = None) -> dict:
+    """The caller's kernel uid first, then the PAM items it sent, for logs and the audit record.
+
+    From uid 0 (sshd, login, su) `service`, `rhost` and `tty` are the login program's own; any
+    other uid (a screen locker, or anyone with a shell) sets them freely, so they are recorded as
+    `claimed_service`, `claimed_rhost`, `claimed_tty`.
+    """
+    mark = "" if uid == 0 else "claimed_"
+    return {"uid": uid, f"{mark}service": fields.get("service", "")[:64] or None, "user": user,
+            f"{mark}rhost": fields.get("rhost", "")[:256] or None,
+            f"{mark}tty": fields.get("tty", "")[:64] or None}
 
 
 def source_of(fields: dict, uid: int) -> str:
-    """Who asks, for the audit record: "pam:sshd uid=0 rhost=10.0.0.9 tty=ssh"."""
-    service = fields.get("service", "")[:64]
-    rhost = fields.get("rhost", "")[:256]
-    tty = fields.get("tty", "")[:64]
-    return (f"pam:{service} uid={uid}" + (f" rhost={rhost}" if rhost else "")
-            + (f" tty={tty}" if tty else ""))
+    """Who asks, for the audit record: "pam uid=0 service=sshd rhost=10.0.0.9 tty=ssh"."""
+    return "pam " + logfields(**caller_fields(fields, uid))
 
 
 def _name(verifier: Verifier, fields: dict) -> str:
@@ -72,10 +85,9 @@ def _name(verifier: Verifier, fields: dict) -> str:
 def sms_fields(outcome, fields: dict, uid: int, log_decision: bool = True) -> dict:
     """The `sms` reply from an SmsOutcome: sent or not, why, and the line the user is shown."""
     if log_decision:
-        log.info("pam sms service=%s user=%s rhost=%s uid=%d result=%s reason=%s",
-                 _safe(fields.get("service", "")[:64]) or "-", _safe(fields["user"]),
-                 _safe(fields.get("rhost", "")[:256]) or "-", uid,
-                 "sent" if outcome.sent else "not_sent", outcome.reason)
+        log.info("pam sms %s", logfields(**caller_fields(fields, uid, fields["user"]),
+                                         result="sent" if outcome.sent else "not_sent",
+                                         reason=outcome.reason))
     return {"sent": "1" if outcome.sent else "", "reason": outcome.reason,
             "message": outcome.explain(),
             "retry_after": math.ceil(getattr(outcome.ticket, "retry_after", 0.0))}
@@ -87,17 +99,14 @@ def verify_fields(verifier: Verifier, fields: dict, uid: int, log_decision: bool
     The in-process fallback passes log_decision=False: the PAM module logs that line itself.
     """
     user, code = _name(verifier, fields), fields.get("code", "")
-    service = fields.get("service", "")[:64]
-    rhost = fields.get("rhost", "")[:256]
-    tty = fields.get("tty", "")[:64]
     started = time.perf_counter()
     decision = verifier.verify(Attempt(user, code, source_of(fields, uid)))
     if log_decision:
-        log.info("pam service=%s user=%s rhost=%s tty=%s uid=%d result=%s reason=%s%s ms=%.1f",
-                 _safe(service) or "-", _safe(user), _safe(rhost) or "-", _safe(tty) or "-", uid,
-                 decision.result, decision.reason,
-                 f" method={decision.method}" if decision.accepted and decision.method else "",
-                 (time.perf_counter() - started) * 1000)
+        log.info("pam %s", logfields(
+            **caller_fields(fields, uid, user), result=decision.result,
+            reason=decision.reason,
+            method=decision.method if decision.accepted and decision.method else None,
+            ms=round((time.perf_counter() - started) * 1000, 1)))
     return {"result": decision.result, "reason": decision.reason,
             "message": user_message(decision.reason, decision.retry_after),
             "retry_after": math.ceil(decision.retry_after)}
@@ -138,16 +147,30 @@ class _SinkHandler(logging.Handler):
 
 
 def _open(config_path: str) -> Verifier:
+    """The verifier for `config_path` (the PAM line's config=, else the fixed default).
+
+    Never a path from the environment: in sudo and su the environment is the invoking user's. As
+    root, the config and every file it names that root would read (key, database, secret files)
+    must be root's alone (trusted_paths), or an unprivileged user could hand root their own
+    policy, key or SMS command.
+    """
     global _verifier
     if _verifier is None:
         from . import config as config_mod
+        from .trusted_paths import check_root_files, check_trusted
 
         root = logging.getLogger("mfa_radius")
         if not any(isinstance(h, _SinkHandler) for h in root.handlers):
             root.addHandler(_SinkHandler())
             root.setLevel(logging.INFO)
             root.propagate = False
-        cfg: Config = config_mod.load(config_mod.resolve_path(config_path or None))
+        path = config_path or DEFAULT_PATH
+        as_root = os.geteuid() == 0
+        if as_root:
+            check_trusted(path, "config file")
+        cfg: Config = config_mod.load(path)
+        if as_root:
+            check_root_files(cfg, database=True)
         _verifier = Verifier.open(cfg)
     return _verifier
 

@@ -12,8 +12,10 @@ must not import this package on its normal path; tests/test_pam_protocol.py chec
 
 Requests (OP):
     status  user                               -> status=enrolled|exempt|required|no_device|
-                                                  allowed_without_device|locked, retry_after,
-                                                  digits, sms, sms_only, phone_hint
+                                                  allowed_without_device|locked|malformed,
+                                                  retry_after,
+                                                  digits, sms, sms_only, phone_hint, recovery
+                                                  (1: locked, but recovery codes are left)
     verify  user code service rhost tty        -> result=accept|reject, reason, message, retry_after
     sms     user service rhost tty             -> sent, reason, message, retry_after (the daemon
                                                   waits for the gateway before it answers)

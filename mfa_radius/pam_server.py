@@ -1,11 +1,22 @@
 """The daemon's Unix-socket front for the PAM module (status, verify, sms), as pam_sss asks sssd.
 
 Runs inside the daemon's event loop and calls the verifier on that loop's thread (the verifier is
-not thread-safe). The socket is world-connectable (0666) so screen lockers running as the user can
-ask; who may ask about whom is decided per connection from SO_PEERCRED: uid 0 about anyone, any
-other uid about its own user name only (`[pam] unprivileged_callers = "self"`) or not at all
-("none"). A world-writable socket without that check would let any local user test codes for
-any account (FACTS.md).
+not thread-safe). Two sockets:
+
+- `[pam] root_socket` (default /run/mfa-radius/root/pam.sock) in a 0700 directory, for root's
+  callers (sshd, login, su, sudo) alone: no other user can connect to it, so no flood of theirs
+  fills its listen backlog, and only uid 0 is served there;
+- `[pam] socket` (default /run/mfa-radius/pam.sock), world-connectable (0666) so that screen
+  lockers running as the user can ask; who may ask about whom is decided per connection from
+  SO_PEERCRED: uid 0 about anyone, any other uid about its own user name only
+  (`[pam] unprivileged_callers = "self"`) or not at all ("none"). A world-writable socket without
+  that check would let any local user test codes for any account.
+
+The directories are created with explicit modes (whatever the umask) and an existing one is used
+only if it is this process's user's, not a link and not writable by group or others; as root, the
+whole chain above must be root's (trusted_paths), as the PAM module checks it too. A socket path a
+live daemon answers on is never taken over, and on exit a socket is removed only if it is still
+the one this process bound.
 
 Caps, so that no caller can stall or flood the others: a maximum of concurrent connections, a
 read timeout per connection, a request size cap and a token bucket per caller uid.
@@ -27,7 +38,8 @@ from typing import TYPE_CHECKING
 
 from . import pam_protocol as proto
 from .config import Config
-from .errors import MfaError
+from .errors import ConfigError, MfaError
+from .logsetup import RateLimitedLog
 from .names import UserNameError
 from .pam_local import sms_fields, source_of, status_fields, verify_fields
 from .verifier import Verifier, _safe
@@ -67,9 +79,9 @@ class PamSocketServer:
         self.verifier = verifier
         self.max_connections = max_connections
         self.read_timeout = read_timeout
-        self._server: asyncio.AbstractServer | None = None
-        self._path: str | None = None
-        self._inode: tuple[int, int] | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._bound: list[tuple[str, tuple[int, int]]] = []  # (path, (st_dev, st_ino)) we bound
+        self._ratelog = RateLimitedLog(log)
         self._active = 0
         self._user_active = 0  # of which non-root callers
         self._active_by_uid: dict[int, int] = {}
@@ -80,39 +92,58 @@ class PamSocketServer:
     # ---- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind the socket (directory 0755, socket 0666) and start accepting."""
-        path = self.config.pam.socket
+        """Bind the root socket (directory 0700, socket 0600) and the one for other callers
+        (directory 0755, socket 0666), and start accepting; raises MfaError (a directory that is
+        not ours, a live daemon on the path) or OSError."""
+        pam = self.config.pam
+        try:
+            for path, dir_mode, sock_mode, root_only in ((pam.root_path, 0o700, 0o600, True),
+                                                         (pam.socket, 0o755, 0o666, False)):
+                sock = self._bind(path, dir_mode, sock_mode)
+
+                async def handle(reader, writer, root_only=root_only):
+                    await self._handle(reader, writer, root_only)
+
+                self._servers.append(await asyncio.start_unix_server(
+                    handle, sock=sock, limit=proto.MAX_REQUEST))
+        except BaseException:
+            self.close()
+            raise
+        log.info("PAM sockets listening on %s (root) and %s (unprivileged callers: %s)",
+                 pam.root_path, pam.socket, pam.unprivileged_callers)
+
+    def _bind(self, path: str, dir_mode: int, sock_mode: int) -> socket.socket:
         directory = os.path.dirname(path) or "."
-        os.makedirs(directory, mode=0o755, exist_ok=True)
+        _own_directory(directory, dir_mode)
+        _refuse_live_daemon(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        # Bind under a temporary name, set the mode, then rename: the socket never appears with
-        # the wrong mode, and a stale socket from a crashed daemon is replaced atomically.
+        # Bind under a temporary name, set the mode and listen, then rename: the socket never
+        # appears with the wrong mode or refusing connections, and a stale socket from a crashed
+        # daemon is replaced atomically.
         tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}")
         try:
             if os.path.lexists(tmp):
                 os.unlink(tmp)
             sock.bind(tmp)
-            # Every caller may connect; SO_PEERCRED decides what it may ask.
-            os.chmod(tmp, 0o666)  # noqa: S103
-            os.rename(tmp, path)
+            os.chmod(tmp, sock_mode)
             sock.listen(128)
             sock.setblocking(False)
+            st = os.stat(tmp)
+            os.rename(tmp, path)
         except OSError:
             sock.close()
             if os.path.lexists(tmp):
                 os.unlink(tmp)
             raise
-        st = os.stat(path)
-        self._path, self._inode = path, (st.st_dev, st.st_ino)
-        self._server = await asyncio.start_unix_server(self._handle, sock=sock,
-                                                       limit=proto.MAX_REQUEST)
-        log.info("PAM socket listening on %s (unprivileged callers: %s)", path,
-                 self.config.pam.unprivileged_callers)
+        self._bound.append((path, (st.st_dev, st.st_ino)))
+        return sock
 
     def reconfigure(self, config: Config) -> None:
-        if config.pam.socket != self.config.pam.socket:
-            log.warning("[pam] socket changed to %s: takes effect after a restart "
-                        "(still serving %s)", config.pam.socket, self._path)
+        for key, old, new in (("socket", self.config.pam.socket, config.pam.socket),
+                              ("root_socket", self.config.pam.root_path, config.pam.root_path)):
+            if old != new:
+                log.warning("[pam] %s changed to %s: takes effect after a restart "
+                            "(still serving %s)", key, new, old)
         if self._sms is not None:
             try:
                 self._sms.reconfigure(config)
@@ -121,26 +152,35 @@ class PamSocketServer:
         self.config = config
 
     def close(self) -> None:
-        """Stop accepting and remove the socket file if it is still ours."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        """Stop accepting and remove each socket file that is still the one this process bound
+        (another daemon may have replaced it since: its socket stays)."""
+        for server in self._servers:
+            server.close()
+        self._servers = []
         if self._sms is not None:
             self._sms.close()
             self._sms = None
-        if self._path and self._inode:
+        for path, inode in self._bound:
             try:
-                st = os.stat(self._path)
-                if (st.st_dev, st.st_ino) == self._inode and stat.S_ISSOCK(st.st_mode):
-                    os.unlink(self._path)
+                st = os.lstat(path)
+                if (st.st_dev, st.st_ino) == inode and stat.S_ISSOCK(st.st_mode):
+                    os.unlink(path)
             except OSError:
                 pass
-            self._path = self._inode = None
+        self._bound = []
 
     # ---- one connection --------------------------------------------------------------------
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        uid = self._peer_uid(writer) or 0  # None (unknown) is refused in _serve_one
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      root_only: bool = False) -> None:
+        uid = self._peer_uid(writer)
+        if root_only and uid != 0:
+            # Only root can reach that directory; anyone else here (a daemon_user) is refused.
+            self._ratelog.warning(f"root-{uid}", "PAM root socket: uid %s refused (root only)",
+                                  uid)
+            writer.close()
+            return
+        uid = uid or 0  # None (unknown) is refused in _serve_one
         mine = self._active_by_uid.get(uid, 0)
         # A refused connection is not counted: a flood of them must not crowd out root's.
         admitted = self._active < self.max_connections and (
@@ -156,6 +196,8 @@ class PamSocketServer:
             if admitted:
                 reply = await self._serve_one(reader, writer)
             else:
+                self._ratelog.warning(f"busy-{uid}", "PAM socket: uid %d refused: too many "
+                                      "connections at once (busy)", uid)
                 reply = self._error("busy", "Authentication service busy, try again.")
             writer.write(reply)
             await asyncio.wait_for(writer.drain(), self.read_timeout)
@@ -181,23 +223,30 @@ class PamSocketServer:
         try:
             line = await asyncio.wait_for(reader.readline(), self.read_timeout)
         except TimeoutError:
-            log.warning("PAM socket: uid %d sent no request within %.0f s", uid, self.read_timeout)
+            self._ratelog.warning(f"silent-{uid}", "PAM socket: uid %d sent no request within "
+                                  "%.0f s", uid, self.read_timeout)
             return b""
         except (ValueError, asyncio.LimitOverrunError):
-            log.warning("PAM socket: uid %d sent an oversized request", uid)
+            self._ratelog.warning(f"malformed-{uid}", "PAM socket: uid %d sent an oversized "
+                                  "request", uid)
             return self._error("malformed", "")
         if not line:
+            # A connect/close flood looks like this: each costs a connection slot and a wake-up.
+            self._ratelog.warning(f"empty-{uid}", "PAM socket: uid %d closed without a request",
+                                  uid)
             return b""
         try:
             op, fields = proto.decode(line)
         except (ValueError, UnicodeDecodeError):
-            log.warning("PAM socket: uid %d sent a malformed request", uid)
+            self._ratelog.warning(f"malformed-{uid}", "PAM socket: uid %d sent a malformed "
+                                  "request", uid)
             return self._error("malformed", "")
         if op not in proto.OPS or not set(fields) <= proto.FIELDS or not fields.get("user"):
-            log.warning("PAM socket: uid %d sent a malformed request", uid)
+            self._ratelog.warning(f"malformed-{uid}", "PAM socket: uid %d sent a malformed "
+                                  "request", uid)
             return self._error("malformed", "")
         if not self._take_token(uid):
-            log.warning("PAM socket: uid %d throttled", uid)
+            self._ratelog.warning(f"throttled-{uid}", "PAM socket: uid %d throttled", uid)
             return self._error("throttled", "Too many attempts, try again later.")
         try:  # the canonical name from here on (ALICE is alice), for every check and log line
             user = fields["user"] = self.verifier.canonical(fields["user"])
@@ -206,8 +255,9 @@ class PamSocketServer:
                         _safe(fields["user"]))
             return self._error("malformed", "")
         if not self._authorised(uid, user):
-            log.warning("PAM socket: uid %d may not ask about user %s (unprivileged_callers=%s)",
-                        uid, _safe(user), self.config.pam.unprivileged_callers)
+            self._ratelog.warning(f"denied-{uid}", "PAM socket: uid %d may not ask about user %s "
+                                  "(unprivileged_callers=%s)", uid, _safe(user),
+                                  self.config.pam.unprivileged_callers)
             return self._error("denied", "")
         if op == "status":
             return self._status(user)
@@ -226,7 +276,10 @@ class PamSocketServer:
         started = time.perf_counter()
         reply = verify_fields(self.verifier, fields, uid)
         if self.metrics is not None:
-            self.metrics.observe("pam", fields.get("service", "")[:64] or "-", reply["result"],
+            # Another uid's service name is only a claim: one label for all of them, so that no
+            # caller can grow the metric's label set.
+            service = (fields.get("service", "")[:64] or "-") if uid == 0 else "(unprivileged)"
+            self.metrics.observe("pam", service, reply["result"],
                                  reply["reason"], time.perf_counter() - started)
         return proto.encode("ok", reply)
 
@@ -294,6 +347,89 @@ class PamSocketServer:
             self.metrics.sms_event(event, gateway)
 
 
+def _own_directory(directory: str, mode: int) -> None:
+    """Create `directory` (and missing parents, 0755) with exactly `mode`, or check the existing
+    one: a directory, not a link, this process's user's, writable by neither group nor others.
+    As root, every directory above it must be root's as well (the PAM module refuses a socket
+    whose directory chain another user controls)."""
+    euid = os.geteuid()
+    missing = []
+    current = directory
+    while not os.path.lexists(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass  # created meanwhile: checked below like any existing directory
+        else:
+            # mkdir's mode passes through the umask; chmod sets it whatever the umask is.
+            os.chmod(path, mode if path == directory else 0o755)
+    st = os.lstat(directory)
+    fix = f"remove it or fix it with: chown {_user_name(euid)} {directory} && chmod {mode:o} " \
+          f"{directory}"
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"PAM socket directory {directory} is not a directory (a link or a "
+                          f"file); {fix}")
+    if st.st_uid != euid:
+        raise ConfigError(f"PAM socket directory {directory} is owned by uid {st.st_uid}, not "
+                          f"by this process's user (uid {euid}); {fix}")
+    if st.st_mode & 0o022:
+        raise ConfigError(f"PAM socket directory {directory} is writable by group or others "
+                          f"(mode {stat.S_IMODE(st.st_mode):04o}); {fix}")
+    if stat.S_IMODE(st.st_mode) & ~mode:
+        # Ours and closed to writers: narrowed to the design's mode, never widened (an admin's
+        # 0700 directory stays closed to screen lockers).
+        os.chmod(directory, stat.S_IMODE(st.st_mode) & mode)
+    if euid == 0:
+        from .trusted_paths import check_trusted
+
+        check_trusted(directory, "PAM socket directory")
+
+
+def _refuse_live_daemon(path: str) -> None:
+    """Raise if a daemon answers on `path`: a second `serve` must not take its socket over."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return
+    except FileNotFoundError:
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    who = ""
+    try:
+        probe.connect(path)
+    except BlockingIOError:
+        pass  # EAGAIN: its backlog is full, so it is alive
+    except (ConnectionRefusedError, FileNotFoundError):
+        return  # a stale socket from a daemon that died: replaced
+    except OSError as exc:
+        raise ConfigError(f"PAM socket {path}: cannot check whether a daemon answers on it "
+                          f"({exc.strerror})") from None
+    else:
+        try:
+            pid, uid, _gid = _PEERCRED.unpack(
+                probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+            who = f" (pid {pid}, uid {uid})"
+        except OSError:
+            pass
+    finally:
+        probe.close()
+    raise ConfigError(f"PAM socket {path}: another daemon is answering on it{who}; stop it "
+                      "first, or give this one another [pam] socket and root_socket")
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
 async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     """Serve only the PAM socket until `stop` is set (or SIGTERM/SIGINT)."""
     import signal
@@ -329,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = config_mod.load(config_mod.resolve_path(args.config))
+        from .trusted_paths import check_root_files
+
+        check_root_files(cfg, database=False)
         asyncio.run(serve(cfg))
     except MfaError as exc:
         print(f"mfa-radius: {exc}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """Reading small secret files (the sealing key, RADIUS shared secrets, SMS gateway tokens).
 
-One rule for all of them: a regular file, not a symlink, that only its owner may read or write;
-anything else is refused with the command that fixes it.
+One rule for all of them: a regular file, not a symlink, owned by this process's user or by root,
+that only its owner may read or write; anything else is refused with the command that fixes it.
+(A file of another user is theirs to rewrite or to read, whatever its mode says today.)
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ def read_private_file(path: str, what: str, error: type[MfaError], prefix: str =
     """The first `limit` bytes of `path`; `what` names the file in messages ("key file", ...),
     `prefix` says where it is configured ("RADIUS client 'vpn1': ").
 
-    Raises `error` when the file is missing, unreadable, not a regular file or open to group or
-    others. FileNotFoundError is re-raised as is, so callers can say how to create the file.
+    Raises `error` when the file is missing, unreadable, not a regular file, owned by another
+    user than this process's or root, or open to group or others. FileNotFoundError is re-raised
+    as is, so callers can say how to create the file.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -33,6 +35,11 @@ def read_private_file(path: str, what: str, error: type[MfaError], prefix: str =
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise error(f"{prefix}{what} {path} is not a regular file")
+        euid = os.geteuid()
+        if info.st_uid not in (euid, 0):
+            raise error(f"{prefix}{what} {path} is owned by uid {info.st_uid}, not by this "
+                        f"process's user (uid {euid}) or root; fix it with: chown "
+                        f"{_user_name(euid)} {path}")
         if info.st_mode & 0o077:
             raise error(f"{prefix}{what} {path} is readable or writable by group or others (mode "
                         f"{stat.S_IMODE(info.st_mode):04o}); fix it with: chmod 600 {path}")
@@ -61,3 +68,12 @@ def make_private_dirs(path: str) -> None:
                 raise
             continue  # made meanwhile by someone else: theirs, not ours to change
         os.chmod(directory, 0o700)  # mkdir's mode is narrowed by the umask, never widened
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -483,25 +484,44 @@ class Store:
         return self.conn.execute("PRAGMA data_version").fetchone()[0]
 
     def backup(self, dest: str) -> None:
-        """A consistent copy of the live database (SQLite online backup), created 0600."""
-        if os.path.exists(dest):
+        """A consistent copy of the live database (SQLite online backup), created 0600.
+
+        Written to a temporary file next to `dest` without a rollback journal, checked, then
+        linked into place: a failure (a full disk, an interrupt) leaves neither a half-written
+        `dest` nor a `dest-journal`, and an existing `dest` is never overwritten.
+        """
+        if os.path.lexists(dest):
             raise StoreError(f"{dest}: already exists; refusing to overwrite it")
+        folder, name = os.path.split(os.path.abspath(dest))
+        tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
-            os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except OSError as exc:
             raise StoreError(f"{dest}: cannot create backup: {exc.strerror}") from None
-        target = sqlite3.connect(dest)
         try:
-            with self.errors("backup"):
-                self.conn.backup(target, pages=1024)
-                check = target.execute("PRAGMA integrity_check").fetchone()[0]
-            if check != "ok":
-                raise StoreError(f"{dest}: backup failed its integrity check: {check}")
-        except BaseException:
-            target.close()
-            os.remove(dest)
-            raise
-        target.close()
+            target = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                with self.errors("backup"):
+                    # The copy is thrown away on any failure: no journal needed (or left).
+                    target.execute("PRAGMA journal_mode = OFF")
+                    self.conn.backup(target, pages=1024)
+                    check = target.execute("PRAGMA integrity_check").fetchone()[0]
+                    if check != "ok":
+                        raise StoreError(f"{dest}: backup failed its integrity check: {check}")
+            finally:
+                target.close()
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, dest)  # fails if dest appeared meanwhile: never overwritten
+            except FileExistsError:
+                raise StoreError(f"{dest}: already exists; refusing to overwrite it") from None
+            except OSError as exc:
+                raise StoreError(f"{dest}: cannot create backup: {exc.strerror}") from None
+        finally:
+            for leftover in (tmp, tmp + "-journal", tmp + "-wal", tmp + "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(leftover)
 
     # ---- user names (_migrate_8) -------------------------------------------------------------
 
@@ -656,10 +676,18 @@ class Store:
         return self.conn.execute("SELECT 1 FROM recovery_codes WHERE user = ? AND used_at IS NULL"
                                  " LIMIT 1", (name,)).fetchone() is not None
 
-    def recovery_codes(self, name: str) -> list[tuple[int, bytes, bytes]]:
-        """(id, salt, hash) of the user's unused recovery codes."""
-        return self.conn.execute("SELECT id, salt, hash FROM recovery_codes WHERE user = ? AND "
-                                 "used_at IS NULL ORDER BY id", (name,)).fetchall()
+    def recovery_codes(self, name: str) -> list[tuple[int, bytes, bytes, bool]]:
+        """(id, salt, hash, used) of the user's recovery codes, used ones too (a used code typed
+        again is a replay, not a guess)."""
+        return self.conn.execute("SELECT id, salt, hash, used_at IS NOT NULL FROM recovery_codes "
+                                 "WHERE user = ? ORDER BY id", (name,)).fetchall()
+
+    def recovery_tries_since(self, name: str, since: float) -> int:
+        """Recovery codes checked for `name` while it was locked (audit rows with method
+        recovery, reason locked or replay) since `since`."""
+        return self.conn.execute(
+            "SELECT count(*) FROM audit WHERE user = ? AND time > ? AND method = 'recovery' "
+            "AND reason IN ('locked', 'replay')", (name, since)).fetchone()[0]
 
     # ---- hot path: writes (inside transaction()) -------------------------------------------
 

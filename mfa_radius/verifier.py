@@ -26,6 +26,7 @@ from . import names, recovery
 from .accounts import Accounts
 from .config import Config
 from .errors import KeyFileError, MfaError, StoreError, TransactionLost
+from .logsetup import RateLimitedLog, escape
 from .otp import OtpKey, nearest_first, time_step
 from .sealing import Sealer
 from .sms import policy as sms_policy
@@ -33,6 +34,8 @@ from .sms.policy import SmsTicket
 from .store import Store
 
 log = logging.getLogger("mfa_radius.verifier")
+_sms_refusals = RateLimitedLog(log)
+_fold_errors = RateLimitedLog(log, burst=2)
 
 MAX_USER_LEN = 256
 # The daemon folds the used-steps log into `device_steps` when no attempt came for FOLD_IDLE
@@ -44,6 +47,9 @@ FOLD_IDLE = 1.0
 FOLD_IDLE_CHUNK = 20_000
 FOLD_AT = 30_000
 FOLD_CHUNK = 1000
+# Recovery codes checked per user and hour while the user is locked out (10 digits: guessing
+# stays hopeless at this rate, and the owner is not shut out by someone who keeps them locked).
+LOCKED_RECOVERY_PER_HOUR = 10
 _NOT_USED = (None, None, None)  # the audit row's (device, step, drift) of all but TOTP accepts
 # Work done for users without devices, so that they take as long as users with one.
 _DUMMY_KEY = OtpKey(b"\x00" * 20)
@@ -87,6 +93,7 @@ class UserStatus:
     sms: bool = False  # a code can be sent by SMS (phone set, not privileged, gateways configured)
     sms_only: bool = False  # SMS is the user's only method: send a code before prompting
     phone_hint: str = ""  # "ending 1234", for the prompt ("" without SMS)
+    recovery: bool = False  # has unused recovery codes (which open a locked account too)
 
 
 @dataclass(slots=True)
@@ -137,6 +144,7 @@ class Verifier:
         self.last_error: MfaError | None = None
         self._used: tuple = _NOT_USED  # (device id, step, drift) of the attempt being decided
         self._steps_used = False  # in the batch being decided
+        self._locked_tries: dict[str, int] = {}  # recovery codes checked while locked, this batch
         # A sub-key for SMS code hashes, derived through the fingerprint key (never stored).
         self._sms_key = sealer.fingerprint(b"mfa-radius sms code key v1").encode()
         # {user: serials of their devices whose seeds did not open}, as last read (_build);
@@ -219,6 +227,7 @@ class Verifier:
             sms=sms,
             sms_only=sms and not state.devices,
             phone_hint=sms_policy.phone_hint(state.phone or "") if sms else "",
+            recovery=state.has_recovery,
         )
 
     def _sms_usable(self, state: _User) -> bool:
@@ -246,6 +255,7 @@ class Verifier:
                 # cached steps are the database's: the used steps are appended, no check needed.
                 self._refresh()
                 self._steps_used, self._used = False, _NOT_USED
+                self._locked_tries = {}
                 audit: list[tuple] = []
                 if len(attempts) == 1:
                     decisions = [self._decide(attempts[0], audit)]
@@ -325,6 +335,11 @@ class Verifier:
         state = self._cache.get(user)
         if state is None:
             return reason
+        if reason == "replay" and decision.method == "recovery":
+            return "a recovery code already used (each works once); not counted as a guess"
+        if reason == "locked" and decision.method == "recovery":
+            return (f"recovery code checked while locked: not one of the user's (at most "
+                    f"{LOCKED_RECOVERY_PER_HOUR} an hour while locked)")
         if reason == "locked":
             return (f"locked for {decision.retry_after:.0f} s more after {state.failures} "
                     f"consecutive failures ([policy] lockout_*; 'mfa-radius user unlock')")
@@ -363,6 +378,8 @@ class Verifier:
         if state.ambiguous:
             return Decision(False, "ambiguous_user")
         if state.locked_until > now:
+            if state.has_recovery and recovery.looks_like_recovery_code(code):
+                return self._recover_while_locked(state, code, now)
             return Decision(False, "locked", retry_after=state.locked_until - now)
         if not state.devices and not state.has_recovery and not self._sms_usable(state):
             _DUMMY_KEY.find(code, range(2 * self.config.otp.totp_window + 1))
@@ -389,11 +406,11 @@ class Verifier:
                 why = "replay"
             if why is not None and replay_of is None:
                 replay_of, refusal = device, why
-        if state.has_recovery and recovery.looks_like_recovery_code(code):
-            code_id = recovery.match(code, self.store.recovery_codes(user))
-            if code_id is not None and self.store.consume_recovery_code(code_id, now):
-                state.has_recovery = self.store.has_recovery_codes(user)
-                return self._success(state, "recovery", None, now)
+        if recovery.looks_like_recovery_code(code):
+            # Used codes are kept (hashed): typing one again is a replay, like a used TOTP step.
+            found = self._recovery(state, code, now)
+            if found is not None:
+                return found
         if state.phone and sms_policy.looks_like_code(code) and self._sms_usable(state):
             digest = sms_policy.code_hash(self._sms_key, user, code)
             live = self.store.sms_code(user)
@@ -406,6 +423,33 @@ class Verifier:
                 return Decision(False, "reused_code", replay_of.kind, replay_of.serial)
             return Decision(False, "replay", replay_of.kind, replay_of.serial)
         return self._failure(state, now)
+
+    def _recovery(self, state: _User, code: str, now: float) -> Decision | None:
+        """Accept an unused recovery code (clearing any lockout), call a used one a replay;
+        None when `code` is none of the user's."""
+        stored = self.store.recovery_codes(state.name)
+        code_id = recovery.match(code, [row[:3] for row in stored]) if stored else None
+        if code_id is None:
+            return None
+        used = next(row[3] for row in stored if row[0] == code_id)
+        if not used and self.store.consume_recovery_code(code_id, now):
+            state.has_recovery = self.store.has_recovery_codes(state.name)
+            return self._success(state, "recovery", None, now)
+        return Decision(False, "replay", "recovery")
+
+    def _recover_while_locked(self, state: _User, code: str, now: float) -> Decision:
+        """A recovery code typed while locked: checked, up to LOCKED_RECOVERY_PER_HOUR times an
+        hour per user, so that someone who keeps an account locked with wrong codes cannot keep
+        its owner out; a wrong one neither counts towards nor lengthens the lockout."""
+        locked = Decision(False, "locked", retry_after=state.locked_until - now)
+        tries = (self.store.recovery_tries_since(state.name[:MAX_USER_LEN], now - 3600.0)
+                 + self._locked_tries.get(state.name, 0))
+        if tries >= LOCKED_RECOVERY_PER_HOUR:
+            return locked
+        self._locked_tries[state.name] = self._locked_tries.get(state.name, 0) + 1
+        found = self._recovery(state, code, now)
+        # Recorded with method "recovery": the audit rows the hourly limit counts.
+        return found if found is not None else locked._replace(method="recovery")
 
     def _match(self, device: _Device, code: str, now: float) -> tuple[int | None, str | None]:
         """(counter or step to consume, or None; why not: None, "replay" or "reused_code")."""
@@ -491,9 +535,12 @@ class Verifier:
             log.info("SMS code issued for user %s to %s (%s)", _safe(user),
                      sms_policy.mask_phone(ticket.phone), _safe(source))
         else:
+            # Refusals are what a flood of "sms" answers produces: a few lines a minute per user
+            # and reason, then a count of the rest.
             level = logging.WARNING if ticket.reason in ("privileged", "busy") else logging.INFO
-            log.log(level, "no SMS code for user %s (%s): %s", _safe(user), _safe(source),
-                    sms_policy.explain(ticket.reason, ticket.retry_after))
+            _sms_refusals.log(level, f"no SMS code {ticket.reason} {user[:64]}",
+                              "no SMS code for user %s (%s): %s", _safe(user), _safe(source),
+                              sms_policy.explain(ticket.reason, ticket.retry_after))
         return ticket
 
     def _issue(self, state: _User, sms, source: str, now: float) -> SmsTicket:
@@ -690,7 +737,8 @@ class Verifier:
                 self._refresh()
                 written, folded = self.store.fold_used(limit)
         except (StoreError, KeyFileError) as exc:
-            log.error("folding the used-steps log: %s", exc)
+            # The daemon retries every pass: on a full disk, a line or two a minute.
+            _fold_errors.error("fold", "folding the used-steps log: %s", exc)
             self._drop_all()
             return 0
         unfolded = self._unfolded
@@ -712,8 +760,9 @@ class Verifier:
 
 
 def _safe(text: str) -> str:
-    """A user-supplied string made safe for one log line."""
-    return text.encode("unicode_escape", "backslashreplace").decode("ascii")[:MAX_USER_LEN]
+    """A user-supplied string made safe for one log line or a terminal (logsetup.escape), cut
+    to MAX_USER_LEN characters first."""
+    return escape(text[:MAX_USER_LEN])
 
 
 __all__ = ["Attempt", "Decision", "UserStatus", "Verifier", "MfaError"]

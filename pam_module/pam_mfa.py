@@ -3,13 +3,18 @@
     auth required pam_python.so /opt/mfa-radius/pam_module/pam_mfa.py [options]
 
 Options (google-authenticator-libpam names where the meaning is the same):
-    socket=PATH         the daemon's socket (default /run/mfa-radius/pam.sock)
-    config=FILE         config for the in-process fallback (default $MFA_RADIUS_CONFIG, then
-                        /etc/mfa-radius/mfa-radius.toml)
+    socket=PATH         the daemon's socket for callers other than root (default
+                        /run/mfa-radius/pam.sock)
+    root_socket=PATH    the daemon's socket for root callers, in a root-only directory (default:
+                        root/ beside socket=, /run/mfa-radius/root/pam.sock)
+    daemon_user=NAME    the daemon runs as NAME, not root: its sockets may be NAME's
+    config=FILE         config for the in-process fallback (default /etc/mfa-radius/mfa-radius.toml;
+                        never from the environment, which in sudo and su is the caller's)
     fallback=local|deny socket unavailable: verify in-process (default) or refuse
     venv=DIR            virtualenv holding mfa_radius for the fallback (default: the .venv next
                         to this file's directory, or that directory itself if it is a venv;
-                        then the system path)
+                        then the system path); as root, it must be root's and not writable by
+                        group or others, up to /
     nullok              a user with no device gets PAM_IGNORE (never PAM_SUCCESS); users the
                         policy requires a code from (privileged ones) are still refused
     prompt=TEXT         the prompt (default "Verification code: "); underscores read as spaces
@@ -27,7 +32,7 @@ in pam_mfa_impl.py next to it, imported from its precompiled __pycache__ (docs/s
 import sys
 
 _here = globals().get("__file__", "").rpartition("/")[0]
-if _here and _here not in sys.path:
+if _here.startswith("/") and _here not in sys.path:
     # Appended, not prepended: nothing here can shadow a standard module.
     sys.path.append(_here)
 

@@ -13,20 +13,37 @@ PAM_AUTH_ERR or PAM_AUTHINFO_UNAVAIL, never a traceback on the terminal.
 import _socket
 
 DEFAULT_SOCKET = "/run/mfa-radius/pam.sock"
+DEFAULT_CONFIG = "/etc/mfa-radius/mfa-radius.toml"
 DEFAULT_PROMPT = "Verification code: "
 FORWARD_PROMPT = "Password & verification code: "
 PASSWORD_PROMPT = "Password: "
+RECOVERY_PROMPT = "Recovery code: "
 # The daemon answers in milliseconds; a recovery code costs one ~30 ms scrypt. A daemon that does
 # not answer within this is treated as unavailable (fallback applies).
 TIMEOUT = 10.0
+# A full listen backlog (EAGAIN), a refused connection (a daemon between its restart's bind and
+# listen) or a "busy" answer is retried for this long before the daemon counts as unavailable.
+BUSY_RETRY = 1.5
 MAX_RESPONSE = 4096
 _FLAGS = ("nullok", "forward_pass", "try_first_pass", "use_first_pass",
           "echo_verification_code", "debug")
-_VALUES = ("socket", "config", "fallback", "venv", "prompt")
+_VALUES = ("socket", "root_socket", "daemon_user", "config", "fallback", "venv", "prompt")
+_EAGAIN, _ECONNREFUSED = 11, 111  # Linux errno values (errno is not imported)
+_SO_PEERCRED = 17  # Linux; struct ucred {pid, uid, gid}, three native ints
+_BYTEORDER = __import__("sys").byteorder
 
 
 class _Unavailable(Exception):
     """The daemon could not be asked (no socket, refused, timed out, hung up)."""
+
+
+class _Untrusted(Exception):
+    """What answers on the socket is not the daemon (another uid, a directory others control):
+    an attack or a broken install. Refused, never a fallback."""
+
+
+class _Busy(Exception):
+    """The daemon's socket is there but did not take the connection now (EAGAIN, ECONNREFUSED)."""
 
 
 class _Misconfigured(Exception):
@@ -84,7 +101,7 @@ def _syslog(service, priority, message):
 
         line = "<%d>%s pam_mfa(%s:auth)[%d]: %s" % (
             _AUTHPRIV | priority, time.strftime("%b %d %H:%M:%S"), service or "?", os.getpid(),
-            message.replace("\n", " "))
+            str(message)[:2048].translate(_ESCAPED_LINE))
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
         try:
             sock.settimeout(1.0)
@@ -96,16 +113,36 @@ def _syslog(service, priority, message):
         pass
 
 
-def _clean(text):
-    """A user-supplied string made safe for one log line."""
-    return str(text).encode("unicode_escape", "backslashreplace").decode("ascii")[:256]
+# Controls, C1, and the characters that reorder or break a line on display (bidi embeddings,
+# overrides and isolates, left/right marks, line and paragraph separators).
+_ESCAPED_LINE = {c: "\\x%02x" % c for c in (*range(0x20), *range(0x7f, 0xa0))}
+_ESCAPED_LINE.update({c: "\\u%04x" % c for c in (0x200e, 0x200f, 0x2028, 0x2029,
+                                                *range(0x202a, 0x202f), *range(0x2066, 0x206a))})
+# In a value, a backslash is escaped too, so that no value can forge an escape.
+_ESCAPED = dict(_ESCAPED_LINE)
+_ESCAPED[0x5c] = "\\\\"
+
+
+def _clean(text, limit=256):
+    """A caller-supplied string made safe for one log line: every control, C1 and bidi/line
+    separator escaped (and backslash, so an escape cannot be forged)."""
+    return str(text)[:limit].translate(_ESCAPED)
+
+
+def _field(key, value):
+    """key=value for a log line, logfmt: quoted when empty or holding a space, quote or '='."""
+    text = _clean(value)
+    if not text or any(c in text for c in ' "='):
+        text = '"' + text.replace('"', '\\"') + '"'
+    return key + "=" + text
 
 
 # ---- options --------------------------------------------------------------------------------
 
 def _options(argv):
-    opts = {"socket": DEFAULT_SOCKET, "config": "", "fallback": "local", "venv": "",
-            "prompt": DEFAULT_PROMPT, "module": argv[0] if argv else ""}
+    opts = {"socket": DEFAULT_SOCKET, "root_socket": "", "daemon_user": "",
+            "config": DEFAULT_CONFIG, "fallback": "local", "venv": "", "prompt": DEFAULT_PROMPT,
+            "module": argv[0] if argv else ""}
     for flag in _FLAGS:
         opts[flag] = False
     for arg in argv[1:]:
@@ -115,9 +152,26 @@ def _options(argv):
         elif sep and key in _VALUES:
             opts[key] = value.replace("_", " ") if key == "prompt" else value
         else:
-            raise _Misconfigured("unknown option %r" % _clean(arg))
+            raise _Misconfigured("unknown option '%s'" % _clean(arg))
     if opts["fallback"] not in ("local", "deny"):
-        raise _Misconfigured("fallback must be local or deny, not %r" % _clean(opts["fallback"]))
+        raise _Misconfigured("fallback must be local or deny, not '%s'" % _clean(opts["fallback"]))
+    if not opts["root_socket"]:
+        # The daemon's default too: a root/ directory beside the socket ([pam] root_socket).
+        head, _, name = opts["socket"].rpartition("/")
+        opts["root_socket"] = head + "/root/" + name
+    for key in ("socket", "root_socket", "config", "venv"):
+        if opts[key] and not opts[key].startswith("/"):
+            raise _Misconfigured("%s= must be an absolute path, not '%s'"
+                                 % (key, _clean(opts[key])))
+    opts["daemon_uids"] = (0,)
+    if opts["daemon_user"]:
+        import pwd
+
+        try:
+            opts["daemon_uids"] = (0, pwd.getpwnam(opts["daemon_user"]).pw_uid)
+        except KeyError:
+            raise _Misconfigured("daemon_user=%s: no such user"
+                                 % _clean(opts["daemon_user"])) from None
     return opts
 
 
@@ -142,12 +196,45 @@ class _Client:
         return "ok", self._ask_local(op, fields)
 
     def _ask_socket(self, op, fields):
-        path = self.opts["socket"]
+        """One request; a busy daemon (full backlog, refused while restarting, "busy") is asked
+        again for up to BUSY_RETRY seconds."""
+        import os
+
+        # Root's own socket in a root-only directory: other users cannot even connect to it, so
+        # nothing they do fills its backlog.
+        path = self.opts["root_socket"] if os.geteuid() == 0 else self.opts["socket"]
+        deadline = None
+        pause = 0.02
+        while True:
+            try:
+                head, reply = self._ask_once(path, op, fields)
+                if head != "error" or reply.get("reason") != "busy":
+                    return head, reply
+                busy = "busy"
+            except _Busy as exc:
+                busy = str(exc)
+            import time
+
+            now = time.monotonic()
+            deadline = deadline or now + BUSY_RETRY
+            if now + pause > deadline:
+                raise _Unavailable("%s: still busy after %.1f s (%s)" % (path, BUSY_RETRY, busy))
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
+
+    def _ask_once(self, path, op, fields):
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.settimeout(TIMEOUT)
             try:
                 sock.connect(path)
+            except OSError as exc:
+                if exc.errno in (_EAGAIN, _ECONNREFUSED):
+                    raise _Busy(exc.strerror or type(exc).__name__) from None
+                raise _Unavailable("%s: %s" % (path, exc.strerror or type(exc).__name__)) \
+                    from None
+            self._check_server(sock, path)
+            try:
                 sock.sendall(encode(op, fields))
                 data = b""
                 while not data.endswith(b"\n") and len(data) < MAX_RESPONSE:
@@ -167,6 +254,24 @@ class _Client:
         except ValueError:
             raise _Unavailable("%s: unreadable answer" % path) from None
 
+    def _check_server(self, sock, path):
+        """Refuse a server that is not the daemon before telling it anything: its kernel
+        credentials must be root's (or daemon_user's), and no one else may control the socket's
+        directory or any directory above it (else the path could be pointed elsewhere)."""
+        allowed = self.opts["daemon_uids"]
+        try:
+            cred = sock.getsockopt(_socket.SOL_SOCKET, _SO_PEERCRED, 12)
+            uid = int.from_bytes(cred[4:8], _BYTEORDER)
+        except OSError as exc:
+            raise _Untrusted("%s: no peer credentials (%s)" % (path, exc.strerror)) from None
+        if uid not in allowed:
+            raise _Untrusted("%s is served by uid %d, not by the daemon (uid %s)" % (
+                path, uid, " or ".join(map(str, allowed))))
+        directory = path.rpartition("/")[0] or "/"
+        fault = _socket_dir_fault(directory, allowed)
+        if fault is not None:
+            raise _Untrusted("%s: %s %s" % (path, fault[0], fault[1]))
+
     def _ask_local(self, op, fields):
         _add_venv(self.opts)
         from mfa_radius import pam_local
@@ -181,35 +286,120 @@ def _add_venv(opts):
     itself, so the venv's cryptography wins over Debian's python3-cryptography. The .pth files are
     not run (site.addsitedir costs a login ~15 ms more); a checkout, installed editable, is found
     directly instead: mfa_radius/ beside pam_module/.
+
+    As root, a directory it would import from must be root's alone (untrusted()), checked here
+    before anything is imported from it: code in it runs as root.
     """
     import os
     import sys
 
     module = opts["module"]
+    as_root = os.geteuid() == 0
     for venv in [opts["venv"]] if opts["venv"] else _default_venvs(module):
         site_dir = os.path.join(venv, "lib", "python%d.%d" % sys.version_info[:2],
                                 "site-packages")
         if os.path.isdir(site_dir):
+            if as_root:
+                _refuse_untrusted(site_dir, "venv=" if opts["venv"] else "the module's virtualenv")
             if site_dir not in sys.path:
                 where = [i for i, p in enumerate(sys.path) if "-packages" in p]
                 sys.path.insert(where[0] if where else len(sys.path), site_dir)
             break
-    if module:
-        checkout = os.path.dirname(os.path.dirname(os.path.abspath(module)))
-        if os.path.isdir(os.path.join(checkout, "mfa_radius")) and checkout not in sys.path:
+    if module.startswith("/"):
+        checkout = os.path.dirname(os.path.dirname(module))
+        package = os.path.join(checkout, "mfa_radius")
+        if os.path.isdir(package) and checkout not in sys.path:
+            if as_root:
+                _refuse_untrusted(package, "the module's checkout")
             sys.path.append(checkout)
+
+
+def _refuse_untrusted(path, what):
+    fault = untrusted(path)
+    if fault is not None:
+        culprit, problem = fault
+        raise _Misconfigured("untrusted %s %s: %s %s; fix it with: %s" % (
+            what, _clean(path), _clean(culprit), problem,
+            ("chown root:root %s && chmod go-w %s" % (_clean(culprit), _clean(culprit)))
+            if "not root" in problem else
+            "move it to a directory only root can write to" if "(mode 1" in problem
+            else "chmod go-w %s" % _clean(culprit)))
 
 
 def _default_venvs(module_path):
     """Where the fallback looks for mfa_radius: a checkout's .venv next to pam_module/
     (/work/main/pam_module/pam_mfa.py -> /work/main/.venv), or an install whose directory is
-    itself the venv (/opt/mfa-radius/pam_module/pam_mfa.py -> /opt/mfa-radius)."""
+    itself the venv (/opt/mfa-radius/pam_module/pam_mfa.py -> /opt/mfa-radius). Only from an
+    absolute module path: nothing here depends on the working directory."""
     import os
 
-    if not module_path:
+    if not module_path.startswith("/"):
         return []
-    base = os.path.dirname(os.path.dirname(os.path.abspath(module_path)))
+    base = os.path.dirname(os.path.dirname(module_path))
     return [os.path.join(base, ".venv"), base]
+
+
+def _socket_dir_fault(directory, allowed):
+    """None, or (path, problem) when the socket's directory chain is not the daemon's alone: every
+    directory root's (untrusted()), except that the innermost ones (/run/mfa-radius and its
+    root/) may belong to a daemon_user."""
+    if allowed == (0,):
+        return untrusted(directory)
+    import os
+    import stat
+
+    while directory not in ("/", ""):
+        try:
+            st = os.lstat(directory)
+        except OSError as exc:
+            return directory, "cannot be checked (%s)" % (exc.strerror or type(exc).__name__)
+        if st.st_uid == 0 or not stat.S_ISDIR(st.st_mode):
+            break  # root's from here up (or a link): the common rule decides
+        if st.st_uid not in allowed:
+            return directory, "is owned by uid %d, not root or daemon_user" % st.st_uid
+        if st.st_mode & 0o022:
+            return directory, "is writable by group or others (mode %04o)" % (
+                st.st_mode & 0o7777)
+        directory = os.path.dirname(directory)
+    return untrusted(directory or "/")
+
+
+# The same function as mfa_radius/trusted_paths.py's (tests/test_trusted_paths.py keeps the two
+# identical): the module cannot import it from a virtualenv it has not checked yet.
+def untrusted(path):
+    """None if `path` and every directory above it are root's alone (links followed); otherwise
+    (the path at fault, what is wrong with it)."""
+    import os
+    import stat
+
+    if not path.startswith("/"):
+        return path, "is not an absolute path"
+    todo = [part for part in path.split("/") if part and part != "."]
+    current, links = "/", 0
+    while True:
+        try:
+            st = os.lstat(current)
+        except OSError as exc:
+            return current, "cannot be checked (%s)" % (exc.strerror or type(exc).__name__)
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > 40:
+                return current, "has too many levels of symbolic links"
+            target = os.readlink(current)
+            todo = [part for part in target.split("/") if part and part != "."] + todo
+            current = "/" if target.startswith("/") else os.path.dirname(current)
+            continue
+        if st.st_uid != 0:
+            return current, "is owned by uid %d, not root" % st.st_uid
+        if st.st_mode & 0o022:
+            return current, "is writable by group or others (mode %04o)" % (st.st_mode & 0o7777)
+        if not todo:
+            return None
+        if not stat.S_ISDIR(st.st_mode):
+            return current, "is not a directory"
+        part = todo.pop(0)
+        # `current` holds no link here, so its lexical parent is its real parent.
+        current = os.path.dirname(current) if part == ".." else os.path.join(current, part)
 
 
 def _getuid():
@@ -274,7 +464,7 @@ def _authenticate(pamh, argv, log):
         return pamh.PAM_USER_UNKNOWN
     client = _Client(opts, log)
     context = {"service": pamh.service or "", "rhost": pamh.rhost or "", "tty": pamh.tty or ""}
-    where = "user=%s rhost=%s" % (_clean(user), _clean(context["rhost"]) or "-")
+    where = _field("user", user) + " " + _field("rhost", context["rhost"] or "-")
 
     try:
         head, status = client.ask("status", {"user": user})
@@ -288,10 +478,11 @@ def _authenticate(pamh, argv, log):
 
     needs_code = state in ("enrolled", "required") or (state == "no_device" and not opts["nullok"])
     if state == "locked":
-        _tell(pamh, "Too many failed attempts: try again in %s seconds."
-              % status.get("retry_after", "?"))
-        log(LOG_NOTICE, "%s result=reject reason=locked via=%s" % (where, client.via))
-        return pamh.PAM_MAXTRIES
+        return _locked(pamh, opts, client, log, where, context, user, status)
+    if state == "malformed":
+        # The daemon's name rule refused the name (surrounding spaces, controls, ...).
+        log(LOG_NOTICE, "%s result=reject reason=malformed via=%s" % (where, client.via))
+        return pamh.PAM_AUTH_ERR
     if not needs_code:
         if opts["forward_pass"] and not (opts["use_first_pass"] or opts["try_first_pass"]):
             # The next module was told to use_first_pass: it still needs the password.
@@ -302,7 +493,7 @@ def _authenticate(pamh, argv, log):
         if state in ("allowed_without_device", "no_device"):
             log(LOG_INFO, "%s result=ignore reason=%s via=%s" % (where, state, client.via))
             return pamh.PAM_IGNORE
-        log(LOG_ERR, "%s result=reject reason=unknown status %r" % (where, _clean(state)))
+        log(LOG_ERR, "%s result=reject reason=unknown_status status=%s" % (where, _clean(state)))
         return pamh.PAM_AUTH_ERR
 
     digits = _digits(status)
@@ -331,6 +522,23 @@ def _authenticate(pamh, argv, log):
             answer = _prompt(pamh, opts["prompt"], opts["echo_verification_code"]).strip()
         split = (None, answer)
     return _verify(pamh, opts, client, log, where, context, user, state, split)[0]
+
+
+def _locked(pamh, opts, client, log, where, context, user, status):
+    """A locked user: PAM_MAXTRIES, unless they hold recovery codes and type one (a valid
+    recovery code opens a locked account, so that an attacker who keeps root locked does not
+    leave the admin only the console)."""
+    wait = "Too many failed attempts: try again in %s seconds" % status.get("retry_after", "?")
+    if status.get("recovery") != "1" or opts["use_first_pass"] or opts["forward_pass"]:
+        _tell(pamh, wait + ".")
+        log(LOG_NOTICE, "%s result=reject reason=locked via=%s" % (where, client.via))
+        return pamh.PAM_MAXTRIES
+    _tell(pamh, wait + ", or enter a recovery code.", info=True)
+    answer = _prompt(pamh, RECOVERY_PROMPT, False).strip()
+    if not answer:
+        log(LOG_NOTICE, "%s result=reject reason=locked via=%s" % (where, client.via))
+        return pamh.PAM_MAXTRIES
+    return _verify(pamh, opts, client, log, where, context, user, "locked", (None, answer))[0]
 
 
 def _send_sms(pamh, client, log, where, fields):
@@ -413,11 +621,14 @@ def pam_sm_authenticate(pamh, flags, argv):
     except _Unavailable as exc:
         log(LOG_ERR, "refusing: %s (fallback=deny)" % exc)
         return pamh.PAM_AUTHINFO_UNAVAIL
+    except _Untrusted as exc:
+        log(LOG_ERR, "refusing: untrusted server: %s" % exc)
+        return pamh.PAM_AUTH_ERR
     except pamh.exception as exc:
         log(LOG_ERR, "refusing: conversation failed (%s)" % getattr(exc, "pam_result", exc))
         return pamh.PAM_CONV_ERR
     except Exception as exc:  # noqa: BLE001 - fail closed, one line, no traceback on the terminal
-        log(LOG_ERR, "refusing: %s: %s" % (type(exc).__name__, _clean(exc)))
+        log(LOG_ERR, "refusing: %s: %s" % (type(exc).__name__, _clean(exc, 1024)))
         return pamh.PAM_AUTHINFO_UNAVAIL
     except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt from a library
         log(LOG_ERR, "refusing: %s" % type(exc).__name__)

@@ -22,6 +22,42 @@ from mfa_radius.state import init, open_devices
 VENV_BIN = Path(sys.executable).parent
 MFA = str(VENV_BIN / "mfa-radius")
 
+# As root, `serve` and the PAM fallback refuse files in a directory others can write to, up to /
+# (mfa_radius/trusted_paths.py): /tmp (1777) is one. So as root the tests' temporary directories
+# live under a root-owned 0755 base instead.
+TRUSTED_BASE = Path("/var/lib/mfa-radius-tests")
+
+
+def trusted_tmpdir(prefix: str) -> Path:
+    """A new directory (0755) that root may trust: under TRUSTED_BASE as root, else /tmp."""
+    import tempfile
+
+    if os.geteuid() != 0:
+        return Path(tempfile.mkdtemp(prefix=prefix))
+    TRUSTED_BASE.mkdir(mode=0o755, exist_ok=True)
+    os.chown(TRUSTED_BASE, 0, 0)
+    os.chmod(TRUSTED_BASE, 0o755)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=TRUSTED_BASE))
+    os.chmod(path, 0o755)
+    return path
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """pytest's tmp_path under TRUSTED_BASE when running as root (one directory per run, so that
+    runs in parallel do not share it), unless --basetemp says otherwise."""
+    if os.geteuid() == 0 and not config.option.basetemp:
+        config.option.basetemp = str(trusted_tmpdir("pytest-"))
+        config._mfa_basetemp = config.option.basetemp
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    base = getattr(config, "_mfa_basetemp", None)
+    if base:
+        shutil.rmtree(base, ignore_errors=True)
+
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
     path = tmp_path / "mfa-radius.toml"

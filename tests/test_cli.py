@@ -374,3 +374,71 @@ def test_housekeeping_command_prunes_and_reports(cfg_path):
     result = run_cli(cfg_path, "housekeeping")
     assert result.returncode == 0, result.stderr
     assert "deleted 0 audit rows" in result.stdout
+
+
+def test_a_failed_backup_leaves_no_partial_file_or_journal(cfg_path, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: mounts a tiny tmpfs to fill")
+    from mfa_radius import config as config_mod
+    from mfa_radius.state import open_store
+
+    store = open_store(config_mod.load(str(cfg_path)))
+    with store.transaction():
+        # Several backup steps (1024 pages each): the later ones journal the earlier ones.
+        store.add_audit([(time.time(), f"user{i}", None, None, "cli " + "x" * 400, "reject",
+                          "bad_code", None, None, None) for i in range(25000)])
+    store.close()
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)]
+                      ).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        dest = small / "backup.db"
+        result = run_cli(cfg_path, "backup", str(dest))
+        assert_one_line_error(result, 2)
+        assert "disk is full" in result.stderr
+        assert sorted(os.listdir(small)) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+
+
+@needs_oathtool
+def test_codes_can_come_from_stdin_instead_of_argv(cfg_path):
+    """`-` keeps codes out of /proc/PID/cmdline: verify, device enable and device resync."""
+    info = create(cfg_path)
+    now = time.time()
+    code1, code2 = oath_totp(info["secret"], now - 30), oath_totp(info["secret"], now)
+    result = run_cli(cfg_path, "device", "enable", "alice", "phone-1", "-",
+                     input=f"{code1}\n{code2}\n")
+    assert result.returncode == 0, result.stderr
+    result = run_cli(cfg_path, "verify", "alice", "-", input=oath_totp(info["secret"], now + 30)
+                     + "\n")
+    assert result.returncode == 0 and "accepted" in result.stdout, result.stderr
+    skew = 3600
+    both = " ".join(oath_totp(info["secret"], now + skew + d) for d in (60, 90))
+    result = run_cli(cfg_path, "device", "resync", "alice", "phone-1", "-", input=both + "\n")
+    assert result.returncode == 0, result.stderr
+    assert "clock offset now" in result.stdout
+    # One code where two are needed, or a CODE2 next to '-': usage errors, nothing changed.
+    short = run_cli(cfg_path, "device", "resync", "alice", "phone-1", "-", input="123456\n")
+    assert short.returncode == 2 and "expected two codes" in short.stderr
+    mixed = run_cli(cfg_path, "device", "enable", "bob", "phone-1", "-", "123456")
+    assert mixed.returncode == 2
+    missing = run_cli(cfg_path, "device", "enable", "bob", "phone-1", "123456")
+    assert missing.returncode == 2 and "CODE2" in missing.stderr
+
+
+def test_pskc_key_from_stdin_and_password_from_a_file(cfg_path, tmp_path):
+    data = os.path.join(os.path.dirname(__file__), "data", "pskc")
+    result = run_cli(cfg_path, "device", "import", os.path.join(data, "rfc6030-figure6.pskcxml"),
+                     "--format", "pskc", "--pskc-key", "-",
+                     input="12345678901234567890123456789012\n")
+    assert result.returncode == 0, result.stderr
+    assert run_cli(cfg_path, "device", "delete", "987654321").returncode == 0
+    secret = tmp_path / "pskc.pw"
+    secret.write_text("qwerty\n")
+    result = run_cli(cfg_path, "device", "import", os.path.join(data, "rfc6030-figure7.pskcxml"),
+                     "--format", "pskc", "--pskc-password-file", str(secret))
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(run_cli(cfg_path, "device", "list", "--json").stdout)) == 1

@@ -81,7 +81,7 @@ def test_config_name_lists_are_canonical(tmp_path):
     settings = json.loads(run_cli(path, "check-config", "--json").stdout)
     assert settings["policy"]["exempt_users"] == ["alice"]
     assert settings["policy"]["privileged_users"] == ["root", "boss"]
-    result = run_cli(path, "verify", "ALICE", "-")
+    result = run_cli(path, "verify", "ALICE", "-", input="000000\n")
     assert result.returncode == 0 and "accepted (exempt)" in result.stdout
 
 

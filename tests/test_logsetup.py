@@ -9,8 +9,11 @@ import re
 import subprocess
 import sys
 import threading
+import unicodedata
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mfa_radius import logsetup
 
@@ -225,3 +228,53 @@ def test_a_record_from_another_thread_flushes_the_bulk_lines_first(restore_loggi
         "<6>mfa_radius.radius: client=vpn1 user=alice result=accept reason=ok ms=0.4",
         "<4>mfa_radius.pam: PAM socket: uid 1000 throttled",
         "<6>mfa_radius.radius: client=vpn1 user=bob result=reject reason=bad_code ms=1"]
+
+
+# ---- escape(): every control, C1, separator and bidi character ---------------------------------
+
+# Bidi_Control (UAX #9): embeddings, overrides, isolates, marks.
+BIDI = [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+DANGEROUS = [*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, *BIDI]
+
+
+def dangerous(ch: str) -> bool:
+    return (ord(ch) in DANGEROUS
+            or unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"))
+
+
+def test_escape_covers_every_c0_c1_separator_and_bidi_character():
+    for point in DANGEROUS:
+        out = logsetup.escape(f"a{chr(point)}b")
+        assert not any(dangerous(c) for c in out), hex(point)
+        assert out.startswith("a\\") and out.endswith("b") and out.isascii(), hex(point)
+    assert (logsetup.escape("\x9b\x85\u2028\u202e\U000e0041")
+            == "\\x9b\\x85\\u2028\\u202e\\U000e0041")
+
+
+@given(st.text(alphabet=st.one_of(st.characters(), st.sampled_from([chr(c) for c in DANGEROUS]))))
+def test_escape_never_leaves_a_control_or_bidi_character(text):
+    out = logsetup.escape(text)
+    assert not any(dangerous(c) for c in out)
+    assert out.isprintable()
+    assert logsetup.escape(out) == out  # twice (a _safe message in a log line) is harmless
+    if text.isprintable():
+        assert out == text
+
+
+@given(st.text(alphabet=st.one_of(st.characters(), st.sampled_from([chr(c) for c in DANGEROUS]))))
+def test_fields_is_one_printable_line_for_any_value(text):
+    line = logsetup.fields(client="vpn1", user=text, result="reject")
+    assert line.isprintable()
+    assert line.startswith("client=vpn1 user=") and line.endswith(" result=reject")
+
+
+def test_fields_tells_an_escaped_control_from_a_typed_backslash():
+    assert logsetup.fields(user="a\x1b") == 'user="a\\x1b"'
+    assert logsetup.fields(user="a\\x1b") == 'user="a\\\\x1b"'
+
+
+def test_verifier_safe_is_logsetup_escape():
+    from mfa_radius.verifier import _safe
+
+    assert _safe("bob\u202e\x9b\n") == logsetup.escape("bob\u202e\x9b\n") == "bob\\u202e\\x9b\\n"
+    assert _safe("é") == "é"

@@ -105,10 +105,34 @@ def test_challenge_expires():
 
 
 def test_challenge_cap_and_randomness():
-    store = ChallengeStore(max_entries=10)
-    states = {store.issue("u", "c", now=0) for _ in range(50)}
-    assert len(states) == 50
+    store = ChallengeStore(max_entries=10, per_client=10)
+    states = {store.issue(f"u{i}", "c", now=0) for i in range(50)}
+    assert None in states and len(states - {None}) == 10  # full: no State, nobody evicted
     assert len(store) == 10
+
+
+def test_challenge_states_per_user_are_bounded_and_evict_only_that_users_oldest():
+    store = ChallengeStore(per_user=4)
+    alice = store.issue("alice", "vpn", now=0)
+    first = [store.issue("mallory", "vpn", now=0) for _ in range(4)]
+    later = [store.issue("mallory", "vpn", now=1) for _ in range(1000)]
+    assert len(store) == 5 and store.live("mallory") == 4
+    assert all(store.take(s, "mallory", "vpn", now=2) is None for s in first)
+    assert store.take(later[-1], "mallory", "vpn", now=2) is not None
+    assert store.take(alice, "alice", "vpn", now=2) is not None  # never another user's
+    assert store.live("mallory") == 3 and store.live("alice") == 0
+
+
+def test_a_full_client_gets_no_state_and_other_clients_and_users_keep_theirs():
+    store = ChallengeStore(per_client=3)
+    kept = [store.issue(f"user{i}", "vpn", now=0) for i in range(3)]
+    assert store.issue("user9", "vpn", now=0) is None
+    other = store.issue("user9", "wifi", now=0)
+    assert other is not None
+    assert all(store.take(s, f"user{i}", "vpn", now=1) for i, s in enumerate(kept))
+    assert store.issue("user9", "vpn", now=1) is not None  # room again once answered
+    store.issue("user9", "vpn", now=200)  # the others expired meanwhile
+    assert len(store) == 1
 
 
 def test_challenge_carries_data_for_later_steps():

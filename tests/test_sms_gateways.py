@@ -165,6 +165,21 @@ def test_command_gateway_passes_phone_and_message_as_arguments(tmp_path):
     assert out.read_text() == repr(["-t", PHONE, "-m", MESSAGE])
 
 
+def test_command_gateway_runs_with_a_fixed_environment_not_the_callers(tmp_path, monkeypatch):
+    # In the PAM fallback under su/sudo the environment is the invoking user's.
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "evil"))
+    monkeypatch.setenv("LD_PRELOAD", str(tmp_path / "evil.so"))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    argv0 = script(tmp_path, "import os, sys\n"
+                   f"open({str(out)!r}, 'w').write(repr((dict(os.environ), os.getcwd())))\n")
+    CommandGateway("cmd", [argv0]).send(PHONE, MESSAGE)
+    env, cwd = eval(out.read_text())  # noqa: S307 - our own script's repr
+    assert cwd == "/"
+    assert set(env) <= {"PATH", "LANG", "LC_CTYPE"}  # the interpreter may add LC_CTYPE
+    assert env["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 def test_command_gateway_failure_hides_the_code(tmp_path):
     argv0 = script(tmp_path, "import sys\nprint('modem said no to', sys.argv[1], sys.argv[2],"
                              " file=sys.stderr)\nsys.exit(3)\n")

@@ -1,18 +1,33 @@
 """Primary password backends for the RADIUS front: `pam` (python-pam, off the loop) and `none`.
 
-The interface is one coroutine, `check(user, password) -> bool`, so that an LDAP bind or an
-upstream RADIUS server can be added later as another small class.
+The interface is coroutines, `check(user, password) -> bool`, `pad()` (as long as a check, none
+run) and `run(fn, *args)` (blocking look-ups off the loop), so that an LDAP bind or an upstream
+RADIUS server can be added later as another small class.
+
+No enumeration by timing: pam_unix answers an unknown user, or an account without a password
+hash, at once, and a wrong password for a real account only after hashing it. So a reject that
+came back much faster than the checks that did hash (successes, and rejects as slow as they) is
+held on the loop (asyncio.sleep, never a thread) until it has taken as long as one of those,
+drawn at random from the recent ones: its time follows theirs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import statistics
+import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from ..config import Config
 
 log = logging.getLogger("mfa_radius.radius")
+
+# Seconds a fast reject is padded to until a check that hashed has been timed.
+COLD_PAD = 0.05
+TIMINGS_KEPT = 64  # recent durations of checks that hashed: the padding follows their spread
 
 
 class Overloaded(Exception):
@@ -27,6 +42,12 @@ class NoPasswords:
 
     async def check(self, user: str, password: bytes) -> bool:
         return False
+
+    async def pad(self) -> None:
+        pass
+
+    async def run(self, fn, *args):
+        return fn(*args)
 
     def close(self) -> None:
         pass
@@ -48,8 +69,10 @@ class PamPasswords:
         self.max_queued = max_queued if max_queued is not None else workers * 64
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pam")
         self._pending = 0
+        self._timings: deque[float] = deque(maxlen=TIMINGS_KEPT)
 
     async def check(self, user: str, password: bytes) -> bool:
+        """Whether `password` is `user`'s; a reject takes as long as a check that hashed."""
         if self._pending >= self.max_queued:
             raise Overloaded(f"{self._pending} password checks queued")
         try:
@@ -57,30 +80,60 @@ class PamPasswords:
         except UnicodeDecodeError:
             return False  # not what the user typed: a wrong shared secret garbles it like this
         if not text or "\x00" in text or "\x00" in user:
-            return False
+            return False  # the same for every user name: tells nothing about the account
         self._pending += 1
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, _pam_check, self.service, user, text)
+            ok, elapsed = await loop.run_in_executor(self._pool, _pam_check, self.service, user,
+                                                     text)
         finally:
             self._pending -= 1
+        timings = self._timings
+        typical = statistics.median(timings) if timings else COLD_PAD
+        if ok or elapsed >= typical / 2:
+            timings.append(elapsed)  # it hashed: what the others must look like
+        else:
+            await asyncio.sleep(self._target() - elapsed)
+        return ok
+
+    async def pad(self) -> None:
+        """As long as a check, without one (a locked account: its password is not tried)."""
+        await asyncio.sleep(self._target())
+
+    async def run(self, fn, *args):
+        """`fn(*args)` on the pool's threads: NSS look-ups (getpwnam, getgrouplist) may ask a
+        directory server, and an unknown name must not hold the packet loop. Bounded like
+        `check` (Overloaded)."""
+        if self._pending >= self.max_queued:
+            raise Overloaded(f"{self._pending} password checks queued")
+        self._pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        finally:
+            self._pending -= 1
+
+    def _target(self) -> float:
+        return secrets.choice(self._timings) if self._timings else COLD_PAD
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _pam_check(service: str, user: str, password: str) -> bool:
+def _pam_check(service: str, user: str, password: str) -> tuple[bool, float]:
+    """(password accepted, seconds pam_authenticate took), on a worker thread."""
     import pam  # python-pam loads libpam through ctypes: only when this backend is used
 
     handle = pam.pam()
+    started = time.monotonic()
     try:
         ok = bool(handle.authenticate(user, password, service=service, resetcreds=False))
     except Exception as exc:  # noqa: BLE001 - a PAM problem is a refusal, never a crash
         log.error("PAM service %s: %s", service, type(exc).__name__)
-        return False
+        return False, time.monotonic() - started
+    elapsed = time.monotonic() - started
     if not ok and handle.code not in (7, 8, 10):  # AUTH_ERR, CRED_INSUFFICIENT, USER_UNKNOWN
         log.info("PAM service %s: %s (code %s)", service, handle.reason, handle.code)
-    return ok
+    return ok, elapsed
 
 
 def backend(cfg: Config):

@@ -101,6 +101,7 @@ class RadiusServer:
         self.dedup = DuplicateCache(config.radius.duplicate_ttl)
         self.challenges = ChallengeStore(config.radius.challenge_timeout)
         self.drops = DropLog()
+        self._challenge_full = RateLimitedLog(log)
         # The requests waiting for the next verifier batch, and their attempts (same order).
         self._queue: list[Job] = []
         self._attempts: list[Attempt] = []
@@ -305,17 +306,10 @@ class RadiusServer:
             challenge = self.challenges.take(state, job.user, job.client.name, time.time())
             if challenge is None:
                 return self._reject(job, "unknown_state")
-            return self._code_or_sms(job, password)
+            return self._code_or_sms(job, password, self.passwords.needs_password)
         if not self.passwords.needs_password:
-            return self._code_or_sms(job, password)
-        try:
-            status = self.verifier.status(job.user)
-        except MfaError as exc:
-            log.error("status of a user failed: %s", exc)
-            return self._reject(job, "error")
-        if status.locked_for > 0:
-            return self._reject(job, "locked")
-        self._spawn(self._password_step(job, password, status))
+            return self._code_or_sms(job, password, False)
+        self._spawn(self._password_step(job, password))
 
     @staticmethod
     def _no_password_reason(request: codec.Request) -> str:
@@ -337,13 +331,29 @@ class RadiusServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _password_step(self, job: Job, typed: bytes, status) -> None:
-        """Check the primary password (off the loop), then ask for the code or decide."""
-        no_code_needed = status.exempt or (not status.enrolled and status.allowed_without_device)
+    async def _password_step(self, job: Job, typed: bytes) -> None:
+        """Check the primary password (off the loop), then ask for the code or decide.
+
+        Unknown, locked and real users take alike (passwords.py): the NSS look-up runs on the
+        backend's threads, a locked user waits as long as the checks would have taken (none is
+        run: a locked account's password is not tried), and fast rejects are padded.
+        """
         try:
+            await self.passwords.run(self.verifier.accounts.groups, job.user)
+            try:
+                status = self.verifier.status(job.user)  # on the loop, the groups cached
+            except MfaError as exc:
+                log.error("status of a user failed: %s", exc)
+                return self._reject(job, "error")
+            no_code_needed = status.exempt or (not status.enrolled
+                                               and status.allowed_without_device)
             # One split per code length of the user's devices (6 and 8 digits may both occur).
             splits = {split for d in sorted(status.digits, reverse=True) or (None,)
                       if (split := self._split(typed, d)) is not None}
+            if status.locked_for > 0:
+                for _ in range(len(splits) + 1):
+                    await self.passwords.pad()
+                return self._reject(job, "locked")
             for split in sorted(splits):
                 if await self.passwords.check(job.user, split[0]):
                     return self._verify(job, split[1])
@@ -352,7 +362,7 @@ class RadiusServer:
                     # The verifier records it and answers exempt / no_device_allowed.
                     return self._verify(job, b"-")
                 if self.sms is not None and should_send(status, None):
-                    return await self._send_sms(job)  # SMS is this user's only method
+                    return await self._send_sms(job, True)  # SMS is this user's only method
                 return self._challenge(job, self._sms_hint(status))
             return self._reject(job, "bad_password")
         except Overloaded as exc:
@@ -419,31 +429,42 @@ class RadiusServer:
                 log.exception("internal error replying to client %s", job.client.name)
 
     def _challenge(self, job: Job, message: str | None = None, kind: str = "code",
-                   reason: str = "password_ok") -> None:
-        """Access-Challenge: a new State, and Reply-Message (the configured one by default)."""
-        state = self.challenges.issue(job.user, job.client.name, time.time(), kind=kind)
+                   reason: str = "password_ok", with_state: bool = True) -> None:
+        """Access-Challenge: a new State (unless `with_state` is False), and Reply-Message (the
+        configured one by default). Without room for a State (ChallengeStore's bounds), a
+        reject."""
+        state: bytes | None = b""
+        if with_state:
+            state = self.challenges.issue(job.user, job.client.name, time.time(), kind=kind)
+            if state is None:
+                self._challenge_full.warning(job.client.name, "client %s: no room for another "
+                                             "challenge State; rejected", job.client.name)
+                return self._reject(job, "challenge_limit")
         if message is None:
             tail = self._challenge_attrs_tail
         else:
             raw = message.encode("utf-8")[:253].decode("utf-8", "ignore").encode("utf-8")
             tail = codec.encode_attr(codec.REPLY_MESSAGE, raw) + self._session_timeout_attr
-        attrs = codec.encode_attr(codec.STATE, state) + tail
+        attrs = (codec.encode_attr(codec.STATE, state) if state else b"") + tail
         self._reply(job, codec.ACCESS_CHALLENGE, attrs, "challenge", reason)
 
     # ---- SMS codes (docs/sms.md): asked for with an empty answer or "sms" ----------------
 
-    def _code_or_sms(self, job: Job, answer: bytes) -> None:
-        """Verify the code, unless the user asks for an SMS (then send one and challenge)."""
+    def _code_or_sms(self, job: Job, answer: bytes, password_round: bool) -> None:
+        """Verify the code, unless the user asks for an SMS (then send one and challenge).
+
+        `password_round`: this answer carries the State of a round whose password was checked.
+        """
         if self.sms is None or answer.strip().lower() not in (b"", b"sms"):
             return self._verify(job, answer)
-        self._spawn(self._sms_step(job, answer))
+        self._spawn(self._sms_step(job, answer, password_round))
 
-    async def _sms_step(self, job: Job, answer: bytes) -> None:
+    async def _sms_step(self, job: Job, answer: bytes, password_round: bool) -> None:
         try:
             status = self.verifier.status(job.user)
             if not should_send(status, answer.decode("utf-8", "replace")):
                 return self._verify(job, answer)  # no SMS for this user: an ordinary (bad) code
-            await self._send_sms(job)
+            await self._send_sms(job, password_round)
         except asyncio.CancelledError:
             self.dedup.abandon(job.key)
             raise
@@ -451,7 +472,15 @@ class RadiusServer:
             log.exception("SMS request failed for client %s", job.client.name)
             self._reject(job, "error")
 
-    async def _send_sms(self, job: Job) -> None:
+    async def _send_sms(self, job: Job, password_round: bool) -> None:
+        """Send a code and challenge for it (docs/sms.md, "Through RADIUS").
+
+        A refused send (rate limit, lockout) still answers with a Challenge, as a code sent
+        earlier may still be typed, but it adds no State unless the password was checked for
+        this round (one State taken, one given). Without a password backend a State proves
+        nothing and the next answer is checked as a code anyway: a flood of "sms" answers must
+        not fill the State store.
+        """
         if self.sms is None:  # a reload removed the gateways since this request arrived
             return self._reject(job, "error")
         source = f"radius:{job.client.name} nas={job.addr[0]}"
@@ -459,9 +488,12 @@ class RadiusServer:
         text = outcome.explain()
         if outcome.sent or outcome.queued:
             message = f"{text}. Enter the code: "
+            with_state = True
         else:  # refused (rate limit, ...): a code sent earlier may still be typed
             message = f"{text[:1].upper()}{text[1:]}. {self.config.radius.challenge_message}"
-        self._challenge(job, message, kind="sms", reason=f"sms_{outcome.reason}")
+            with_state = password_round
+        self._challenge(job, message, kind="sms", reason=f"sms_{outcome.reason}",
+                        with_state=with_state)
 
     def _sms_hint(self, status) -> str | None:
         if self.sms is None or not getattr(status, "sms", False):

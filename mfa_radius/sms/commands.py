@@ -11,6 +11,7 @@ import os
 
 import click
 
+from .. import terminal
 from ..errors import MfaError
 
 
@@ -47,7 +48,7 @@ def enable(obj, user, phone, as_json) -> None:
     if as_json:
         _print_json(info)
         return
-    click.echo(f"SMS codes for {user} go to {info['phone']}"
+    click.echo(f"SMS codes for {terminal.show(user)} go to {info['phone']}"
                + ("" if info["changed"] else " (unchanged)"))
 
 
@@ -58,9 +59,9 @@ def disable(obj, user) -> None:
     """Stop sending USER codes by SMS (their devices keep working)."""
     user = obj.user_name(user)
     if _service(obj).disable(user):
-        click.echo(f"SMS disabled for {user}")
+        click.echo(f"SMS disabled for {terminal.show(user)}")
     else:
-        click.echo(f"user {user} had no SMS phone")
+        click.echo(f"user {terminal.show(user)} had no SMS phone")
 
 
 @sms.command()
@@ -81,7 +82,7 @@ def send(obj, user, as_json) -> None:
             raise SystemExit(1)
         return
     if outcome.sent:
-        click.echo(f"code sent to {user}'s phone {outcome.ticket.hint} via "
+        click.echo(f"code sent to {terminal.show(user)}'s phone {outcome.ticket.hint} via "
                    f"{outcome.result.gateway}")
         return
     detail = f" ({outcome.result.error})" if outcome.result and outcome.result.error else ""
@@ -103,7 +104,6 @@ def list_users(obj, as_json) -> None:
     widths = ("USER", "PHONE", "NOTE")
     table = [[r["user"], r["phone"], "privileged: never sent" if r["privileged"] else ""]
              for r in rows]
-    cols = [max(len(str(x)) for x in col) for col in zip(widths, *table)]
-    for row in [widths, *table]:
-        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, cols)).rstrip())
+    for line in terminal.table(widths, table):
+        click.echo(line)
 

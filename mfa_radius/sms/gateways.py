@@ -156,9 +156,16 @@ class TwilioGateway(HttpGateway):
         return f", Twilio error {code}" if isinstance(code, int) else ""
 
 
+# The whole environment of a gateway program: in the PAM fallback the caller of su or sudo
+# set ours, and PYTHONPATH, LD_PRELOAD or a PATH of theirs must not reach a program run as root.
+COMMAND_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+               "LANG": "C.UTF-8"}
+
+
 class CommandGateway:
     """Runs an admin's program (never through a shell) with the phone and the message as
-    arguments: "{phone}" and "{message}" in the argv are replaced, else both are appended."""
+    arguments: "{phone}" and "{message}" in the argv are replaced, else both are appended. It
+    gets COMMAND_ENV as its environment and / as its working directory, never the caller's."""
 
     def __init__(self, name: str, argv: list[str], timeout: float = 10.0):
         self.name = name
@@ -176,7 +183,7 @@ class CommandGateway:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,  # noqa: S603
                                     stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, close_fds=True,
-                                    start_new_session=True)
+                                    start_new_session=True, env=COMMAND_ENV, cwd="/")
         except OSError as exc:
             raise GatewayError(f"cannot run {self.argv[0]}: {exc.strerror}") from None
         try:

@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import pyotp
 import pytest
+
+from conftest import trusted_tmpdir
 
 from mfa_radius import config as config_mod
 from mfa_radius.state import init, open_devices
@@ -53,12 +54,13 @@ def require_root(*tools: str) -> None:
 
 
 class PamEnv:
-    """Config, key and database in a world-traversable directory, and PAM services using them."""
+    """Config, key and database in a world-traversable directory that root may trust (root-owned,
+    0755, in a chain of such: the fallback refuses anything else), and PAM services using them."""
 
     def __init__(self, extra_toml: str = "", pam_toml: str = "", synchronous: str = "normal"):
-        self.dir = Path(tempfile.mkdtemp(prefix="mfa-pam-", dir="/tmp"))
-        os.chmod(self.dir, 0o755)  # non-root callers must reach the socket
+        self.dir = trusted_tmpdir("mfa-pam-")  # 0755: non-root callers must reach the socket
         self.socket = self.dir / "run" / "pam.sock"
+        self.root_socket = self.dir / "run" / "root" / "pam.sock"  # [pam] root_socket's default
         self.config = self.dir / "mfa-radius.toml"
         self.config.write_text(
             "[storage]\n"

@@ -76,6 +76,22 @@ def test_lockout_gives_maxtries(env, mode):
     assert MAXTRIES in proc.stderr + proc.stdout and "try again" not in proc.stdout + proc.stderr
 
 
+def test_locked_user_gets_in_with_a_recovery_code(env, mode):
+    """A valid recovery code opens a locked account at the PAM prompt; a TOTP code does not."""
+    totp = env.enroll("erin")
+    codes = env.devices.issue_recovery_codes("erin", 2)
+    svc = env.service()
+    for _ in range(3):
+        assert AUTH_ERR in pamtester(svc, "erin", "12345x")
+    out = pamtester(svc, "erin", env.next_code(totp))  # a right code, but locked
+    assert MAXTRIES in out and "or enter a recovery code" in out
+    assert MAXTRIES in pamtester(svc, "erin", "")  # nothing typed: still locked
+    out = pamtester(svc, "erin", codes[0])
+    assert SUCCESS in out, out
+    assert SUCCESS in pamtester(svc, "erin", env.next_code(totp))  # the lockout is gone
+    assert AUTH_ERR in pamtester(svc, "erin", codes[0])  # once only
+
+
 def test_nullok(env, mode):
     plain, nullok = env.service(), env.service("nullok")
     # No device, not privileged: nullok lets the next module decide (PAM_IGNORE, never success).

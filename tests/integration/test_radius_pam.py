@@ -318,3 +318,49 @@ def test_sms_after_password(make_daemon, users, tmp_path):
     assert state2 != state
     result, out = radclient(d, req(users["plain"], texted_code(outbox_dir, 2), state2))
     assert result == "Access-Accept", out
+
+
+def test_nss_lookups_for_a_password_request_run_off_the_packet_loop(tmp_path, pam_service, users):
+    """An unknown name's getpwnam/getgrouplist (maybe a directory server's round trip) runs on
+    the password backend's threads, never on the thread of the packet loop."""
+    import asyncio
+    import socket as socket_mod
+    import threading
+
+    from radius_helpers import access_request
+
+    from mfa_radius.accounts import Accounts
+    from mfa_radius.radius import codec
+    from mfa_radius.radius.server import RadiusServer
+    from mfa_radius.verifier import Verifier
+
+    threads: list[str] = []
+
+    class Recording(Accounts):
+        def _lookup(self, user):
+            threads.append(threading.current_thread().name)
+            return Accounts._lookup(user)
+
+    d = Daemon(tmp_path, radius=f'password_backend = "pam"\npam_service = "{pam_service}"\n')
+    server = RadiusServer(d.cfg, Verifier.open(d.cfg, Recording()))
+
+    async def exchange() -> list[int]:
+        server.bind()
+        server.start()
+        loop = asyncio.get_running_loop()
+        codes = []
+        with socket_mod.socket(socket_mod.AF_INET, socket_mod.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            for name in ("nosuchuser-a", "nosuchuser-b", users["plain"]):
+                packet, _ = access_request(name, b"Wrong-Password-x")
+                await loop.sock_sendto(sock, packet, ("127.0.0.1", d.port))
+                reply = await asyncio.wait_for(loop.sock_recv(sock, 4096), 10)
+                codes.append(reply[0])
+        server.close()
+        return codes
+
+    try:
+        assert asyncio.run(exchange()) == [codec.ACCESS_REJECT] * 3
+    finally:
+        server.verifier.store.close()
+    assert len(threads) == 3 and all(name.startswith("pam") for name in threads), threads
