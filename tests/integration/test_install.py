@@ -82,8 +82,21 @@ def test_installed_command_runs_and_accepts_the_installed_conf(destdir):
     proc = run_installed(destdir, "--version")
     assert proc.returncode == 0, proc.stderr
     assert "0.1.0" in proc.stdout
-    proc = run_installed(destdir, "--config", "etc/mfa-radius/mfa-radius.toml", "check-config")
-    assert proc.returncode == 0, proc.stderr
+    # check-config runs serve's checks: as root the config is named by an absolute path, and the
+    # key file must exist. The installed conf, its state moved into DESTDIR, after init:
+    conf = destdir / "etc/mfa-radius/mfa-radius.toml"
+    moved = destdir / "etc/mfa-radius/moved.toml"
+    moved.write_text(conf.read_text()
+                     .replace('"/var/lib/mfa-radius/', f'"{destdir}/var/lib/mfa-radius/')
+                     .replace('"/etc/mfa-radius/', f'"{destdir}/etc/mfa-radius/'))
+    os.chmod(moved, 0o640)
+    try:
+        proc = run_installed(destdir, "--config", str(moved), "init")
+        assert proc.returncode == 0, proc.stderr
+        proc = run_installed(destdir, "--config", str(moved), "check-config")
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        moved.unlink()
 
 
 def test_a_second_install_keeps_an_edited_conf(destdir):
