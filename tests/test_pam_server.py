@@ -73,7 +73,7 @@ def test_status_verify_and_socket_modes(setup):
 
     results, ok, again, sms = run(main())
     assert results["alice"] == ("ok", {"status": "enrolled", "retry_after": "0", "digits": "6",
-                                       "sms": "", "sms_only": "", "phone_hint": ""})
+                                       "sms": "", "sms_only": "", "phone_hint": "", "recovery": ""})
     assert results["svc"][1]["status"] == "exempt"
     assert results["boss"][1]["status"] == "required"
     assert results["carol"][1]["status"] == "no_device"
