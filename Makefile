@@ -61,7 +61,7 @@ lint: venv
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache
 
-# Benchmarks side by side with FreeRADIUS + rlm_totp and google-authenticator-libpam (issue 7).
+# Benchmarks side by side with FreeRADIUS + rlm_totp and google-authenticator-libpam.
 # `make bench BENCH_ARGS=--quick` for a short run; method and results in docs/benchmarks.md.
 .PHONY: bench
 bench: venv

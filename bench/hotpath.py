@@ -8,7 +8,7 @@ pass (the next step's codes, users cached); `--profile` prints cProfile's top en
 
     .venv/bin/python bench/hotpath.py --users 20000 [--profile]
 
-It measures the Python work of one request: add ~15 us of syscalls (recvfrom, sendto, epoll) for
+It measures the Python work of one request: add the kernel's part (recvfrom, sendto, epoll) for
 the whole server cost that `make bench` reports.
 """
 

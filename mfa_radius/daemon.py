@@ -107,7 +107,8 @@ def _preload(verifier: Verifier) -> None:
     started = time.perf_counter()
     count = verifier.preload()
     # The cached users are long-lived objects: freezing them keeps the garbage collector from
-    # walking them all in a full collection (a 30-40 ms stall of the loop with 20k users).
+    # walking them all in every full collection, a stall of the loop that grows with the number
+    # of users cached.
     gc.freeze()
     limit = verifier.config.storage.cache_users
     log.info("loaded %d user(s) with devices in %.2f s%s", count, time.perf_counter() - started,

@@ -29,8 +29,8 @@ log = logging.getLogger("mfa_radius.metrics")
 # `_created` series double every counter's output for no use on a dashboard.
 prometheus_client.disable_created_metrics()
 
-# Authentication latency is dominated by PAM password checks (~50 ms; ~2 s on a pam_unix failure)
-# and SMS gateways; the buckets reach past both.
+# Authentication latency is dominated by PAM password checks (a password hash; pam_unix's fail
+# delay of about two seconds on a failure) and SMS gateways; the buckets reach past both.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 BUILD_INFO = Gauge("mfa_radius_build_info", "Version of the running mfa-radius (always 1)",

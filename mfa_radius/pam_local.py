@@ -46,7 +46,7 @@ def status_fields(verifier: Verifier, user: str) -> dict:
         status = "no_device"
     return {"status": status, "retry_after": math.ceil(st.locked_for),
             "digits": ",".join(map(str, st.digits)),
-            # SMS (issue 5): the module sends a code before the first prompt when sms_only, or
+            # SMS: the module sends a code before the first prompt when sms_only, or
             # when the user answers the prompt with nothing or "sms".
             "sms": "1" if getattr(st, "sms", False) and not st.exempt else "",
             "sms_only": "1" if getattr(st, "sms_only", False) and not st.exempt else "",

@@ -6,9 +6,10 @@ One request per connection, one line each way, UTF-8:
     response: ok|error TAB key=value ... LF
 
 Values escape `%`, TAB, CR and LF as %25, %09, %0D, %0A, so a line always splits on TAB with
-`str.split` and nothing else: the PAM module parses it with no import at all (json costs a login
-~9 ms, FACTS.md). `pam_module/pam_mfa.py` carries its own copy of `encode`/`decode`, because it
-must not import this package on its normal path; tests/test_pam_protocol.py checks the two agree.
+`str.split` and nothing else: the PAM module parses it with no import at all (importing json
+inside pam_python is a visible share of a login: docs/benchmarks.md). `pam_module/pam_mfa.py`
+carries its own copy of `encode`/`decode`, because it must not import this package on its
+normal path; tests/test_pam_protocol.py checks the two agree.
 
 Requests (OP):
     status  user                               -> status=enrolled|exempt|required|no_device|

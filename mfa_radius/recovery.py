@@ -11,7 +11,8 @@ import hmac
 import secrets
 
 DIGITS = 10
-# scrypt cost: ~30 ms and 16 MiB per check on this machine; attempts are bounded by the lockout.
+# scrypt cost: 16 MiB (128 * N * r) and tens of milliseconds per check, too slow for guessing a
+# stolen hash; online attempts are bounded by the lockout.
 _N, _R, _P = 2 ** 14, 8, 1
 
 

@@ -18,7 +18,7 @@ DEFAULT_PROMPT = "Verification code: "
 FORWARD_PROMPT = "Password & verification code: "
 PASSWORD_PROMPT = "Password: "
 RECOVERY_PROMPT = "Recovery code: "
-# The daemon answers in milliseconds; a recovery code costs one ~30 ms scrypt. A daemon that does
+# The daemon answers in milliseconds; a recovery code costs it one scrypt. A daemon that does
 # not answer within this is treated as unavailable (fallback applies).
 TIMEOUT = 10.0
 # A full listen backlog (EAGAIN), a refused connection (a daemon between its restart's bind and
@@ -284,8 +284,8 @@ def _add_venv(opts):
 
     Placed after the standard library and before the system's dist-packages, as in the venv
     itself, so the venv's cryptography wins over Debian's python3-cryptography. The .pth files are
-    not run (site.addsitedir costs a login ~15 ms more); a checkout, installed editable, is found
-    directly instead: mfa_radius/ beside pam_module/.
+    not run (site.addsitedir would import what they name, in every login); a checkout, installed
+    editable, is found directly instead: mfa_radius/ beside pam_module/.
 
     As root, a directory it would import from must be root's alone (untrusted()), checked here
     before anything is imported from it: code in it runs as root.

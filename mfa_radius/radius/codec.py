@@ -1,10 +1,11 @@
 """RADIUS wire format for the attributes this server reads and writes (RFC 2865, 2869, 3579, 5997).
 
 Lean on purpose: each request is parsed once into a list of (type, value) pairs, and a request is
-refused (None, a silent drop by the caller) on anything the RFCs call malformed. pyrad's Packet
-costs 60-80 us a request (shared FACTS.md), more than FreeRADIUS's whole request; this path keeps
-the per-request work to a few hashes. Replies always carry Message-Authenticator as their FIRST
-attribute (BlastRADIUS, CVE-2024-3596).
+refused (None, a silent drop by the caller) on anything the RFCs call malformed. Decoding and
+encoding with pyrad's Packet costs more than FreeRADIUS spends on a whole request
+(docs/benchmarks.md); this path keeps the per-request work to a few hashes. pyrad's dictionary
+and Packet stay the reference the tests check this codec against. Replies always carry
+Message-Authenticator as their FIRST attribute (BlastRADIUS, CVE-2024-3596).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ _AT_MOST_ONCE = frozenset((USER_NAME, USER_PASSWORD, CHAP_PASSWORD, STATE, MESSA
 
 
 class Secret:
-    """A client's shared secret with its hash states prepared once (a copy costs < 1 us)."""
+    """A client's shared secret with its hash states prepared once: each use copies a state
+    instead of hashing the secret again."""
 
     __slots__ = ("_md5", "hmac_md5", "raw")
 
@@ -70,7 +72,7 @@ class Request:
     `user_name`, `password` (hidden) and `state` are the values of those single-instance
     attributes, or None: recorded while parsing, the only values a code-only request needs.
     `attrs` is listed from `raw` (already checked) when first asked for: a NAS sends a dozen
-    attributes the server never reads, and a list of them cost ~0.1 us each.
+    attributes the server never reads, and listing them would cost every request.
     """
 
     __slots__ = ("_attrs", "authenticator", "code", "has_ma", "id", "password", "proxied", "raw",
@@ -190,7 +192,7 @@ def parse_request(data: bytes, secret: Secret, require_ma: bool) -> Request:
 
 def decrypt_password(encrypted: bytes, authenticator: bytes, secret: Secret) -> bytes:
     """Undo the User-Password hiding of RFC 2865 5.2; trailing NUL padding removed."""
-    if len(encrypted) == 16:  # a code alone, the usual case: one block, no loop (~0.6 us)
+    if len(encrypted) == 16:  # a code alone, the usual case: one block, no loop
         return _xor(encrypted, secret.md5_prefixed(authenticator)).rstrip(b"\x00")
     out = bytearray()
     last = authenticator

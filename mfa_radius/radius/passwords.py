@@ -56,9 +56,10 @@ class NoPasswords:
 class PamPasswords:
     """Check passwords with python-pam against `service`, in a bounded thread pool.
 
-    pam_authenticate blocks (pam_unix takes ~50 ms on success, ~2 s on failure without `nodelay`),
-    so it never runs on the event loop. A new `pam.pam()` per call: its handle is not thread-safe.
-    The service must not contain pam_python (python-pam in this process would crash: FACTS.md).
+    pam_authenticate blocks (a password hash on success, and pam_unix's fail delay of about two
+    seconds on failure without `nodelay`), so it never runs on the event loop. A new `pam.pam()`
+    per call: its handle is not thread-safe. The service must not contain pam_python: python-pam
+    calling a stack with pam_python.so segfaults the calling process (Debian's libpython3.11).
     """
 
     needs_password = True

@@ -1,4 +1,4 @@
-"""The SMS step at the PAM prompt (issue 5), with the file gateway and pamtester driven on a pty."""
+"""The SMS step at the PAM prompt, with the file gateway and pamtester driven on a pty."""
 
 from __future__ import annotations
 
