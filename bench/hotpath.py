@@ -2,7 +2,8 @@
 
 Builds a database of N users with one TOTP device each (Devices.add), a RadiusServer on a fake
 socket, N signed Access-Requests (code only, Message-Authenticator first), then feeds them to the
-server's receive path in ticks of `--batch` datagrams and flushes each tick as the loop would.
+server's receive path in ticks of `--batch` datagrams: each tick is one readable event of the
+socket, handled by the callback the server registered with `start()`, as the loop would.
 Reports microseconds of CPU per request for a cold pass (users loaded from SQLite) and a warm
 pass (the next step's codes, users cached); `--profile` prints cProfile's top entries.
 
@@ -15,11 +16,13 @@ the whole server cost that `make bench` reports.
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import cProfile
 import os
 import pstats
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -32,8 +35,17 @@ from tokens import current_step, seed_for, totp, user_name  # noqa: E402
 
 
 class FakeSocket:
+    """A UDP socket without the kernel: `recvfrom` returns the queued datagrams, then would block;
+    `sendto` keeps the replies."""
+
     def __init__(self):
         self.sent = []
+        self.queued = []
+
+    def recvfrom(self, size):
+        if not self.queued:
+            raise BlockingIOError
+        return self.queued.pop()
 
     def sendto(self, data, addr):
         self.sent.append(data)
@@ -41,19 +53,46 @@ class FakeSocket:
     def fileno(self):
         return -1
 
+    def close(self):
+        pass
+
 
 class FakeLoop:
-    """call_soon only: the harness runs the callbacks at the end of each tick, as the loop would."""
+    """The loop calls the server needs: its socket's reader (called once per tick by the
+    harness, as a readable event), call_soon (run at the end of each tick) and call_later (run
+    at the end of a pass: at the bench's rate the decision lines are written when BulkLines
+    holds its maximum, as in the daemon under load)."""
 
     def __init__(self):
+        self.readers = {}
         self.ready = []
+        self.timers = []
+
+    def add_reader(self, fd, callback, *args):
+        self.readers[fd] = (callback, args)
+
+    def remove_reader(self, fd):
+        self.readers.pop(fd, None)
 
     def call_soon(self, callback, *args):
         self.ready.append((callback, args))
         return self
 
+    def call_later(self, delay, callback, *args):
+        self.timers.append((callback, args))
+        return self
+
     def cancel(self):
         pass
+
+    def readable(self, fd):
+        callback, args = self.readers[fd]
+        callback(*args)
+
+    def run_timers(self):
+        timers, self.timers = self.timers, []
+        for callback, args in timers:
+            callback(*args)
 
     def run_ready(self):
         while self.ready:
@@ -88,6 +127,7 @@ def main() -> int:
     # As root, serve refuses a config under a directory others can write to (/var/tmp is 1777).
     work = tempfile.mkdtemp(prefix="mfa-hotpath-",
                             dir="/var/lib" if os.geteuid() == 0 else "/var/tmp")
+    atexit.register(shutil.rmtree, work, True)  # the database, key and log of this run
     servers.SYNCHRONOUS = args.synchronous
     cfg = config_mod.load(servers.write_mfa_config(work, servers.free_udp_port()))
     init(cfg)
@@ -109,7 +149,7 @@ def main() -> int:
 
     log_file = open(os.path.join(work, "log"), "w")
     sys.stderr, real_stderr = log_file, sys.stderr
-    daemon._setup_logging(False)
+    daemon.setup_logging(False)
     sys.stderr = real_stderr
 
     without = set(filter(None, args.without.split(",")))
@@ -127,8 +167,9 @@ def main() -> int:
         print(f"preload: {loaded} users in {time.perf_counter() - started:.2f} s")
     server = RadiusServer(cfg, verifier)
     loop = FakeLoop()
-    server._loop = loop
     sock = FakeSocket()
+    server.sockets.append(sock)  # instead of bind(): no kernel socket
+    server.start(loop)
     secret = codec.Secret(servers.SECRET.encode())
 
     # Users sign in in no particular order (make bench shuffles them too).
@@ -151,10 +192,13 @@ def main() -> int:
         sock.sent.clear()
         started = time.process_time()
         for first in range(0, len(datagrams), args.batch):
-            for n, data in enumerate(datagrams[first:first + args.batch]):
-                server._datagram(sock, data, ("127.0.0.1", port_base + first + n))
-            server._schedule_flush()
+            tick = datagrams[first:first + args.batch]
+            # recvfrom pops from the end: the tick's first datagram last in the list.
+            sock.queued = [(data, ("127.0.0.1", port_base + first + n))
+                           for n, data in enumerate(tick)][::-1]
+            loop.readable(sock.fileno())
             loop.run_ready()
+        loop.run_timers()
         spent = time.process_time() - started
         accepts = sum(1 for r in sock.sent if r[0] == codec.ACCESS_ACCEPT)
         return spent / len(datagrams) * 1e6, accepts

@@ -37,9 +37,12 @@ def verifier_reasons() -> set[str]:
     return out - {None}
 
 
+RADIUS_FILES = ("radius/server.py", "radius/steps.py")  # the packet loop, its slow steps
+
+
 def server_reasons() -> set[str]:
     out = set()
-    for node in ast.walk(_tree("radius/server.py")):
+    for node in (n for path in RADIUS_FILES for n in ast.walk(_tree(path))):
         if isinstance(node, ast.Call):
             name, args = _call_name(node), node.args
             if name == "_reject" and len(args) > 1:
@@ -83,7 +86,7 @@ def code_reasons() -> set[str]:
     server = server_reasons()
     # _send_sms: reason=f"sms_{outcome.reason}"; it does not wait for the gateway, so the
     # outcome is "queued" or the refusal.
-    source = (PKG / "radius/server.py").read_text()
+    source = "".join((PKG / path).read_text() for path in RADIUS_FILES)
     assert 'reason=f"sms_{outcome.reason}"' in source and "wait=False" in source
     return verifier_reasons() | server | {f"sms_{r}" for r in sms_refusals() | {"queued"}}
 

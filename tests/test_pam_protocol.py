@@ -86,6 +86,10 @@ def test_split_code(text, digits, expected):
     assert pam_mfa.split_code(text, digits) == expected
 
 
+# The PAM module has no Python API: pam_python calls its pam_sm_* hooks with a PAM handle. Its
+# option parser and venv look-up are pure functions, tested here directly and fast; the same
+# options are also checked end to end through pamtester (tests/integration/test_pam_pamtester.py:
+# prompt=, echo_verification_code, fallback=maybe).
 @pytest.mark.parametrize("argv, key, value", [
     (["m"], "fallback", "local"),
     (["m", "fallback=deny"], "fallback", "deny"),

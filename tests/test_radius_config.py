@@ -15,8 +15,7 @@ from mfa_radius.errors import ConfigError
 from mfa_radius.radius import codec
 from mfa_radius.radius.clients import ClientTable
 from mfa_radius.radius.replies import ReplyTable
-from mfa_radius.radius.server import RadiusServer
-from mfa_radius.verifier import Verifier
+from mfa_radius.radius.steps import split_password
 
 
 def load(tmp_path, extra):
@@ -158,19 +157,9 @@ def test_bad_listen_addresses(text):
 
 
 @pytest.fixture
-def server_for(tmp_path, cfg_path):
-    servers = []
-
-    def make(extra):
-        cfg = config_mod.load(str(write_config(tmp_path, extra)))
-        server = RadiusServer(cfg, Verifier.open(cfg))
-        servers.append(server)
-        return server
-
-    yield make
-    for s in servers:
-        s.close()
-        s.verifier.store.close()
+def radius_for(tmp_path, cfg_path):
+    """The [radius] section of the test config plus `extra`, as the server reads it."""
+    return lambda extra: config_mod.load(str(write_config(tmp_path, extra))).radius
 
 
 @pytest.mark.parametrize("typed,expected", [
@@ -181,8 +170,8 @@ def server_for(tmp_path, cfg_path):
     (b"hunter2abcdef", None),
     (b"hunter2 123456", (b"hunter2 ", b"123456")),
 ])
-def test_suffix_split(server_for, typed, expected):
-    assert server_for("")._split(typed) == expected
+def test_suffix_split(radius_for, typed, expected):
+    assert split_password(typed, radius_for("")) == expected
 
 
 @pytest.mark.parametrize("typed,expected", [
@@ -192,14 +181,14 @@ def test_suffix_split(server_for, typed, expected):
     (b",123456", None),
     (b"hunter2,", None),
 ])
-def test_delimiter_split(server_for, typed, expected):
-    server = server_for('[radius]\npassword_split = "delimiter"\n')
-    assert server._split(typed) == expected
+def test_delimiter_split(radius_for, typed, expected):
+    radius = radius_for('[radius]\npassword_split = "delimiter"\n')
+    assert split_password(typed, radius) == expected
 
 
-def test_eight_digit_codes(server_for):
-    server = server_for("[radius]\ncode_digits = 8\n")
-    assert server._split(b"pw12345678") == (b"pw", b"12345678")
+def test_eight_digit_codes(radius_for):
+    radius = radius_for("[radius]\ncode_digits = 8\n")
+    assert split_password(b"pw12345678", radius) == (b"pw", b"12345678")
 
 
 def test_challenge_message_too_long(tmp_path, cfg_path):

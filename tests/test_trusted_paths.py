@@ -29,6 +29,8 @@ def test_pam_module_carries_the_same_untrusted_function():
 
 
 def test_pam_module_clean_escapes_controls_c1_bidi_and_quotes_fields():
+    # White-box: the module's escaping, called directly. Through pamtester the same lines reach
+    # syslog, whose own escaping of control characters would hide what the module did.
     sys.path.insert(0, str(IMPL.parent))
     try:
         import pam_mfa_impl as impl

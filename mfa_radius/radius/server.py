@@ -3,7 +3,7 @@
 Each readable socket is drained with `recvfrom` until it would block; every request of that tick
 that needs a code checked joins ONE `verifier.verify_batch` call (one transaction, group commit),
 then the replies go out. Password checks (PAM) run in a thread pool and join the next batch when
-they finish. The verifier is only ever called on the loop thread.
+they finish (steps.py, with the SMS step). The verifier is only ever called on the loop thread.
 
 Drops are silent on the wire (RFC 2865: unknown clients, wrong secrets, malformed packets) and
 logged at most once per source every few seconds, so a flood cannot fill the disk.
@@ -17,7 +17,6 @@ import logging
 import re
 import socket
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import hostport
@@ -25,14 +24,15 @@ from ..config import Config
 from ..errors import ConfigError, MfaError
 from ..logsetup import BulkLines, RateLimitedLog, fields
 from ..names import UserNameError, policy_rule
-from ..sms.policy import should_send
 from ..verifier import Attempt, Decision, Verifier
 from . import codec
 from .challenge import ChallengeStore
-from .clients import Client, ClientTable
+from .clients import ClientTable
 from .dedup import IN_PROGRESS, NEW, DuplicateCache
-from .passwords import Overloaded, backend
+from .job import Job
+from .passwords import backend
 from .replies import ReplyTable
+from .steps import PasswordAndSmsSteps
 
 if TYPE_CHECKING:
     from ..sms.service import SmsDispatcher
@@ -43,20 +43,6 @@ LOG_FLUSH_DELAY = 0.1  # seconds a decision line may wait to be written with oth
 MAX_PER_TICK = 1024  # datagrams read per readable event, so one busy socket cannot starve others
 RECV_SIZE = codec.MAX_PACKET
 CHALLENGE_MESSAGE = "Enter the verification code from your device: "
-
-
-@dataclass(slots=True)
-class Job:
-    """One Access-Request being decided."""
-
-    sock: socket.socket
-    addr: tuple
-    client: Client
-    request: codec.Request
-    key: tuple
-    started: float
-    user: str = ""  # canonical (mfa_radius/names.py) once accepted as a name
-    sent: str = ""  # the User-Name as sent, when it differs from `user`
 
 
 class DropLog:
@@ -93,7 +79,9 @@ def bind_socket(address: str) -> socket.socket:
     return sock
 
 
-class RadiusServer:
+class RadiusServer(PasswordAndSmsSteps):
+    """The packet loop of `[radius] listen`; the password and SMS steps are in steps.py."""
+
     def __init__(self, config: Config, verifier: Verifier, passwords=None):
         self.verifier = verifier
         self.passwords = passwords if passwords is not None else backend(config)
@@ -331,64 +319,6 @@ class RadiusServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _password_step(self, job: Job, typed: bytes) -> None:
-        """Check the primary password (off the loop), then ask for the code or decide.
-
-        Unknown, locked and real users take alike (passwords.py): the NSS look-up runs on the
-        backend's threads, a locked user waits as long as the checks would have taken (none is
-        run: a locked account's password is not tried), and fast rejects are padded.
-        """
-        try:
-            await self.passwords.run(self.verifier.accounts.groups, job.user)
-            try:
-                status = self.verifier.status(job.user)  # on the loop, the groups cached
-            except MfaError as exc:
-                log.error("status of a user failed: %s", exc)
-                return self._reject(job, "error")
-            no_code_needed = status.exempt or (not status.enrolled
-                                               and status.allowed_without_device)
-            # One split per code length of the user's devices (6 and 8 digits may both occur).
-            splits = {split for d in sorted(status.digits, reverse=True) or (None,)
-                      if (split := self._split(typed, d)) is not None}
-            if status.locked_for > 0:
-                for _ in range(len(splits) + 1):
-                    await self.passwords.pad()
-                return self._reject(job, "locked")
-            for split in sorted(splits):
-                if await self.passwords.check(job.user, split[0]):
-                    return self._verify(job, split[1])
-            if await self.passwords.check(job.user, typed):
-                if no_code_needed:
-                    # The verifier records it and answers exempt / no_device_allowed.
-                    return self._verify(job, b"-")
-                if self.sms is not None and should_send(status, None):
-                    return await self._send_sms(job, True)  # SMS is this user's only method
-                return self._challenge(job, self._sms_hint(status))
-            return self._reject(job, "bad_password")
-        except Overloaded as exc:
-            self.dedup.abandon(job.key)
-            self.drops.drop(job.addr[0], "overloaded", str(exc), "overload")
-        except asyncio.CancelledError:
-            self.dedup.abandon(job.key)
-            raise
-        except Exception:  # fail closed
-            log.exception("password check failed for client %s", job.client.name)
-            self._reject(job, "error")
-
-    def _split(self, typed: bytes, digits: int | None = None) -> tuple[bytes, bytes] | None:
-        """(password, code) from password+code as typed, or None when it cannot hold a code.
-
-        Suffix mode takes the last `digits` characters (default `[radius] code_digits`).
-        """
-        r = self.config.radius
-        if r.password_split == "delimiter":
-            password, sep, code = typed.rpartition(r.delimiter.encode("utf-8"))
-            return (password, code) if sep and password and code else None
-        digits = digits or r.code_digits
-        if len(typed) <= digits or not typed[-digits:].isdigit():
-            return None
-        return typed[:-digits], typed[-digits:]
-
     def _verify(self, job: Job, code: bytes) -> None:
         try:
             text = code.decode("utf-8")
@@ -458,50 +388,6 @@ class RadiusServer:
         if self.sms is None or answer.strip().lower() not in (b"", b"sms"):
             return self._verify(job, answer)
         self._spawn(self._sms_step(job, answer, password_round))
-
-    async def _sms_step(self, job: Job, answer: bytes, password_round: bool) -> None:
-        try:
-            status = self.verifier.status(job.user)
-            if not should_send(status, answer.decode("utf-8", "replace")):
-                return self._verify(job, answer)  # no SMS for this user: an ordinary (bad) code
-            await self._send_sms(job, password_round)
-        except asyncio.CancelledError:
-            self.dedup.abandon(job.key)
-            raise
-        except Exception:  # fail closed
-            log.exception("SMS request failed for client %s", job.client.name)
-            self._reject(job, "error")
-
-    async def _send_sms(self, job: Job, password_round: bool) -> None:
-        """Send a code and challenge for it (docs/sms.md, "Through RADIUS").
-
-        A refused send (rate limit, lockout) still answers with a Challenge, as a code sent
-        earlier may still be typed, but it adds no State unless the password was checked for
-        this round (one State taken, one given). Without a password backend a State proves
-        nothing and the next answer is checked as a code anyway: a flood of "sms" answers must
-        not fill the State store.
-        """
-        if self.sms is None:  # a reload removed the gateways since this request arrived
-            return self._reject(job, "error")
-        source = f"radius:{job.client.name} nas={job.addr[0]}"
-        outcome = await self.sms.request(job.user, source, wait=False)
-        text = outcome.explain()
-        if outcome.sent or outcome.queued:
-            message = f"{text}. Enter the code: "
-            with_state = True
-        else:  # refused (rate limit, ...): a code sent earlier may still be typed
-            message = f"{text[:1].upper()}{text[1:]}. {self.config.radius.challenge_message}"
-            with_state = password_round
-        self._challenge(job, message, kind="sms", reason=f"sms_{outcome.reason}",
-                        with_state=with_state)
-
-    def _sms_hint(self, status) -> str | None:
-        if self.sms is None or not getattr(status, "sms", False):
-            return None
-        prompt = self.config.radius.challenge_message
-        stripped = prompt.rstrip(": ")  # the hint goes before the prompt's own ": "
-        return (f"{stripped} (or type sms for a code sent to your phone {status.phone_hint})"
-                f"{prompt[len(stripped):]}")
 
     def _reject(self, job: Job, reason: str) -> None:
         # Only Message-Authenticator and Proxy-State: every reject looks the same on the wire,

@@ -336,6 +336,8 @@ def test_nss_lookups_for_a_password_request_run_off_the_packet_loop(tmp_path, pa
 
     threads: list[str] = []
 
+    # White-box: which thread runs a look-up cannot be seen on the wire, so the accounts'
+    # look-up records its thread.
     class Recording(Accounts):
         def _lookup(self, user):
             threads.append(threading.current_thread().name)

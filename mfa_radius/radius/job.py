@@ -1,0 +1,23 @@
+"""One Access-Request on its way through the server: what every step of it needs to answer."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from . import codec
+from .clients import Client
+
+
+@dataclass(slots=True)
+class Job:
+    """One Access-Request being decided."""
+
+    sock: socket.socket
+    addr: tuple
+    client: Client
+    request: codec.Request
+    key: tuple
+    started: float
+    user: str = ""  # canonical (mfa_radius/names.py) once accepted as a name
+    sent: str = ""  # the User-Name as sent, when it differs from `user`

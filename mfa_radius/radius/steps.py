@@ -1,0 +1,149 @@
+"""The steps of an Access-Request that wait for something off the packet loop: the primary
+password (PAM, on the password backend's threads) and an SMS send.
+
+A part of RadiusServer (mixed into it), apart from the packet loop in server.py: a code-only
+request, the usual case, never comes here. Every step ends in the server's `_verify` (the code
+joins the next verifier batch), `_challenge` or `_reject`, and fails closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..config import Config, RadiusConfig
+from ..errors import MfaError
+from ..sms.policy import should_send
+from ..verifier import Verifier
+from .dedup import DuplicateCache
+from .job import Job
+from .passwords import Overloaded
+
+if TYPE_CHECKING:
+    from ..sms.service import SmsDispatcher
+
+log = logging.getLogger("mfa_radius.radius")
+
+
+def split_password(typed: bytes, radius: RadiusConfig,
+                   digits: int | None = None) -> tuple[bytes, bytes] | None:
+    """(password, code) from password+code as typed, or None when it cannot hold a code.
+
+    Suffix mode takes the last `digits` characters (default `[radius] code_digits`).
+    """
+    if radius.password_split == "delimiter":
+        password, sep, code = typed.rpartition(radius.delimiter.encode("utf-8"))
+        return (password, code) if sep and password and code else None
+    digits = digits or radius.code_digits
+    if len(typed) <= digits or not typed[-digits:].isdigit():
+        return None
+    return typed[:-digits], typed[-digits:]
+
+
+class PasswordAndSmsSteps:
+    """The password and SMS steps of RadiusServer, which provides what is declared here."""
+
+    config: Config
+    verifier: Verifier
+    passwords: Any  # passwords.NoPasswords or passwords.PamPasswords
+    sms: SmsDispatcher | None
+    dedup: DuplicateCache
+    drops: Any  # server.DropLog
+
+    if TYPE_CHECKING:
+        def _verify(self, job: Job, code: bytes) -> None: ...
+
+        def _reject(self, job: Job, reason: str) -> None: ...
+
+        def _challenge(self, job: Job, message: str | None = None, kind: str = "code",
+                       reason: str = "password_ok", with_state: bool = True) -> None: ...
+
+    async def _password_step(self, job: Job, typed: bytes) -> None:
+        """Check the primary password (off the loop), then ask for the code or decide.
+
+        Unknown, locked and real users take alike (passwords.py): the NSS look-up runs on the
+        backend's threads, a locked user waits as long as the checks would have taken (none is
+        run: a locked account's password is not tried), and fast rejects are padded.
+        """
+        try:
+            await self.passwords.run(self.verifier.accounts.groups, job.user)
+            try:
+                status = self.verifier.status(job.user)  # on the loop, the groups cached
+            except MfaError as exc:
+                log.error("status of a user failed: %s", exc)
+                return self._reject(job, "error")
+            no_code_needed = status.exempt or (not status.enrolled
+                                               and status.allowed_without_device)
+            # One split per code length of the user's devices (6 and 8 digits may both occur).
+            splits = {split for d in sorted(status.digits, reverse=True) or (None,)
+                      if (split := split_password(typed, self.config.radius, d)) is not None}
+            if status.locked_for > 0:
+                for _ in range(len(splits) + 1):
+                    await self.passwords.pad()
+                return self._reject(job, "locked")
+            for split in sorted(splits):
+                if await self.passwords.check(job.user, split[0]):
+                    return self._verify(job, split[1])
+            if await self.passwords.check(job.user, typed):
+                if no_code_needed:
+                    # The verifier records it and answers exempt / no_device_allowed.
+                    return self._verify(job, b"-")
+                if self.sms is not None and should_send(status, None):
+                    return await self._send_sms(job, True)  # SMS is this user's only method
+                return self._challenge(job, self._sms_hint(status))
+            return self._reject(job, "bad_password")
+        except Overloaded as exc:
+            self.dedup.abandon(job.key)
+            self.drops.drop(job.addr[0], "overloaded", str(exc), "overload")
+        except asyncio.CancelledError:
+            self.dedup.abandon(job.key)
+            raise
+        except Exception:  # fail closed
+            log.exception("password check failed for client %s", job.client.name)
+            self._reject(job, "error")
+
+    async def _sms_step(self, job: Job, answer: bytes, password_round: bool) -> None:
+        try:
+            status = self.verifier.status(job.user)
+            if not should_send(status, answer.decode("utf-8", "replace")):
+                return self._verify(job, answer)  # no SMS for this user: an ordinary (bad) code
+            await self._send_sms(job, password_round)
+        except asyncio.CancelledError:
+            self.dedup.abandon(job.key)
+            raise
+        except Exception:  # fail closed
+            log.exception("SMS request failed for client %s", job.client.name)
+            self._reject(job, "error")
+
+    async def _send_sms(self, job: Job, password_round: bool) -> None:
+        """Send a code and challenge for it (docs/sms.md, "Through RADIUS").
+
+        A refused send (rate limit, lockout) still answers with a Challenge, as a code sent
+        earlier may still be typed, but it adds no State unless the password was checked for
+        this round (one State taken, one given). Without a password backend a State proves
+        nothing and the next answer is checked as a code anyway: a flood of "sms" answers must
+        not fill the State store.
+        """
+        if self.sms is None:  # a reload removed the gateways since this request arrived
+            return self._reject(job, "error")
+        source = f"radius:{job.client.name} nas={job.addr[0]}"
+        outcome = await self.sms.request(job.user, source, wait=False)
+        text = outcome.explain()
+        if outcome.sent or outcome.queued:
+            message = f"{text}. Enter the code: "
+            with_state = True
+        else:  # refused (rate limit, ...): a code sent earlier may still be typed
+            message = f"{text[:1].upper()}{text[1:]}. {self.config.radius.challenge_message}"
+            with_state = password_round
+        self._challenge(job, message, kind="sms", reason=f"sms_{outcome.reason}",
+                        with_state=with_state)
+
+    def _sms_hint(self, status) -> str | None:
+        if self.sms is None or not getattr(status, "sms", False):
+            return None
+        prompt = self.config.radius.challenge_message
+        stripped = prompt.rstrip(": ")  # the hint goes before the prompt's own ": "
+        return (f"{stripped} (or type sms for a code sent to your phone {status.phone_hint})"
+                f"{prompt[len(stripped):]}")
+
