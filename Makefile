@@ -120,7 +120,7 @@ install: sysdeps-base install-unit
 	rm -rf $(DEST)/pam_module/__pycache__
 	$(PYTHON) -m compileall -q -d $(PREFIX)/pam_module $(DEST)/pam_module
 	install -d -m 0755 $(DOCDIR)/examples
-	install -m 0644 README.md docs/*.md $(DOCDIR)/
+	install -m 0644 README.md CHANGELOG.md docs/*.md $(DOCDIR)/
 	cp -r conf/. $(DOCDIR)/examples/
 	install -d -m 0755 $(DESTDIR)$(SBINDIR)
 	ln -sfn $(PREFIX)/bin/mfa-radius $(DESTDIR)$(SBINDIR)/mfa-radius
