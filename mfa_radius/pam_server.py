@@ -42,6 +42,7 @@ from .errors import ConfigError, MfaError
 from .logsetup import RateLimitedLog, escape
 from .names import UserNameError
 from .pam_local import sms_fields, source_of, status_fields, verify_fields
+from .private_files import make_dirs
 from .verifier import MAX_USER_LEN, Verifier
 
 if TYPE_CHECKING:
@@ -359,22 +360,7 @@ def _own_directory(directory: str, mode: int) -> None:
     As root, every directory above it must be root's as well (the PAM module refuses a socket
     whose directory chain another user controls)."""
     euid = os.geteuid()
-    missing = []
-    current = directory
-    while not os.path.lexists(current):
-        missing.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    for path in reversed(missing):
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            pass  # created meanwhile: checked below like any existing directory
-        else:
-            # mkdir's mode passes through the umask; chmod sets it whatever the umask is.
-            os.chmod(path, mode if path == directory else 0o755)
+    make_dirs(directory, mode, 0o755)
     st = os.lstat(directory)
     fix = f"remove it or fix it with: chown {_user_name(euid)} {directory} && chmod {mode:o} " \
           f"{directory}"

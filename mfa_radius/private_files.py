@@ -48,26 +48,33 @@ def read_private_file(path: str, what: str, error: type[MfaError], prefix: str =
         os.close(fd)
 
 
-def make_private_dirs(path: str) -> None:
-    """Create `path` and any missing parents with mode 0700, whatever the umask (os.makedirs
-    gives the parents the umask's mode: 0777 under umask 000, and anyone could then swap what
-    is inside). Directories that exist are left as they are."""
+def make_dirs(path: str, mode: int = 0o700, parent_mode: int = 0o700) -> None:
+    """Create `path` with `mode` and its missing parents with `parent_mode`, whatever the umask
+    (os.makedirs gives the parents the umask's mode: 0777 under umask 000, and anyone could then
+    swap what is inside). What exists already is left as it is: the caller checks it."""
     path = os.path.abspath(path)
     missing = []
-    while not os.path.isdir(path):
-        missing.append(path)
-        parent = os.path.dirname(path)
-        if parent == path:
+    current = path
+    while not os.path.lexists(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
             break
-        path = parent
+        current = parent
     for directory in reversed(missing):
         try:
             os.mkdir(directory, 0o700)
         except FileExistsError:
-            if not os.path.isdir(directory):
-                raise
             continue  # made meanwhile by someone else: theirs, not ours to change
-        os.chmod(directory, 0o700)  # mkdir's mode is narrowed by the umask, never widened
+        # mkdir's mode is narrowed by the umask, never widened: chmod sets it exactly.
+        os.chmod(directory, mode if directory == path else parent_mode)
+
+
+def make_private_dirs(path: str) -> None:
+    """`path` and its missing parents, 0700 (make_dirs); an existing non-directory is an error."""
+    make_dirs(path)
+    if not os.path.isdir(path):
+        raise NotADirectoryError(20, "Not a directory", path)
 
 
 def _user_name(uid: int) -> str:
