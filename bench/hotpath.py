@@ -4,12 +4,15 @@ Builds a database of N users with one TOTP device each (Devices.add), a RadiusSe
 socket, N signed Access-Requests (code only, Message-Authenticator first), then feeds them to the
 server's receive path in ticks of `--batch` datagrams and flushes each tick as the loop would.
 Reports microseconds of CPU per request for a cold pass (users loaded from SQLite) and a warm
-pass (the next step's codes, users cached); `--profile` prints cProfile's top entries.
+pass (the next step's codes, users cached); `--profile` prints cProfile's top entries. Every
+`--fold-every` requests the harness does what the daemon's fold task does twice a second
+(housekeeping.fold_when_idle: fold the step log while Verifier.fold_due says so), inside the
+timed passes.
 
     .venv/bin/python bench/hotpath.py --users 20000 [--profile]
 
-It measures the Python work of one request: add ~15 us of syscalls (recvfrom, sendto, epoll) for
-the whole server cost that `make bench` reports.
+It measures the Python work of one request: add the syscalls (recvfrom, sendto, epoll) for the
+whole server cost that `make bench` reports.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ def main() -> int:
                     help="send the users in device-row order instead of shuffled")
     ap.add_argument("--no-preload", action="store_true",
                     help="start with an empty user cache (as before the daemon preloaded users)")
+    ap.add_argument("--fold-every", type=int, default=4000,
+                    help="requests between two passes of the daemon's fold task (0: none)")
     ap.add_argument("--without", default="",
                     help="comma list of parts to stub out, to see what they cost: audit, log")
     args = ap.parse_args()
@@ -116,7 +121,7 @@ def main() -> int:
     if "log" in without:
         logging.getLogger("mfa_radius").setLevel(logging.WARNING)
     verifier = Verifier.open(cfg)
-    if "audit" in without:  # the audit rows, and with them the used steps
+    if "audit" in without:  # the audit rows
         verifier.store.add_audit = lambda rows: None
     if "commit" in without:
         import contextlib
@@ -150,11 +155,18 @@ def main() -> int:
     def run(datagrams, port_base=10000):
         sock.sent.clear()
         started = time.process_time()
+        since_fold = 0
         for first in range(0, len(datagrams), args.batch):
             for n, data in enumerate(datagrams[first:first + args.batch]):
                 server._datagram(sock, data, ("127.0.0.1", port_base + first + n))
             server._schedule_flush()
             loop.run_ready()
+            since_fold += args.batch
+            if args.fold_every and since_fold >= args.fold_every:
+                since_fold = 0
+                while chunk := verifier.fold_due():
+                    if not verifier.fold(chunk):
+                        break
         spent = time.process_time() - started
         accepts = sum(1 for r in sock.sent if r[0] == codec.ACCESS_ACCEPT)
         return spent / len(datagrams) * 1e6, accepts
@@ -172,14 +184,18 @@ def main() -> int:
     replay_us, replay_ok = run(cold + warm, port_base=40000)
     print(f"replay of both: {replay_us:.1f} us/request CPU, {replay_ok} accepted (must be 0)")
     if replay_ok:
-        import sqlite3
-        db = sqlite3.connect(cfg.storage.database)
-        rows = db.execute("SELECT a.user, count(*), group_concat(a.result || '/' || a.reason) FROM audit a GROUP BY a.user HAVING sum(a.result = 'accept') > 2").fetchall()
-        print("users with >2 accepts:", rows[:5])
-        for user, *_ in rows[:3]:
-            i = int(user[1:])
-            codes = [totp(seed_for(i, salt), s) for s in range(step - 2, step + 4)]
-            print(user, "steps", step - 2, "..", codes, db.execute("SELECT last_step, drift FROM devices WHERE user = ?", (user,)).fetchall())
+        from mfa_radius.state import open_store
+        store = open_store(cfg)
+        accepts: dict[str, int] = {}
+        for event in store.audit_events(limit=10 * args.users):
+            if event["result"] == "accept":
+                accepts[event["user"]] = accepts.get(event["user"], 0) + 1
+        twice = [u for u, n in accepts.items() if n > 2]
+        print("users with >2 accepts:", twice[:5])
+        for user in twice[:3]:
+            print(user, "from step", step, [(d["last_step"], d["drift"])
+                                            for d in store.user_devices(user)])
+        store.close()
     if profiler:
         profiler.disable()
     chunks, started = 0, time.process_time()
