@@ -5,7 +5,10 @@ socket, N signed Access-Requests (code only, Message-Authenticator first), then 
 server's receive path in ticks of `--batch` datagrams: each tick is one readable event of the
 socket, handled by the callback the server registered with `start()`, as the loop would.
 Reports microseconds of CPU per request for a cold pass (users loaded from SQLite) and a warm
-pass (the next step's codes, users cached); `--profile` prints cProfile's top entries.
+pass (the next step's codes, users cached); `--profile` prints cProfile's top entries. Every
+`--fold-every` requests the harness does what the daemon's fold task does twice a second
+(housekeeping.fold_when_idle: fold the step log while Verifier.fold_due says so), inside the
+timed passes.
 
     .venv/bin/python bench/hotpath.py --users 20000 [--profile]
 
@@ -105,6 +108,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=20000)
     ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--fold-every", type=int, default=4000,
+                    help="requests between two passes of the daemon's fold task (0: none)")
     ap.add_argument("--synchronous", default="normal")
     ap.add_argument("--profile", nargs="?", const="all", choices=("all", "warm"),
                     help="cProfile both passes (all) or the warm one")
@@ -156,7 +161,7 @@ def main() -> int:
     if "log" in without:
         logging.getLogger("mfa_radius").setLevel(logging.WARNING)
     verifier = Verifier.open(cfg)
-    if "audit" in without:  # the audit rows, and with them the used steps
+    if "audit" in without:  # the audit rows
         verifier.store.add_audit = lambda rows: None
     if "commit" in without:
         import contextlib
@@ -191,6 +196,7 @@ def main() -> int:
     def run(datagrams, port_base=10000):
         sock.sent.clear()
         started = time.process_time()
+        since_fold = 0
         for first in range(0, len(datagrams), args.batch):
             tick = datagrams[first:first + args.batch]
             # recvfrom pops from the end: the tick's first datagram last in the list.
@@ -198,6 +204,12 @@ def main() -> int:
                            for n, data in enumerate(tick)][::-1]
             loop.readable(sock.fileno())
             loop.run_ready()
+            since_fold += args.batch
+            if args.fold_every and since_fold >= args.fold_every:
+                since_fold = 0
+                while chunk := verifier.fold_due():
+                    if not verifier.fold(chunk):
+                        break
         loop.run_timers()
         spent = time.process_time() - started
         accepts = sum(1 for r in sock.sent if r[0] == codec.ACCESS_ACCEPT)
@@ -216,14 +228,18 @@ def main() -> int:
     replay_us, replay_ok = run(cold + warm, port_base=40000)
     print(f"replay of both: {replay_us:.1f} us/request CPU, {replay_ok} accepted (must be 0)")
     if replay_ok:
-        import sqlite3
-        db = sqlite3.connect(cfg.storage.database)
-        rows = db.execute("SELECT a.user, count(*), group_concat(a.result || '/' || a.reason) FROM audit a GROUP BY a.user HAVING sum(a.result = 'accept') > 2").fetchall()
-        print("users with >2 accepts:", rows[:5])
-        for user, *_ in rows[:3]:
-            i = int(user[1:])
-            codes = [totp(seed_for(i, salt), s) for s in range(step - 2, step + 4)]
-            print(user, "steps", step - 2, "..", codes, db.execute("SELECT last_step, drift FROM devices WHERE user = ?", (user,)).fetchall())
+        from mfa_radius.state import open_store
+        store = open_store(cfg)
+        accepts: dict[str, int] = {}
+        for event in store.audit_events(limit=10 * args.users):
+            if event["result"] == "accept":
+                accepts[event["user"]] = accepts.get(event["user"], 0) + 1
+        twice = [u for u, n in accepts.items() if n > 2]
+        print("users with >2 accepts:", twice[:5])
+        for user in twice[:3]:
+            print(user, "from step", step, [(d["last_step"], d["drift"])
+                                            for d in store.user_devices(user)])
+        store.close()
     if profiler:
         profiler.disable()
     chunks, started = 0, time.process_time()

@@ -130,7 +130,7 @@ def run_mfa(workdir: str, users: list[str], seeds: list[bytes], log,
 
 
 def wait_for_fold(pid: int, database: str, steps: int, timeout: float = 30.0) -> dict:
-    """The server folds its used-steps log into `device_steps` once idle for a second (work
+    """The server folds its step log once idle for a second (work
     the blast did not pay for): wait until the log is empty; the server's CPU meanwhile, per
     used step (the idle second itself costs next to nothing)."""
     from procstats import CpuMeter
@@ -144,7 +144,7 @@ def wait_for_fold(pid: int, database: str, steps: int, timeout: float = 30.0) ->
         time.sleep(0.2)
         store = Store.open(database)
         try:
-            left = store.count_used()
+            left = store.steps.waiting()
         finally:
             store.close()
         if left == 0:

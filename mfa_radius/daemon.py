@@ -52,12 +52,10 @@ def run(config_path: str, debug: bool = False) -> int:
 
 async def _serve(config_path: str, cfg, verifier: Verifier, server) -> int:
     loop = asyncio.get_running_loop()
-    from .checkpoints import Checkpointer
-
     # First: a refusal here (another daemon on the socket) ends the start with nothing running.
     pam = await _start_pam(cfg, verifier)
-    checkpoints = Checkpointer(verifier.store, loop)
-    checkpoints.start()
+    background = verifier.store.maintenance(loop)  # the store's own upkeep (WAL checkpoints)
+    background.start()
     server.start(loop)
     metrics, metrics_http = _start_metrics(cfg)
     if metrics is not None:
@@ -93,7 +91,7 @@ async def _serve(config_path: str, cfg, verifier: Verifier, server) -> int:
         log.info("stopping")
         chores.cancel()
         folding.cancel()
-        checkpoints.stop()
+        background.stop()
         server.close()
         if pam is not None:
             pam.close()

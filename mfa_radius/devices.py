@@ -11,7 +11,6 @@ import builtins
 import hashlib
 import re
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -21,7 +20,7 @@ from .config import Config
 from .errors import DeviceError
 from .otp import ALGORITHMS, DIGITS, OtpKey, is_code, time_step
 from .sealing import Sealer
-from .store import Store
+from .store import DuplicateDevice, Storage
 
 SERIAL = re.compile(r"^[\w+=/:,.@-]{1,256}$", re.ASCII)
 USER = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
@@ -79,7 +78,7 @@ def check_spec(spec: DeviceSpec) -> None:
 class Devices:
     """Lifecycle operations over one store and sealer."""
 
-    def __init__(self, config: Config, store: Store, sealer: Sealer):
+    def __init__(self, config: Config, store: Storage, sealer: Sealer):
         self.config = config
         self.store = store
         self.sealer = sealer
@@ -159,7 +158,7 @@ class Devices:
                 self.store.ensure_user(user, now)
             try:
                 added = self.store.insert_devices(rows)
-            except sqlite3.IntegrityError:
+            except DuplicateDevice:
                 raise DeviceError("a serial or seed was added by someone else meanwhile; "
                                   "nothing was imported, try again") from None
             if before_commit is not None:

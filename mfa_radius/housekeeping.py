@@ -1,5 +1,5 @@
-"""Housekeeping: fold the used-steps log, prune the audit log past its retention, and state that
-has expired.
+"""Housekeeping: fold the step log, prune the audit log past its retention, and state that has
+expired.
 
 The daemon runs `periodic(...)` as an asyncio task (hourly, no timer unit needed); an admin or a
 cron job can run the same pass with `run_once(config)` (the CLI's `mfa-radius housekeeping`).
@@ -14,8 +14,10 @@ import logging
 import time
 from collections.abc import Callable
 
+from . import metrics
 from .config import Config
 from .errors import MfaError
+from .state import open_store
 
 log = logging.getLogger("mfa_radius.housekeeping")
 
@@ -33,9 +35,9 @@ def prune(store, config: Config, now: float | None = None) -> dict[str, int]:
     now = time.time() if now is None else now
     done = {"audit": 0}
     # The daemon folds the log itself when idle (fold_when_idle); this covers hosts where only
-    # the PAM fallback or the CLI appended to it.
+    # the PAM fallback or the CLI used steps.
     with store.errors("folding used steps"), store.transaction():
-        done["used"] = store.fold_used()[0]
+        done["used"] = store.steps.fold()
     days = config.storage.audit_retention_days
     if days:
         done["audit"] = store.prune_audit(now - days * DAY)
@@ -45,8 +47,6 @@ def prune(store, config: Config, now: float | None = None) -> dict[str, int]:
 
 def run_once(config: Config, now: float | None = None) -> dict[str, int]:
     """Open the database, prune, close; log and count what was deleted."""
-    from .state import open_store
-
     store = open_store(config)
     try:
         done = prune(store, config, now)
@@ -54,12 +54,7 @@ def run_once(config: Config, now: float | None = None) -> dict[str, int]:
         store.close()
     if any(count for what, count in done.items() if what not in ("changes", "used")):
         log.info("housekeeping: %s", describe(done, config))
-    try:
-        from . import metrics
-    except ImportError:  # prometheus-client missing: metrics are optional for the CLI
-        pass
-    else:
-        metrics.AUDIT_PRUNED.inc(done["audit"])
+    metrics.AUDIT_PRUNED.inc(done["audit"])
     return done
 
 
@@ -91,8 +86,8 @@ async def periodic(get_config: Callable[[], Config], interval: float = INTERVAL,
 
 
 async def fold_when_idle(verifier, interval: float = 0.5) -> None:
-    """The daemon's fold of the used-steps log into `device_steps` (Verifier.fold_due), a chunk
-    per loop pass so that a request arriving meanwhile waits for one chunk at most."""
+    """The daemon's fold of the step log (Verifier.fold_due), a chunk per loop pass so that a
+    request arriving meanwhile waits for one chunk at most."""
     while True:
         await asyncio.sleep(interval)
         try:
@@ -101,4 +96,4 @@ async def fold_when_idle(verifier, interval: float = 0.5) -> None:
                     break
                 await asyncio.sleep(0)
         except Exception:  # the log waits for the next pass; the server goes on
-            log.exception("folding the used-steps log failed")
+            log.exception("folding the step log failed")

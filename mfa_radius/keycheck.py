@@ -1,6 +1,6 @@
 """Binding a database to its key file, so that a wrong key is refused before it seals anything.
 
-The database holds a constant sealed under its key (Store.key_check). Everything that opens the
+The database holds a constant sealed under its key (Storage.key_check). Everything that opens the
 key with the database (the daemon, the PAM fallback, the CLI, housekeeping, backup) checks it; a
 mismatch is one line and exit 2, before anything is read or written. A database made before the
 check existed is bound by the first key that opens its oldest seeds (the ones sealed first, by
@@ -12,7 +12,7 @@ from __future__ import annotations
 from .config import Config
 from .errors import KeyFileError
 from .sealing import Sealer
-from .store import Store
+from .store import Storage, open_store
 
 # Seeds tried when binding an older database: the oldest must open, or most of these.
 SAMPLE = 16
@@ -24,7 +24,7 @@ def mismatch(key_file: str, database: str) -> KeyFileError:
                         "the right key file from your backup)")
 
 
-def bind(store: Store, sealer: Sealer, key_file: str) -> None:
+def bind(store: Storage, sealer: Sealer, key_file: str) -> None:
     """Raise KeyFileError unless `sealer` is the database's key; bind an unbound database."""
     sealed = store.key_check()
     if sealed is None:
@@ -41,11 +41,11 @@ def bind(store: Store, sealer: Sealer, key_file: str) -> None:
         raise mismatch(key_file, store.path)
 
 
-def open_keyed(config: Config, create: bool = False) -> tuple[Store, Sealer]:
+def open_keyed(config: Config, create: bool = False) -> tuple[Storage, Sealer]:
     """The configured database (created with `create`) and key, checked against each other."""
     storage = config.storage
     sealer = Sealer.from_file(storage.key_file)
-    store = Store.open(storage.database, create=create, synchronous=storage.synchronous,
+    store = open_store(storage.database, create=create, synchronous=storage.synchronous,
                        busy_timeout=storage.busy_timeout)
     try:
         bind(store, sealer, storage.key_file)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
-import urllib.parse
 
 from . import names
 from .config import Config
@@ -16,7 +14,7 @@ from .devices import Devices
 from .errors import KeyFileError, MfaError
 from .keycheck import open_keyed
 from .sealing import Sealer, create_key_file, read_key_file
-from .store import Store
+from .store import Storage, open_store as open_database
 
 log = logging.getLogger("mfa_radius.names")
 
@@ -52,7 +50,7 @@ def _has_content(path: str) -> bool:
 
 
 def open_keyed_store(config: Config, create: bool = False,
-                     check_all_names: bool = False) -> tuple[Store, Sealer]:
+                     check_all_names: bool = False) -> tuple[Storage, Sealer]:
     """The configured database and key file, once the key is known to be the database's
     (keycheck), with the stored user names in the config's canonical form (bring_names; every
     name checked again with `check_all_names`)."""
@@ -65,12 +63,12 @@ def open_keyed_store(config: Config, create: bool = False,
     return store, sealer
 
 
-def open_store(config: Config, create: bool = False, check_all_names: bool = False) -> Store:
+def open_store(config: Config, create: bool = False, check_all_names: bool = False) -> Storage:
     """The configured database: see open_keyed_store."""
     return open_keyed_store(config, create, check_all_names)[0]
 
 
-def bring_names(store: Store, config: Config, force: bool = False) -> list[str]:
+def bring_names(store: Storage, config: Config, force: bool = False) -> list[str]:
     """Rename stored user names to the config's rule when they were brought to another one (or
     never: a database from before schema v8), or with `force` (serve, at start) check them all
     again. Returns the lines for the admin (clashes, refused names), also logged as warnings."""
@@ -96,18 +94,16 @@ def name_report(config: Config) -> list[str]:
         return []
     canonical, _ = names.policy_rule(config.policy)
     try:
-        conn = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro",
-                               uri=True)
-    except sqlite3.Error as exc:
-        return [f"{path}: cannot read the stored user names: {exc}"]
-    store = Store(conn, path)
+        store = open_database(path, readonly=True)
+    except MfaError as exc:
+        return [str(exc)]
     try:
         with store.errors("reading stored user names"):
             stored = store.stored_names(holders_only=True)
     except MfaError as exc:
         return [str(exc)]
     finally:
-        conn.close()
+        store.close()
     return names.plan_lines(names.plan(stored, canonical))
 
 

@@ -5,13 +5,9 @@ nothing of UDP or PAM. A daemon hands it a batch of attempts (everything that ar
 tick) and it decides them all and records them in ONE transaction (group commit); everyone else
 passes a batch of one.
 
-Users and their devices are cached in memory with their seeds unsealed and HMACs prepared (the
-daemon loads them all at start-up, `preload`). When another connection has committed (`PRAGMA
-data_version`, checked under the write lock) the users its writes touched, as recorded by the
-database's triggers in `changes` and by the TOTP accepts it added to the audit log, are dropped
-and read again when next needed; a decision is always made on current state, so a TOTP accept
-only has to write its step into its audit row (the used-steps log, Store._migrate_6). The daemon
-folds that log into `device_steps` when it is idle (`fold`).
+Users and their devices come from a UserCache (usercache.py), brought up to date with others'
+commits at the start of each batch; every code is consumed by a conditional write in the store
+(a TOTP step through the step log), so a stale cache can only turn into a refused replay.
 """
 
 from __future__ import annotations
@@ -19,7 +15,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from . import names, recovery
@@ -31,22 +27,15 @@ from .otp import OtpKey, nearest_first, time_step
 from .sealing import Sealer
 from .sms import policy as sms_policy
 from .sms.policy import SmsTicket
-from .store import Store
+from .store import Storage
+from .usercache import FOLD_CHUNK, UserCache
+from .usercache import CachedDevice as _Device
+from .usercache import CachedUser as _User
 
 log = logging.getLogger("mfa_radius.verifier")
 _sms_refusals = RateLimitedLog(log)
-_fold_errors = RateLimitedLog(log, burst=2)
 
 MAX_USER_LEN = 256
-# The daemon folds the used-steps log into `device_steps` when no attempt came for FOLD_IDLE
-# seconds, FOLD_IDLE_CHUNK steps a transaction, or while busy once steps of FOLD_AT devices
-# wait, FOLD_CHUNK steps a transaction. A fold writes each page of that narrow table it touches
-# once, so big chunks are cheaper per step, but they hold the loop longer (~40-80 ms for 20,000
-# steps here: only when nobody is waiting).
-FOLD_IDLE = 1.0
-FOLD_IDLE_CHUNK = 20_000
-FOLD_AT = 30_000
-FOLD_CHUNK = 1000
 # Recovery codes checked per user and hour while the user is locked out (10 digits: guessing
 # stays hopeless at this rate, and the owner is not shut out by someone who keeps them locked).
 LOCKED_RECOVERY_PER_HOUR = 10
@@ -96,61 +85,22 @@ class UserStatus:
     recovery: bool = False  # has unused recovery codes (which open a locked account too)
 
 
-@dataclass(slots=True)
-class _Device:
-    id: int
-    serial: str
-    kind: str
-    digits: int
-    period: int
-    counter: int
-    last_step: int
-    drift: int
-    key: OtpKey
-
-
-@dataclass(slots=True)
-class _User:
-    name: str
-    known: bool  # has a users row
-    failures: int
-    locked_until: float
-    has_recovery: bool
-    devices: list[_Device] = field(default_factory=list)
-    phone: str | None = None  # registered for SMS codes
-    # Other stored names fold to this one (Store._migrate_8): refused, and never cached.
-    ambiguous: bool = False
-    unopenable: int = 0  # assigned devices left out: their seeds do not open (_build)
-
-
 class Verifier:
-    def __init__(self, config: Config, store: Store, sealer: Sealer,
+    def __init__(self, config: Config, store: Storage, sealer: Sealer,
                  accounts: Accounts | None = None):
         self.config = config
         self.store = store
         self.sealer = sealer
         self.accounts = accounts or Accounts()
         self._names(config)
-        self._cache: dict[str, _User] = {}
-        self._version: int | None = None
-        self._seq = 0  # the last row of `changes` the cache reflects
-        self._used_seq = 0  # the last audit row (the used-steps log) the cache reflects
-        # {device id: (step, drift)} of the log's steps not folded yet, kept by the daemon
-        # (preload) so that a user read from disk needs no scan of the log; None elsewhere.
-        self._unfolded: dict[int, tuple[int, int]] | None = None
-        self._last_batch = 0.0  # time.monotonic() of the last verify_batch
+        self.cache = UserCache(store, sealer, lambda: self.config)
         # Why the last batch was refused as "error" (a StoreError or KeyFileError), for the CLI,
         # which has no log; None after a batch that was decided.
         self.last_error: MfaError | None = None
         self._used: tuple = _NOT_USED  # (device id, step, drift) of the attempt being decided
-        self._steps_used = False  # in the batch being decided
         self._locked_tries: dict[str, int] = {}  # recovery codes checked while locked, this batch
         # A sub-key for SMS code hashes, derived through the fingerprint key (never stored).
         self._sms_key = sealer.fingerprint(b"mfa-radius sms code key v1").encode()
-        # {user: serials of their devices whose seeds did not open}, as last read (_build);
-        # each serial is logged once, when first found.
-        self._unopenable: dict[str, frozenset[str]] = {}
-        self.unopenable_devices = 0  # their count, for the metrics (read from another thread)
 
     @classmethod
     def open(cls, config: Config, accounts: Accounts | None = None,
@@ -248,13 +198,11 @@ class Verifier:
         transaction itself fails (reading others' commits, the audit rows, the COMMIT), every
         attempt of the batch is refused (fail closed).
         """
-        self._last_batch = time.monotonic()
+        self.cache.last_active = time.monotonic()
         try:
             with self.store.errors("verification"), self.store.transaction():
-                # Under the write lock and with every commit of others read (_refresh), the
-                # cached steps are the database's: the used steps are appended, no check needed.
                 self._refresh()
-                self._steps_used, self._used = False, _NOT_USED
+                self._used = _NOT_USED
                 self._locked_tries = {}
                 audit: list[tuple] = []
                 if len(attempts) == 1:
@@ -262,8 +210,6 @@ class Verifier:
                 else:
                     decisions = [self._decide_alone(a, audit) for a in attempts]
                 self.store.add_audit(audit)
-                if self._steps_used:  # our rows of the log: not to be read back as others'
-                    self._used_seq = self.store.last_audit_id()
             self.last_error = None
             return decisions
         except (StoreError, KeyFileError) as exc:
@@ -293,7 +239,7 @@ class Verifier:
                               _safe(attempt.source))
         del audit[mark:]
         self._used = _NOT_USED
-        self._cache.pop(attempt.user, None)
+        self.cache.forget(attempt.user)
         now = time.time() if attempt.now is None else attempt.now
         audit.append((now, attempt.user[:MAX_USER_LEN], None, None, attempt.source[:512],
                       "reject", "error") + _NOT_USED)
@@ -332,7 +278,7 @@ class Verifier:
                     "ambiguous_user": "two stored user names fold to this one: refused until "
                                       "one is renamed (mfa-radius user rename)",
                     "error": "the database or key file failed: refused (fail closed)"}[reason]
-        state = self._cache.get(user)
+        state = self.cache.get(user)
         if state is None:
             return reason
         if reason == "replay" and decision.method == "recovery":
@@ -402,7 +348,7 @@ class Verifier:
                     return self._success(state, device.kind, device.serial, now)
                 # Another process moved this HOTP counter after we cached the device: refused
                 # as a replay, and the user is read afresh next time.
-                self._cache.pop(user, None)
+                self.cache.forget(user)
                 why = "replay"
             if why is not None and replay_of is None:
                 replay_of, refusal = device, why
@@ -470,11 +416,10 @@ class Verifier:
     def _consume(self, device: _Device, matched: int, now: float) -> bool:
         if device.kind == "totp":
             drift = matched - time_step(now, device.period)
+            if not self.store.consume_step(device.id, matched, drift, now):
+                return False
             self._used = (device.id, matched, drift)
-            self._steps_used = True
             device.last_step, device.drift = matched, drift
-            if self._unfolded is not None:
-                self._unfolded[device.id] = (matched, drift)
         else:
             if not self.store.consume_hotp(device.id, matched, now):
                 return False
@@ -569,194 +514,42 @@ class Verifier:
         message = sms_policy.render_message(sms.message, code, user, sms.host_name())
         return SmsTicket(True, "ok", user, state.phone, message, expires_at)
 
-    # ---- cache -----------------------------------------------------------------------------
+    # ---- the user cache (usercache.py) -------------------------------------------------------
 
+    # The decision methods above read users through these.
     def _refresh(self) -> None:
-        """Bring the cache up to date with what other connections committed."""
-        version = self.store.data_version()
-        if version == self._version:
-            return
-        if self._version is None:
-            self._cache.clear()
-            # The place in the log before its content: a row added in between is read twice,
-            # never missed.
-            self._version, self._seq = version, self.store.last_change()
-            self._restart_log(self.store.last_audit_id())
-            return
-        first, last, users = self.store.changed_users(self._seq, self._cache_max // 4)
-        if users is None or last < self._seq or first > self._seq + 1:
-            # A mass change (an import), or a gap: pruned rows, a restored file.
-            self._cache.clear()
-        else:
-            for name in users:
-                self._cache.pop(name, None)
-        self._version, self._seq = version, last
-        self._read_used()
-
-    def _read_used(self) -> None:
-        """Take in the steps other processes used since our last look."""
-        last = self.store.last_audit_id()
-        if last == self._used_seq:
-            return
-        if last < self._used_seq:
-            # The log went back (a restored file): what it said is only in the folded steps
-            # now. Read everything again.
-            self._cache.clear()
-            self._restart_log(last)
-            return
-        rows = self.store.used_since(self._used_seq)
-        # Outside a transaction a row may land between the two reads: it counts.
-        last = max(last, rows[-1][0] if rows else 0)
-        unfolded = self._unfolded
-        for _, device, step, drift, user in rows:
-            if unfolded is not None and step > unfolded.get(device, (-1, 0))[0]:
-                unfolded[device] = (step, drift)
-            if user is not None:
-                self._cache.pop(user, None)
-        self._used_seq = last
-
-    def _restart_log(self, last: int) -> None:
-        """Read the used-steps log afresh from its end `last`: the daemon's steps not folded."""
-        self._used_seq = last
-        if self._unfolded is not None:
-            self._unfolded = self.store.unfolded_steps()
-
-    def _drop_all(self) -> None:
-        self._cache.clear()
-        self._version = None
-
-    @property
-    def _cache_max(self) -> int:
-        return self.config.storage.cache_users
-
-    def preload(self) -> int:
-        """Load users with devices into the cache, up to `[storage] cache_users`; how many.
-
-        One pass over the database (~10 us a user: the read, the unseal, the HMAC set-up), so
-        that nobody's first sign-in after a start pays for a database read.
-        """
-        # Fold the log first: the folded steps then say who signed in last (the choice below
-        # when there are too many users), and the in-memory rest of the log starts empty.
-        self.fold(limit=-1)
-        with self.store.errors("loading users"):
-            if self._unfolded is None:
-                self._unfolded = {}
-                self._version = None  # _refresh reads the whole log
-            self._refresh()
-            room = self._cache_max - len(self._cache)
-            count = 0
-            # Names of a clash are read when asked for, and never cached (_user).
-            clashes = {n for canon, stored in self.store.name_clashes().items()
-                       for n in (canon, *stored)}
-            for name, row, devices, has_recovery in self.store.preload_users(max(room, 0)):
-                if name not in self._cache and name not in clashes:
-                    self._cache[name] = self._build(name, row, devices, has_recovery,
-                                                    self._unfolded)
-                    count += 1
-        return count
+        self.cache.refresh()
 
     def _user(self, name: str) -> _User:
-        state = self._cache.get(name)
-        if state is None:
-            state = self._load(name)
-            if state.ambiguous:  # its clash may be fixed by a rename at any time
-                return state
-            if len(self._cache) >= self._cache_max:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[name] = state
-        return state
+        return self.cache.user(name)
 
-    def _load(self, name: str) -> _User:
-        row, devices, has_recovery, ambiguous = self.store.load_user(name)
-        if ambiguous:
-            return _User(name=name, known=row is not None, failures=0, locked_until=0.0,
-                         has_recovery=False, ambiguous=True)
-        unfolded = self._unfolded
-        if unfolded is None and devices:  # not the daemon: scan the (short) log for them
-            unfolded = self.store.unfolded_steps(d["id"] for d in devices)
-        return self._build(name, row, devices, has_recovery, unfolded)
+    def _drop_all(self) -> None:
+        self.cache.drop_all()
 
-    def _build(self, name: str, row: dict | None, rows: list[dict], has_recovery: bool,
-               unfolded: dict[int, tuple[int, int]] | None) -> _User:
-        """A user from its rows, each device's last step the later of its row's and the log's
-        (`unfolded`: {device id: (step, drift)} not folded yet)."""
-        devices = []
-        skipped: list[str] = []
-        for d in rows:
-            try:
-                seed = self.sealer.unseal(d["seed"], d["serial"])
-            except KeyFileError as exc:
-                # Sealed under another key, or a row copied from another device (the seal binds
-                # the serial): this device can never accept, so leaving it out opens nothing,
-                # and the user's other devices and everyone else keep working.
-                skipped.append(d["serial"])
-                if d["serial"] not in self._unopenable.get(name, ()):
-                    log.error("user %s: %s; that device is skipped (its codes are refused)",
-                              _safe(name), exc)
-                continue
-            last_step, drift = d["last_step"], d["drift"]
-            if unfolded and d["id"] in unfolded and unfolded[d["id"]][0] > last_step:
-                last_step, drift = unfolded[d["id"]]
-            devices.append(_Device(d["id"], d["serial"], d["kind"], d["digits"], d["period"],
-                                   d["counter"], last_step, drift,
-                                   OtpKey(seed, d["algorithm"], d["digits"])))
-        if skipped or name in self._unopenable:
-            self._note_unopenable(name, skipped)
-        return _User(name=name, known=row is not None,
-                     failures=row["failures"] if row else 0,
-                     locked_until=row["locked_until"] if row else 0.0,
-                     has_recovery=has_recovery, devices=devices,
-                     phone=row["phone"] if row else None, unopenable=len(skipped))
+    @property
+    def _unopenable(self) -> dict[str, frozenset[str]]:
+        return self.cache.unopenable
 
-    def _note_unopenable(self, name: str, serials: list[str]) -> None:
-        before = len(self._unopenable.pop(name, ()))
-        if serials:
-            self._unopenable[name] = frozenset(serials)
-        self.unopenable_devices += len(serials) - before
+    @property
+    def unopenable_devices(self) -> int:
+        """Assigned devices whose seeds do not open (for the metrics)."""
+        return self.cache.unopenable_devices
 
-    # ---- folding the used-steps log ------------------------------------------------------
+    def preload(self) -> int:
+        """Load users with devices into the cache, up to `[storage] cache_users`; how many."""
+        return self.cache.preload()
 
     def fold_due(self, now: float | None = None) -> int:
-        """How many steps the daemon should fold now (0: none): FOLD_IDLE_CHUNK when steps wait
-        and nobody signed in for FOLD_IDLE seconds, FOLD_CHUNK when steps of FOLD_AT devices
-        wait (as far as this process knows; the daemon keeps count, others fold in bulk)."""
-        waiting = len(self._unfolded or ())
-        if not waiting:
-            return 0
-        now = time.monotonic() if now is None else now
-        if now - self._last_batch >= FOLD_IDLE:
-            return FOLD_IDLE_CHUNK
-        return FOLD_CHUNK if waiting >= FOLD_AT else 0
+        """How many devices' used steps the daemon should fold now (UserCache.fold_due)."""
+        return self.cache.fold_due(now)
 
     def fold(self, limit: int = FOLD_CHUNK) -> int:
-        """Fold up to `limit` rows of the used-steps log into `device_steps` (one short
-        transaction); how many devices' steps it wrote. Errors are logged, never raised: the log is
-        only folded later."""
-        try:
-            with self.store.errors("folding used steps"), self.store.transaction():
-                self._refresh()
-                written, folded = self.store.fold_used(limit)
-        except (StoreError, KeyFileError) as exc:
-            # The daemon retries every pass: on a full disk, a line or two a minute.
-            _fold_errors.error("fold", "folding the used-steps log: %s", exc)
-            self._drop_all()
-            return 0
-        unfolded = self._unfolded
-        if unfolded is not None:
-            if folded is None:  # under the write lock, every row read: nothing of the log is left
-                unfolded.clear()
-            else:
-                for device, step in folded:
-                    if device in unfolded and unfolded[device][0] <= step:
-                        del unfolded[device]
-        return written
+        """Fold the step log (UserCache.fold); how many devices' steps were moved."""
+        return self.cache.fold(limit)
 
     def forget(self, user: str | None = None) -> None:
         """Drop cached state (all of it, or one user's) after an admin change in this process."""
-        if user is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(user, None)
+        self.cache.forget(user)
 
 
 def _safe(text: str) -> str:

@@ -39,7 +39,7 @@ def assign(devices: Devices, user: str | None, serial: str, *, kind: str = "totp
     return OtpKey(seed, algorithm, digits)
 
 
-_COLUMNS = ("serial, kind, virtual, digits, algorithm, period, counter, last_step, drift, seed, "
+_COLUMNS = ("serial, kind, virtual, digits, algorithm, period, counter, seed, "
             "fingerprint, user, created_at, enabled_at")
 
 

@@ -9,8 +9,8 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from mfa_radius import checkpoints
-from mfa_radius.checkpoints import Checkpointer
+from mfa_radius.store import checkpoints
+from mfa_radius.store.checkpoints import Checkpointer
 from mfa_radius.store import Store
 
 PAGE = 4096

@@ -54,7 +54,7 @@ def test_prune_deletes_in_batches(cfg):
     store = open_store(cfg)
     add_audit(store, [NOW - 10 * DAY - i for i in range(23)])
     assert store.prune_audit(NOW - DAY, batch=5) == 22
-    # The newest row stays: audit ids never go back (the used-steps log is read by id).
+    # The newest row stays: audit ids never go back.
     assert audit_times(store) == [NOW - 10 * DAY - 22]
     store.close()
 
@@ -151,66 +151,89 @@ def _accept_codes(cfg, devices, users, first_seed=1):
     return v, seeds
 
 
-def test_run_once_folds_the_used_steps_log_into_device_steps(cfg, devices):
+def test_run_once_folds_the_step_log(cfg, devices):
     v, _ = _accept_codes(cfg, devices, ["alice", "bob"])
-    assert devices.store.count_used() == 2
+    assert devices.store.steps.waiting() == 2
     done = housekeeping.run_once(cfg)
     assert done["used"] == 2
-    assert devices.store.count_used() == 0
-    steps = dict(devices.store.conn.execute(
-        "SELECT d.user, s.step FROM devices d JOIN device_steps s ON s.device = d.id"))
+    assert devices.store.steps.waiting() == 0
+    steps = {d["user"]: d["last_step"] for d in devices.store.list_devices()}
     assert steps["alice"] == steps["bob"] == int(time.time()) // 30
     assert "used TOTP steps of 2 devices" in housekeeping.describe(done, cfg)
     v.store.close()
 
 
-def test_the_daemon_task_folds_once_nobody_signs_in(cfg, devices, monkeypatch):
-    from mfa_radius import verifier as verifier_mod
+def test_pruning_everything_it_may_never_reopens_a_used_code(cfg, devices):
+    """Retention holds no replay state: with every audit row it may delete gone (and all the
+    rest housekeeping prunes, the step log folded or not), a used code is still refused."""
+    from mfa_radius.otp import OtpKey, time_step
+    from mfa_radius.verifier import Attempt
 
-    monkeypatch.setattr(verifier_mod, "FOLD_IDLE", 0.2)
-    monkeypatch.setattr(verifier_mod, "FOLD_IDLE_CHUNK", 1)  # one device a transaction
+    v, seeds = _accept_codes(cfg, devices, ["alice", "bob"])
+    now = time.time()
+    assert v.verify(Attempt("alice", OtpKey(seeds["alice"]).code(time_step(now, 30) + 1),
+                            "test", now)).accepted  # alice's newest step: not folded yet
+    later = now + 1000 * DAY
+    store = open_store(cfg)
+    assert store.prune_audit(later, batch=1) >= 2
+    done = housekeeping.prune(store, with_retention(cfg, 1), later)
+    store.close()
+    assert done["used"] == 2
+    assert len(devices.store.audit_events()) == 1  # the newest row only
+    for verifier in (v, Verifier.open(cfg)):  # the daemon's cache, and a fresh read
+        for user, steps in (("alice", (0, 1)), ("bob", (0,))):
+            for step in steps:
+                code = OtpKey(seeds[user]).code(time_step(now, 30) + step)
+                assert verifier.verify(Attempt(user, code, "test", now)).reason == "replay"
+        verifier.store.close()
+
+
+def test_the_daemon_task_folds_once_nobody_signs_in(cfg, devices, monkeypatch):
+    from mfa_radius import usercache
+
+    monkeypatch.setattr(usercache, "FOLD_IDLE", 0.2)
+    monkeypatch.setattr(usercache, "FOLD_IDLE_CHUNK", 1)  # one device a transaction
     v, _ = _accept_codes(cfg, devices, ["alice", "bob", "carol"])
     v.preload()  # the daemon's verifier: preload folds what waits
-    assert devices.store.count_used() == 0
+    assert devices.store.steps.waiting() == 0
     now = time.time()
     from mfa_radius.otp import OtpKey, time_step
     from mfa_radius.verifier import Attempt
     for i, u in enumerate(["alice", "bob", "carol"]):
         code = OtpKey(bytes([i + 1]) * 20).code(time_step(now, 30) + 1)
         assert v.verify(Attempt(u, code, "test", now)).accepted
-    assert devices.store.count_used() == 3
+    assert devices.store.steps.waiting() == 3
 
     async def main():
         task = asyncio.create_task(housekeeping.fold_when_idle(v, interval=0.05))
         for _ in range(100):
             await asyncio.sleep(0.05)
-            if not devices.store.count_used():
+            if not devices.store.steps.waiting():
                 break
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     asyncio.run(main())
-    assert devices.store.count_used() == 0
+    assert devices.store.steps.waiting() == 0
     assert not v.fold_due()
     v.store.close()
 
 
 def test_fold_due_past_the_threshold_even_while_busy(cfg, devices, monkeypatch):
-    from mfa_radius import verifier as verifier_mod
+    from mfa_radius import usercache
 
-    monkeypatch.setattr(verifier_mod, "FOLD_AT", 2)
+    monkeypatch.setattr(usercache, "FOLD_AT", 2)
     v, _ = _accept_codes(cfg, devices, ["alice"])
-    v.preload()  # the daemon's verifier keeps count of the steps not folded
+    v.preload()
     from mfa_radius.otp import OtpKey, time_step
     from mfa_radius.verifier import Attempt
     now = time.time()
     code = OtpKey(bytes([1]) * 20).code(time_step(now, 30) + 1)
     assert v.verify(Attempt("alice", code, "test", now)).accepted
-    assert v.fold_due(v._last_batch) == 0  # one device waits, the server is busy
-    v2, _ = _accept_codes(cfg, devices, ["bob"], first_seed=2)
-    v._refresh()
-    assert v.fold_due(v._last_batch) == verifier_mod.FOLD_CHUNK
-    assert v.fold_due(v._last_batch + 2) == verifier_mod.FOLD_IDLE_CHUNK
+    assert v.fold_due(v.cache.last_active) == 0  # one device waits, the server is busy
+    v2, _ = _accept_codes(cfg, devices, ["bob"], first_seed=2)  # another process's step counts
+    assert v.fold_due(v.cache.last_active) == usercache.FOLD_CHUNK
+    assert v.fold_due(v.cache.last_active + 2) == usercache.FOLD_IDLE_CHUNK
     v.store.close()
     v2.store.close()

@@ -1,8 +1,9 @@
-"""The SQLite store: opening, WAL, schema versions, errors turned into one clear line."""
+"""The SQLite store: opening, WAL, schema and migrations, errors turned into one clear line."""
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sqlite3
 import stat
@@ -10,10 +11,9 @@ import stat
 import pytest
 
 from mfa_radius import config as config_mod
-from mfa_radius import store as store_mod
 from mfa_radius.errors import StoreError
 from mfa_radius.state import open_devices
-from mfa_radius.store import SCHEMA_VERSION, Store
+from mfa_radius.store import SCHEMA_VERSION, DuplicateDevice, Store, migrations, open_store
 
 from mfa_helpers import assign, make_config
 
@@ -111,7 +111,6 @@ def test_an_empty_file_is_refused_unless_created_then_0600(tmp_path):
         store.close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
-
 def test_migrations_run_in_order_and_only_once(tmp_path, monkeypatch):
     ran = []
     nxt = SCHEMA_VERSION + 1
@@ -122,8 +121,8 @@ def test_migrations_run_in_order_and_only_once(tmp_path, monkeypatch):
 
     path = str(tmp_path / "mfa.db")
     Store.open(path, create=True).close()
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", nxt)
-    monkeypatch.setitem(store_mod.MIGRATIONS, nxt, migrate_next)
+    monkeypatch.setattr(migrations, "SCHEMA_VERSION", nxt)
+    monkeypatch.setitem(migrations.MIGRATIONS, nxt, migrate_next)
     Store.open(path).close()
     store = Store.open(path)
     try:
@@ -143,8 +142,8 @@ def test_a_failing_migration_leaves_the_old_version(tmp_path, monkeypatch):
         db["half"].create({"id": int}, pk="id")
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", nxt)
-    monkeypatch.setitem(store_mod.MIGRATIONS, nxt, migrate_next)
+    monkeypatch.setattr(migrations, "SCHEMA_VERSION", nxt)
+    monkeypatch.setitem(migrations.MIGRATIONS, nxt, migrate_next)
     with pytest.raises(StoreError):
         Store.open(path)
     conn = sqlite3.connect(path)
@@ -153,9 +152,52 @@ def test_a_failing_migration_leaves_the_old_version(tmp_path, monkeypatch):
     conn.close()
 
 
-def test_every_schema_version_has_a_migration():
-    assert sorted(store_mod.MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
+def test_every_schema_version_has_a_migration_and_schema_sql_is_the_latest():
+    assert sorted(migrations.MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
+    assert migrations.SCHEMA_FILE_VERSION == SCHEMA_VERSION
 
+
+def _schema(path: str) -> dict:
+    """The schema of a database, normalised: each table's columns (name, type, not null, default,
+    primary key) and CREATE text, each index's table, uniqueness and columns, each trigger's
+    text; quoting and white space aside."""
+    def norm(sql: str | None) -> str | None:
+        if sql is None:
+            return None
+        sql = re.sub(r"\s+", " ", sql.replace('"', "")).strip().rstrip(";")
+        return re.sub(r"\s*([(),])\s*", r"\1", sql)
+
+    con = sqlite3.connect(path)
+    try:
+        out: dict = {"user_version": con.execute("PRAGMA user_version").fetchone()[0]}
+        for kind, name, table, sql in con.execute(
+                "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"):
+            entry: dict = {"table": table, "sql": norm(sql)}
+            if kind == "table":
+                entry["columns"] = con.execute(f"PRAGMA table_info({name})").fetchall()
+            elif kind == "index":
+                entry["unique"] = next(r[2] for r in con.execute(f"PRAGMA index_list({table})")
+                                       if r[1] == name)
+                entry["columns"] = con.execute(f"PRAGMA index_info({name})").fetchall()
+            out[f"{kind} {name}"] = entry
+        if "table name_rule" in out:
+            out["name_rule rows"] = con.execute("SELECT count(*) FROM name_rule").fetchone()[0]
+        return out
+    finally:
+        con.close()
+
+
+def test_a_database_migrated_from_v1_equals_a_fresh_one_from_schema_sql(tmp_path, monkeypatch):
+    old = str(tmp_path / "old.db")
+    monkeypatch.setattr(migrations, "SCHEMA_VERSION", 1)
+    Store.open(old, create=True).close()
+    monkeypatch.undo()
+    assert _schema(old)["user_version"] == 1
+    Store.open(old).close()  # migrations 2 .. SCHEMA_VERSION
+    fresh = str(tmp_path / "fresh.db")
+    Store.open(fresh, create=True).close()  # schema.sql
+    assert _schema(old) == _schema(fresh)
+    assert "table recent_steps" in _schema(fresh) and "table fold_mark" not in _schema(fresh)
 
 def test_unwritable_directory_is_a_store_error(tmp_path):
     blocker = tmp_path / "file"
@@ -189,23 +231,21 @@ def test_errors_context_maps_sqlite_errors(tmp_path):
     finally:
         store.close()
 
-
-def test_data_version_changes_on_another_connections_commit(tmp_path):
+def test_the_changes_token_changes_on_another_connections_commit(tmp_path):
     path = str(tmp_path / "mfa.db")
     a = Store.open(path, create=True)
     b = Store.open(path)
     try:
-        before = a.data_version()
+        before = a.changes_token()
         with a.transaction():
             a.ensure_user("x", 1.0)
-        assert a.data_version() == before  # own commits do not count
+        assert a.changes_token() == before  # own commits do not count
         with b.transaction():
             b.ensure_user("y", 1.0)
-        assert a.data_version() != before
+        assert a.changes_token() != before
     finally:
         a.close()
         b.close()
-
 
 def test_conditional_consume_is_once_only(tmp_path):
     cfg = make_config(tmp_path)
@@ -274,10 +314,10 @@ def test_audit_time_bounds_are_found_over_the_rowid(tmp_path):
     finally:
         store.close()
 
-
 def _old_database(path: str, version: int, monkeypatch, *statements: str) -> None:
-    """A database at schema `version` with alice's TOTP device A1 (last step 5), and more."""
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", version)
+    """A database at schema `version` (built by the migrations up to it) with alice's TOTP
+    device A1 (last step 5), and more."""
+    monkeypatch.setattr(migrations, "SCHEMA_VERSION", version)
     old = Store.open(path, create=True)
     old.conn.execute("INSERT INTO devices (serial, kind, digits, algorithm, period, counter, "
                      "last_step, drift, seed, fingerprint, user, created_at, virtual) VALUES "
@@ -297,162 +337,18 @@ def test_a_v2_database_gets_change_tracking_and_keeps_its_devices(tmp_path, monk
         assert store.device("A1")["last_step"] == 5
         indexes = {r[0] for r in store.conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit'")}
-        assert not indexes  # time bounds go over the rowid (_migrate_5)
+        assert not indexes  # time bounds go over the rowid
         before = store.last_change()
         with store.transaction():
             store.resync_device(store.device("A1")["id"], last_step=9, drift=1)
         assert store.changed_users(before, 10)[2] == {"alice"}
-        # The hot path's used steps fire nothing: verifiers read the log itself.
+        assert store.device("A1")["last_step"] == 9
+        # A used step fires nothing: its consume is checked in SQL whatever was cached.
         with store.transaction():
-            store.add_audit([_accept(store.device("A1")["id"], 10, 1, 0.0)])
+            assert store.consume_step(store.device("A1")["id"], 10, 1, 0.0)
         assert store.last_change() == before + 1
     finally:
         store.close()
-
-
-@pytest.fixture
-def alice(tmp_path):
-    """(devices, store, device id) with alice's TOTP device S1 assigned."""
-    d = open_devices(make_config(tmp_path))
-    assign(d, "alice", "S1")
-    yield d, d.store, d.store.device("S1")["id"]
-    d.store.close()
-
-
-def _accept(device: int, step: int, drift: int, when: float, user: str = "u") -> tuple:
-    """An audit row of a TOTP accept: it carries the used step."""
-    return (when, user, "totp", "S", "test", "accept", "ok", device, step, drift)
-
-
-def _reject(when: float) -> tuple:
-    return (when, "u", None, None, "test", "reject", "bad_code", None, None, None)
-
-
-def test_used_steps_are_merged_into_device_rows_until_folded_into_device_steps(alice):
-    d, s, a = alice
-    assign(d, "bob", "S2")
-    b = s.device("S2")["id"]
-    first = s.last_audit_id()
-    with s.transaction():
-        s.add_audit([_accept(a, 100, 0, 5.0), _reject(5.5), _accept(b, 7, -1, 6.0)])
-        s.add_audit([_accept(a, 101, 1, 7.0)])
-    assert s.last_audit_id() == first + 4
-    assert [r[:4] for r in s.used_since(first + 1)] == [(first + 3, b, 7, -1),
-                                                       (first + 4, a, 101, 1)]
-    assert s.used_since(first + 1)[0][4] == "bob"
-    assert s.unfolded_steps() == {a: (101, 1), b: (7, -1)}
-    assert s.unfolded_steps([b]) == {b: (7, -1)}
-    assert s.count_used() == 3
-    row = s.device("S1")
-    assert (row["last_step"], row["drift"], row["last_used_at"]) == (101, 1, 7.0)
-    assert [r["last_step"] for r in s.list_devices()] == [101, 7]
-    with s.transaction():
-        written, folded = s.fold_used(2)
-    assert written == 2 and sorted(folded) == [(a, 100), (b, 7)]  # a pair list: steps are left
-    assert s.count_used() == 1
-    assert s.conn.execute("SELECT step, drift, used_at FROM device_steps WHERE device = ?",
-                          (a,)).fetchone() == (100, 0, 5.0)
-    # The device rows are not written: a fold touches the narrow table's few pages only.
-    assert s.conn.execute("SELECT last_step FROM devices WHERE id = ?", (a,)).fetchone()[0] == -1
-    row = s.device("S1")
-    assert (row["last_step"], row["drift"], row["last_used_at"]) == (101, 1, 7.0)
-    # A fold never moves a row back: a resync ahead of the log stays.
-    with s.transaction():
-        s.resync_device(a, last_step=200, drift=3)
-        assert s.fold_used() == (1, None)
-    assert (s.device("S1")["last_step"], s.device("S1")["drift"]) == (200, 3)
-    assert s.count_used() == 0
-    with s.transaction():
-        assert s.fold_used() == (0, None)
-
-
-def test_a_fold_of_exactly_the_steps_left_says_the_log_is_folded(alice):
-    _, s, a = alice
-    with s.transaction():
-        s.add_audit([_accept(a, 10, 0, 1.0), _reject(2.0), _accept(a, 11, 0, 3.0)])
-        assert s.fold_used(3) == (1, None)
-        s.add_audit([_accept(a, 12, 0, 4.0), _accept(a, 13, 0, 5.0)])
-        assert s.fold_used(1) == (1, [(a, 12)])
-        assert s.fold_used(1) == (1, None)
-    assert s.count_used() == 0 and s.device("S1")["last_step"] == 13
-
-
-def test_folded_steps_are_what_the_verifier_and_the_admin_read(alice):
-    d, s, a = alice
-    with s.transaction():
-        s.add_audit([_accept(a, 100, 2, 5.0)])
-        s.fold_used()
-    (_, _, devices, _), = s.preload_users(10)
-    assert (devices[0]["last_step"], devices[0]["drift"]) == (100, 2)
-    _, devices, _, _ = s.load_user("alice")
-    assert (devices[0]["last_step"], devices[0]["drift"]) == (100, 2)
-    assert s.user_devices("alice")[0]["last_used_at"] == 5.0
-    # A step folded into device_steps later never hides the latest one already there.
-    with s.transaction():
-        s.add_audit([_accept(a, 99, 0, 6.0)])
-        assert s.fold_used() == (0, None)
-    assert s.device("S1")["last_step"] == 100
-
-
-def test_deactivating_resets_the_drift_of_folded_steps_too(alice):
-    d, s, a = alice
-    with s.transaction():
-        s.add_audit([_accept(a, 100, 2, 5.0)])
-        s.fold_used()
-    d.deactivate("alice", "S1")
-    row = s.device("S1")
-    assert (row["user"], row["last_step"], row["drift"]) == (None, 100, 0)
-
-
-def test_a_new_device_never_inherits_a_deleted_devices_folded_step(alice):
-    d, s, _ = alice
-    d.create_virtual("V1")
-    v1 = s.device("V1")["id"]
-    with s.transaction():
-        s.add_audit([_accept(v1, 50, 1, 1.0)])
-        s.fold_used()
-    d.delete("V1")
-    assert s.conn.execute("SELECT count(*) FROM device_steps WHERE device = ?",
-                          (v1,)).fetchone()[0] == 0
-
-
-def test_pruning_keeps_steps_not_folded_and_the_newest_row(alice):
-    """Audit ids must never go back: the used-steps log is read by id."""
-    _, s, a = alice
-    with s.transaction():
-        s.add_audit([_reject(1.0), _accept(a, 10, 0, 2.0), _reject(3.0), _reject(4.0)])
-    last = s.last_audit_id()
-    assert s.prune_audit(before=100.0) == 2  # the rejects but the newest
-    assert [r[0] for r in s.conn.execute("SELECT time FROM audit ORDER BY id")] == [2.0, 4.0]
-    with s.transaction():
-        s.fold_used()
-    assert s.prune_audit(before=100.0) == 1
-    assert s.last_audit_id() == last
-    with s.transaction():
-        s.add_audit([_reject(5.0)])
-    assert s.last_audit_id() == last + 1
-
-
-def test_a_log_emptied_by_hand_moves_the_fold_mark_back(alice):
-    _, s, a = alice
-    with s.transaction():
-        s.add_audit([_reject(float(t)) for t in range(5)])
-        s.fold_used()
-        s.conn.execute("DELETE FROM audit")
-        assert s.fold_used() == (0, None)
-        s.add_audit([_accept(a, 10, 0, 9.0)])
-    assert s.unfolded_steps() == {a: (10, 0)}
-
-
-def test_deleting_a_device_drops_its_steps_not_folded(alice):
-    d, s, a = alice
-    d.create_virtual("V1")
-    v1 = s.device("V1")["id"]
-    with s.transaction():
-        s.add_audit([_accept(v1, 50, 0, 1.0), _accept(a, 7, 0, 1.0)])
-    d.delete("V1")
-    assert s.unfolded_steps() == {a: (7, 0)}  # alice's step stays
-    assert s.conn.execute("SELECT count(*) FROM audit").fetchone()[0] == 2  # history stays
 
 
 def test_a_v5_database_folds_its_used_table_and_drops_it(tmp_path, monkeypatch):
@@ -469,12 +365,16 @@ def test_a_v5_database_folds_its_used_table_and_drops_it(tmp_path, monkeypatch):
         assert (row["last_step"], row["drift"], row["last_used_at"]) == (9, 1, 4.0)
         assert store.conn.execute("SELECT name FROM sqlite_master WHERE name = 'used'"
                                   ).fetchone() is None
-        assert store.count_used() == 0 and store.last_audit_id() == 1
+        assert store.steps.waiting() == 0 and store.last_audit_id() == 1
+        with store.transaction():
+            assert not store.consume_step(row["id"], 9, 0, 5.0)
     finally:
         store.close()
 
 
-def test_a_v6_database_gets_device_steps_and_keeps_its_folded_steps(tmp_path, monkeypatch):
+def test_a_v6_database_keeps_the_steps_of_its_audit_rows(tmp_path, monkeypatch):
+    """The steps a v6-v9 database held in its audit rows past the fold mark (not folded yet)
+    are the devices' last used steps after the migration."""
     path = str(tmp_path / "mfa.db")
     _old_database(path, 6, monkeypatch,
                   "INSERT INTO audit (time, user, method, serial, source, result, reason, "
@@ -483,14 +383,64 @@ def test_a_v6_database_gets_device_steps_and_keeps_its_folded_steps(tmp_path, mo
     store = Store.open(path)
     try:
         assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert store.device("A1")["last_step"] == 9  # from the log, not folded yet
-        with store.transaction():
-            assert store.fold_used() == (1, None)
         row = store.device("A1")
         assert (row["last_step"], row["drift"], row["last_used_at"]) == (9, 1, 4.0)
+        with store.transaction():
+            assert not store.consume_step(row["id"], 9, 0, 5.0)
+            assert store.consume_step(row["id"], 10, 0, 5.0)
     finally:
         store.close()
 
+
+def test_a_v9_database_keeps_folded_steps_and_positions_whichever_is_ahead(tmp_path,
+                                                                             monkeypatch):
+    path = str(tmp_path / "mfa.db")
+    _old_database(path, 9, monkeypatch,
+                  # A2: resynced ahead of its folded step; A1: its folded step ahead of its row.
+                  "INSERT INTO devices (serial, kind, digits, algorithm, period, counter, "
+                  "last_step, drift, seed, fingerprint, user, created_at, virtual) VALUES "
+                  "('A2', 'totp', 6, 'SHA1', 30, 0, 50, 3, x'01', 'fp2', 'bob', 0, 1)",
+                  "INSERT INTO device_steps VALUES (1, 7, -1, 2.0), (2, 40, 1, 3.0)",
+                  "INSERT INTO audit (time, user, method, serial, source, result, reason, "
+                  "device, step, drift) VALUES (4.0, 'alice', 'totp', 'A1', 't', 'accept', 'ok', "
+                  "1, 6, 0)")
+    store = Store.open(path)
+    try:
+        a1, a2 = store.device("A1"), store.device("A2")
+        assert (a1["last_step"], a1["drift"], a1["last_used_at"]) == (7, -1, 4.0)
+        assert (a2["last_step"], a2["drift"], a2["last_used_at"]) == (50, 3, 3.0)
+        assert "last_step" not in {r[1] for r in store.conn.execute("PRAGMA table_info(devices)")}
+    finally:
+        store.close()
+
+
+def test_a_serial_taken_meanwhile_is_a_duplicate_device(tmp_path):
+    d = open_devices(make_config(tmp_path))
+    try:
+        assign(d, "alice", "S1")
+        row = {"serial": "S1", "kind": "totp", "virtual": 0, "digits": 6, "algorithm": "SHA1",
+               "period": 30, "counter": 0, "seed": b"x", "fingerprint": "other",
+               "created_at": 0.0}
+        with pytest.raises(DuplicateDevice), d.store.transaction():
+            d.store.insert_devices([row])
+        assert [r["serial"] for r in d.store.list_devices()] == ["S1"]
+    finally:
+        d.store.close()
+
+
+def test_a_read_only_open_reads_and_never_writes(tmp_path):
+    path = str(tmp_path / "mfa.db")
+    with pytest.raises(StoreError, match="database not found"):
+        open_store(path, readonly=True)
+    assert not os.path.exists(path)
+    Store.open(path, create=True).close()
+    store = open_store(path, readonly=True)
+    try:
+        assert store.stored_names() == set()
+        with pytest.raises(StoreError, match="read-only"), store.errors("writing"):
+            store.conn.execute("INSERT INTO users (name, created_at) VALUES ('x', 0)")
+    finally:
+        store.close()
 
 def test_null_parameters_still_bind_null(tmp_path):
     """The NoneType adapter (a shortcut past sqlite3's adaptation lookups) changes nothing."""

@@ -673,16 +673,29 @@ def test_unlock_by_another_connection_is_seen(world):
     assert verify(world.v, "alice", totp_at(key, NOW)).accepted
 
 
-def test_another_connections_commit_drops_only_the_users_it_touched(world):
+def _reads(monkeypatch, verifier) -> list[str]:
+    """The users `verifier` reads from the database from now on (Storage.load_user calls)."""
+    names: list[str] = []
+    load = verifier.store.load_user
+
+    def counted(name):
+        names.append(name)
+        return load(name)
+
+    monkeypatch.setattr(verifier.store, "load_user", counted)
+    return names
+
+
+def test_another_connections_commit_drops_only_the_users_it_touched(world, monkeypatch):
     alice = assign(world.devices, "alice", "A1")
     bob = assign(world.devices, "bob", "B1")
     assert verify(world.v, "alice", totp_at(alice, NOW)).accepted
     assert verify(world.v, "bob", totp_at(bob, NOW)).accepted
-    cached_bob = world.v._cache["bob"]
+    reads = _reads(monkeypatch, world.v)
     world.devices.deactivate("alice", "A1")  # another connection
     assert verify(world.v, "alice", totp_at(alice, NOW, 1)).reason == "no_device"
-    assert world.v._cache["bob"] is cached_bob  # not reloaded
     assert verify(world.v, "bob", totp_at(bob, NOW, 1)).accepted
+    assert reads == ["alice"]  # bob was not read again
 
 
 def test_a_write_from_the_sqlite3_shell_is_seen_too(world):
@@ -708,15 +721,15 @@ def test_a_step_used_by_another_process_is_a_replay_for_a_stale_cache(world):
     assert world.user_row("alice") is None or world.user_row("alice")["failures"] == 0
 
 
-def test_a_mass_change_drops_the_whole_cache(make_world):
+def test_a_mass_change_drops_the_whole_cache(make_world, monkeypatch):
     world = make_world("cache_users = 100\n", sub="small")
     key = assign(world.devices, "alice", "A1")
     assert verify(world.v, "alice", totp_at(key, NOW)).accepted
-    cached = world.v._cache["alice"]
+    reads = _reads(monkeypatch, world.v)
     from mfa_radius.devices import DeviceSpec
     world.devices.add([DeviceSpec(f"M{i}", os.urandom(20), user=f"m{i}") for i in range(30)])
     assert verify(world.v, "alice", totp_at(key, NOW, 1)).accepted
-    assert world.v._cache["alice"] is not cached  # more than cache_users/4 changed: all dropped
+    assert reads == ["alice"]  # more than cache_users/4 changed: all dropped, alice read again
 
 
 def test_preload_fills_the_cache_so_first_verifies_read_nothing(world, monkeypatch):
@@ -724,12 +737,12 @@ def test_preload_fills_the_cache_so_first_verifies_read_nothing(world, monkeypat
     world.devices.issue_recovery_codes("u0", count=1)
     v = world.verifier()
     assert v.preload() == 5
-    assert v._cache["u0"].has_recovery and not v._cache["u1"].has_recovery
 
     def no_reads(name):
         raise AssertionError(f"{name} read from the database")
 
     monkeypatch.setattr(v.store, "load_user", no_reads)
+    assert v.status("u0").recovery and not v.status("u1").recovery
     for name, key in keys.items():
         assert verify(v, name, totp_at(key, NOW)).accepted
 
@@ -741,7 +754,7 @@ def test_preload_stops_at_cache_users(make_world):
                        for i in range(150)])
     v = world.verifier()
     assert v.preload() == 100
-    assert len(v._cache) == 100
+    assert len(v.cache) == 100
 
 
 def test_preload_over_the_limit_takes_the_most_recently_active_users(make_world):
@@ -757,12 +770,12 @@ def test_preload_over_the_limit_takes_the_most_recently_active_users(make_world)
         assert verify(world.v, name, totp_at(OtpKey(seeds[name]), NOW)).accepted
     v = world.verifier()
     assert v.preload() == 100
-    assert set(recent) <= set(v._cache)
+    assert all(name in v.cache for name in recent)
 
 
 def test_housekeeping_keeps_a_bounded_tail_of_changes(world, monkeypatch):
-    from mfa_radius import store as store_mod
-    monkeypatch.setattr(store_mod, "CHANGES_KEPT", 3)
+    from mfa_radius.store import sqlite_audit
+    monkeypatch.setattr(sqlite_audit, "CHANGES_KEPT", 3)
     for i in range(6):
         assign(world.devices, f"u{i}", f"S{i}")
     store = world.devices.store
@@ -775,7 +788,10 @@ def test_housekeeping_keeps_a_bounded_tail_of_changes(world, monkeypatch):
     assert verify(world.v, "late", totp_at(key, NOW)).accepted
 
 
-def test_totp_accepts_write_their_steps_into_their_audit_rows(world):
+def test_totp_accepts_never_rewrite_the_device_rows(world):
+    """White-box (the statements run): a device row is wide (its sealed seed), and a TOTP accept
+    must not rewrite it, which nothing outside the database shows. Each accept is one
+    conditional write to the step log; the batch's audit rows are one INSERT."""
     alice = assign(world.devices, "alice", "A1")
     bob = assign(world.devices, "bob", "B1")
     v = world.v
@@ -788,11 +804,13 @@ def test_totp_accepts_write_their_steps_into_their_audit_rows(world):
     assert [d.reason for d in v.verify_batch(batch)] == ["ok", "ok", "replay"]
     v.store.conn.set_trace_callback(None)
     assert not [q for q in statements if q.startswith("UPDATE devices")]
-    # One INSERT for the batch (traced once per row): the audit rows carry the used steps.
     inserts = [q for q in statements if q.startswith("INSERT")]
-    assert len(inserts) == 3 and all(q.startswith("INSERT INTO audit") for q in inserts)
+    assert sum(q.startswith("INSERT INTO recent_steps") for q in inserts) == 2
+    # One INSERT for the batch's audit rows (traced once per row).
+    assert sum(q.startswith("INSERT INTO audit") for q in inserts) == 3
+    assert len(inserts) == 5
     assert world.device_row("B1")["last_step"] == STEP
-    assert world.devices.store.count_used() == 3
+    assert world.devices.store.steps.waiting() == 2
 
 
 def test_a_step_used_by_another_process_is_a_replay_here(world):
@@ -808,16 +826,16 @@ def test_a_step_used_by_another_process_is_a_replay_here(world):
     assert verify(daemon, "alice", totp_at(key, NOW)).reason == "replay"
 
 
-def test_a_verifier_that_missed_folded_rows_reads_everything_again(world):
+def test_a_step_used_elsewhere_and_folded_before_the_daemon_looked_is_a_replay(world):
     key = assign(world.devices, "alice", "A1")
     daemon, other = world.v, world.verifier()
     daemon.preload()
     assert verify(daemon, "alice", totp_at(key, NOW, -1)).accepted
     assert verify(other, "alice", totp_at(key, NOW)).accepted
-    # Housekeeping in a third process folds the row before the daemon looked at it.
+    # Housekeeping in a third process folds the step before the daemon looked at it.
     with world.devices.store.transaction():
-        world.devices.store.fold_used()
-    assert world.devices.store.count_used() == 0
+        world.devices.store.steps.fold()
+    assert world.devices.store.steps.waiting() == 0
     assert verify(daemon, "alice", totp_at(key, NOW)).reason == "replay"
     assert verify(daemon, "alice", totp_at(key, NOW, 1)).accepted
 
@@ -828,11 +846,11 @@ def test_the_daemon_folds_when_idle_and_keeps_refusing_used_codes(world):
     v.preload()
     for u, k in keys.items():
         assert verify(v, u, totp_at(k, NOW)).accepted
-    assert not v.fold_due(v._last_batch + 0.1)  # busy
-    assert v.fold_due(v._last_batch + 1.5)  # idle: rows wait
+    assert not v.fold_due(v.cache.last_active + 0.1)  # busy
+    assert v.fold_due(v.cache.last_active + 1.5)  # idle: steps wait
     assert v.fold() == 2
-    assert not v.fold_due(v._last_batch + 5)
-    assert world.devices.store.count_used() == 0
+    assert not v.fold_due(v.cache.last_active + 5)
+    assert world.devices.store.steps.waiting() == 0
     row = world.devices.store.device("S-alice")
     assert (row["last_step"], row["last_used_at"]) == (STEP, NOW)
     assert verify(v, "alice", totp_at(keys["alice"], NOW)).reason == "replay"
@@ -850,7 +868,8 @@ def test_a_rolled_back_batch_leaves_no_used_step(world):
         assert verify(world.v, "alice", totp_at(key, NOW)).reason == "error"
     finally:
         admin.execute("ALTER TABLE audit_away RENAME TO audit")
-    assert world.devices.store.count_used() == 0
+    assert world.devices.store.steps.waiting() == 0
+    assert world.device_row("A1")["last_step"] == -1
     assert verify(world.v, "alice", totp_at(key, NOW)).accepted
 
 

@@ -25,7 +25,8 @@ def tools():
 
 def _v7(daemon: Daemon) -> dict:
     """Devices of Alice, bob, Carol and carol, stored as typed before v8, in a v7 database
-    (v8 adds the name_rule and name_clashes tables only, v9 the key check). Returns their keys by stored name."""
+    (v8 adds the name_rule and name_clashes tables only, v9 the key check, v10 moves the step
+    positions out of the device rows). Returns their keys by stored name."""
     devices = open_devices(daemon.cfg)
     names = ("Alice", "bob", "Carol", "carol")
     keys = {name: assign(devices, f"tmp{i}", f"{name}-1") for i, name in enumerate(names)}
@@ -38,6 +39,15 @@ def _v7(daemon: Daemon) -> dict:
     db.execute("DROP TABLE name_rule")
     db.execute("DROP TABLE name_clashes")
     db.execute("DROP TABLE key_check")  # v9
+    db.execute("DROP TRIGGER recent_steps_devices_delete")  # v10
+    db.execute("DROP TABLE recent_steps")
+    db.execute("ALTER TABLE devices ADD COLUMN last_step INTEGER NOT NULL DEFAULT -1")
+    db.execute("ALTER TABLE devices ADD COLUMN drift INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE TABLE fold_mark (upto INTEGER NOT NULL)")
+    db.execute("INSERT INTO fold_mark (upto) SELECT coalesce(max(id), 0) FROM audit")
+    db.execute("CREATE TRIGGER audit_devices_delete AFTER DELETE ON devices BEGIN "
+               "UPDATE audit SET device = NULL WHERE id > (SELECT upto FROM fold_mark) "
+               "AND device = OLD.id; END")
     db.execute("PRAGMA user_version = 7")
     devices.store.close()
     return keys

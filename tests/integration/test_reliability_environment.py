@@ -321,7 +321,7 @@ def test_fold_errors_on_a_full_disk_are_rate_limited():
         proc.wait(10)
         out.close()
         env.close()
-    failures = text.count("folding the used-steps log")
+    failures = text.count("folding the step log")
     print(f"\nserve / fold on a full disk: {failures} error line(s) in 6 s")
     assert 1 <= failures <= 2, text
     assert "Traceback" not in text, text

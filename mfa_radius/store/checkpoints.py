@@ -1,17 +1,17 @@
-"""WAL checkpoints for the daemon, off the event loop.
+"""WAL checkpoints for the daemon, off the event loop (SqliteStore.maintenance).
 
 SQLite checkpoints at commit once the WAL holds 1,000 pages: the committing connection copies the
 pages into the database file and fsyncs both files, and the WAL written since the last checkpoint
-(~4 MiB) goes to disk in that fsync. On the daemon's connection that is a 10-40 ms stall of the
-loop every few hundred commits under load: the p90/p99 latency of every client.
+goes to disk in that fsync. On the daemon's connection that stalls the loop for the length of
+two fsyncs every few hundred commits under load: the tail latency of every client.
 
-So the daemon's connection does not checkpoint at commit (`Store.defer_checkpoints`); a thread of
+So the daemon's connection does not checkpoint at commit (`defer_checkpoints`); a thread of
 its own, on its own connection, runs PASSIVE checkpoints (the sqlite3 module releases the GIL in
 them, and a PASSIVE checkpoint never blocks the writer). That alone never lets the WAL start
 over: a busy writer always commits while the checkpoint runs, so the checkpoint ends a few frames
 short, and SQLite restarts the WAL only when a write begins with every frame copied. Hence the
 second half: when the thread has copied a large WAL it asks the loop to copy the last few frames
-itself, between two of its transactions (a small checkpoint, ~0.5-2 ms here), after which the
+itself, between two of its transactions (a small checkpoint), after which the
 next commit starts the WAL from the beginning.
 
 If the thread stops working, SQLite's own checkpoint at commit takes over at FALLBACK_PAGES.
@@ -23,20 +23,19 @@ import asyncio
 import logging
 import threading
 
-from .errors import StoreError
-from .store import Store
+from ..errors import StoreError
 
 log = logging.getLogger("mfa_radius.checkpoints")
 
 INTERVAL = 0.1  # seconds between two checkpoints of the thread
-# A WAL this long (~16 MiB) is brought to its end by the loop, then starts over. Each such
-# catch-up holds the loop for two fsyncs (~2 ms here): rarely, with a long WAL.
+# A WAL this long (16 MiB of 4 KiB pages) is brought to its end by the loop, then starts over.
+# Each such catch-up holds the loop for two fsyncs: rarely, with a long WAL.
 RESTART_PAGES = 4000
-FALLBACK_PAGES = 20000  # ~80 MiB of WAL: the daemon's connection checkpoints at commit again
+FALLBACK_PAGES = 20000  # 80 MiB of WAL: the daemon's connection checkpoints at commit again
 
 
 class Checkpointer:
-    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop,
+    def __init__(self, store, loop: asyncio.AbstractEventLoop,
                  interval: float = INTERVAL, restart_pages: int = RESTART_PAGES):
         self.store = store  # the loop's connection
         self.loop = loop
@@ -60,7 +59,7 @@ class Checkpointer:
 
     def _run(self) -> None:
         try:
-            own = Store.open(self.store.path)
+            own = type(self.store).open(self.store.path)
         except StoreError as exc:
             log.error("WAL checkpoints left to SQLite's checkpoint at commit: %s", exc)
             return
@@ -70,7 +69,7 @@ class Checkpointer:
         finally:
             own.close()
 
-    def _pass(self, own: Store) -> None:
+    def _pass(self, own) -> None:
         try:
             busy, pages, copied = own.checkpoint()
         except StoreError as exc:
