@@ -15,12 +15,10 @@ from dataclasses import replace
 
 from .devices import DeviceSpec, check_spec, check_serial, check_user
 from .errors import DeviceError, ImportFormatError
-from .otp import ALGORITHMS, DIGITS
+from .otp import ALGORITHMS, DIGITS, KINDS
 
-KINDS = ("hotp", "totp")
 MIN_SEED_BYTES = 10  # 80 bits, the floor RFC 4226 sets (check_spec enforces the same)
 MAX_SEED_BYTES = 128
-MAX_COUNTER = 2 ** 62  # far past any token's life; keeps counter + window inside 8 bytes
 MAX_PSKC_BYTES = 256 * 1024 * 1024
 MAX_XML_DEPTH = 64
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
@@ -155,26 +153,27 @@ def _csv_spec(fields: list[str], where: str) -> DeviceSpec:
     _wrap(where, check_serial, serial)
     seed = _hex_seed(seed_hex, where)
     kind = kind.lower()
-    if kind not in KINDS:
-        raise ImportFormatError(f"{where}: unknown type {kind[:20]!r} (expected hotp or totp)")
+    token = KINDS.get(kind)
+    if token is None:
+        raise ImportFormatError(f"{where}: unknown type {kind[:20]!r} (expected "
+                                f"{' or '.join(sorted(KINDS))})")
     digits_n = _uint(digits, "digits", where, default=6)
     if digits_n not in DIGITS:
         raise ImportFormatError(f"{where}: digits must be 6 or 8, not {digits_n}")
-    period, counter = 30, 0
-    if kind == "totp":
-        period = _uint(fifth, "period", where, default=30)
-        if not 1 <= period <= 3600:
-            raise ImportFormatError(f"{where}: period must be 1-3600 seconds, not {period}")
-    else:
-        counter = _uint(fifth, "start counter", where, default=0)
-        if counter > MAX_COUNTER:
-            raise ImportFormatError(f"{where}: start counter {counter} is out of range")
+    # The fifth column is the kind's own number: a TOTP period, an HOTP start counter.
+    position = {"period": 30, "counter": 0,
+                **token.position(_uint(fifth, token.position_name, where,
+                                       default=token.position_default))}
+    problem = token.spec_problem(position["period"], position["counter"],
+                                 counter_name="start counter")
+    if problem:
+        raise ImportFormatError(f"{where}: {problem}")
     if user:
         _wrap(where, check_user, user)
     # Every rule of devices.check_spec is checked above, with the line number; Devices.add
     # checks again before writing.
-    return DeviceSpec(serial, seed, kind, digits_n, "SHA1", period, counter,
-                      user=user or None, virtual=False)
+    return DeviceSpec(serial, seed, kind, digits_n, "SHA1", position["period"],
+                      position["counter"], user=user or None, virtual=False)
 
 
 def _hex_seed(text: str, where: str) -> bytes:
@@ -348,7 +347,8 @@ def _pskc_spec(key, source: str) -> DeviceSpec | None:
     kind = re.split(r"[:#/]", (key.algorithm or "").strip())[-1].lower()
     if kind == "pin":
         return None
-    if kind not in KINDS:
+    token = KINDS.get(kind)
+    if token is None:
         raise ImportFormatError(f"{where}: unsupported algorithm {(key.algorithm or 'none')!r} "
                                 "(only HOTP and TOTP keys can be imported)")
     try:
@@ -373,18 +373,19 @@ def _pskc_spec(key, source: str) -> DeviceSpec | None:
         raise ImportFormatError(f"{where}: response length must be 6 or 8, not {digits}")
     algorithm = _suite(key.algorithm_suite, where)
     period = 30 if interval is None else interval
-    if kind == "totp" and not 1 <= period <= 3600:
-        raise ImportFormatError(f"{where}: time interval must be 1-3600 seconds, not {period}")
     counter = 0 if counter is None else counter
-    if kind == "hotp" and not 0 <= counter <= MAX_COUNTER:
-        raise ImportFormatError(f"{where}: counter {counter} is out of range")
+    # A PSKC file carries both; each kind checks (and keeps) its own.
+    problem = token.spec_problem(period, counter, period_name="time interval")
+    if problem:
+        raise ImportFormatError(f"{where}: {problem}")
+    period, counter = token.kept(period, counter)
     serial = (key.serial or key.id or "").strip()
     if not serial:
         raise ImportFormatError(f"{source}: a key package has neither a serial number nor an Id")
     _wrap(where, check_serial, serial)
     user = (key.key_userid or key.device_userid or "").strip() or None
-    spec = DeviceSpec(serial, bytes(seed), kind, digits, algorithm, period,
-                      counter if kind == "hotp" else 0, user=user, virtual=False)
+    spec = DeviceSpec(serial, bytes(seed), kind, digits, algorithm, period, counter, user=user,
+                      virtual=False)
     if user is not None:
         _wrap(where, check_user, user)
     _wrap(where, check_spec, spec)

@@ -40,9 +40,10 @@ from . import pam_protocol as proto
 from .config import Config
 from .errors import ConfigError, MfaError
 from .logsetup import RateLimitedLog
-from .names import UserNameError
+from .logsetup import safe as _safe
 from .pam_local import sms_fields, source_of, status_fields, verify_fields
-from .verifier import Verifier, _safe
+from .rules.names import UserNameError
+from .verifier import Verifier
 
 if TYPE_CHECKING:
     from .sms.service import SmsDispatcher

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mfa_radius import names
+from mfa_radius.rules import names
 from mfa_radius.config import PolicyConfig
 
 FOLD = names.canonicaliser(strip_realm=True, case="fold")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import given, strategies as st
 
-from mfa_radius.sms import policy
+from mfa_radius.rules import sms as policy
 
 
 @pytest.mark.parametrize("phone", ["+15550001111", "+4930123456", "+861391234567812"])
@@ -64,7 +64,7 @@ def test_limits():
     assert limit.reason == "rate_limited" and limit.retry_after == pytest.approx(50)
     assert policy.check_limits([450, 500, 600, 700], 3, 950, **kw).retry_after == pytest.approx(
         100)
-    assert policy.check_limits([300, 500], 10, 955, **kw) == policy.Limit("busy", 15.0)
+    assert policy.check_limits([300, 500], 10, 955, **kw) == policy.Refusal("busy", 15.0)
     # Sends older than the window are ignored even if passed in.
     assert policy.check_limits([1, 2, 3, 600], 1, 950, **kw) is None
 
