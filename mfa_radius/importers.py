@@ -11,7 +11,13 @@ import csv
 import io
 import os
 import re
+import xml.etree.ElementTree as ET
 from dataclasses import replace
+
+import defusedxml
+import defusedxml.ElementTree as SafeET
+import pskc
+from pskc.exceptions import PSKCError
 
 from .devices import DeviceSpec, check_spec, check_serial, check_user
 from .errors import DeviceError, ImportFormatError
@@ -227,9 +233,6 @@ def parse_pskc(path_or_bytes: str | os.PathLike | bytes, *, key: bytes | None = 
     decides whether to keep it). PIN keys (RFC 6030 figure 5) are skipped; other algorithms
     (OCRA, vendor-specific ones) are refused.
     """
-    import pskc
-    from pskc.exceptions import PSKCError
-
     if key is not None and password is not None:
         raise ImportFormatError("give either a pre-shared key or a password, not both")
     data, source = _read_pskc(path_or_bytes)
@@ -285,11 +288,6 @@ def _check_xml(data: bytes, source: str) -> None:
     checking with defusedxml here keeps billion-laughs and external-entity files out whichever
     parser it picks, and gives the admin the line and column of a syntax error.
     """
-    import xml.etree.ElementTree as ET
-
-    import defusedxml
-    import defusedxml.ElementTree as SafeET
-
     if not data.strip():
         raise ImportFormatError(f"{source}: empty file")
     try:
@@ -340,8 +338,6 @@ def _unlock(container, source: str, key: bytes | None, password: str | None) -> 
 
 def _pskc_spec(key, source: str) -> DeviceSpec | None:
     """One key package as a DeviceSpec; None for a PIN key (it protects another key)."""
-    from pskc.exceptions import PSKCError
-
     ident = key.id or "(no Id)"
     where = f"{source}: key {ident}"
     kind = re.split(r"[:#/]", (key.algorithm or "").strip())[-1].lower()
@@ -406,8 +402,6 @@ def _suite(suite: str | None, where: str) -> str:
 
 def _pskc_message(exc: Exception) -> str:
     """python-pskc's own messages never carry key material; anything else is named only."""
-    from pskc.exceptions import PSKCError
-
     return str(exc) if isinstance(exc, PSKCError) else type(exc).__name__
 
 

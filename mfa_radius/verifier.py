@@ -35,6 +35,7 @@ from .rules import sms as sms_rules
 from .rules.access import Access, sms_usable
 from .rules.lockout import LOCKED_RECOVERY_PER_HOUR  # noqa: F401 - part of this module's API
 from .sealing import Sealer
+from .state import bring_names, open_keyed_store
 from .store import Store
 
 log = logging.getLogger("mfa_radius.verifier")
@@ -160,8 +161,6 @@ class Verifier:
         """Open the key file and the database named by the config (both must exist); a key file
         that is not the database's is refused (KeyFileError), and the stored user names are
         brought to the config's rule (state.open_keyed_store)."""
-        from .state import open_keyed_store
-
         store, sealer = open_keyed_store(config, check_all_names=check_all_names)
         return cls(config, store, sealer, accounts)
 
@@ -171,8 +170,6 @@ class Verifier:
         old = self.config.policy
         if (old.username_case, old.strip_realm) != (config.policy.username_case,
                                                     config.policy.strip_realm):
-            from .state import bring_names
-
             bring_names(self.store, config)
             self._drop_all()
         self.config = config

@@ -38,7 +38,8 @@ class StorageConfig:
     busy_timeout: float = field(default=10.0, metadata=_min(0.1))
     # Audit rows older than this are pruned by the daemon's housekeeping; 0 keeps them forever.
     audit_retention_days: int = field(default=365, metadata=_min(0))
-    # Users the server keeps in memory, seeds unsealed (~1.1 KiB each); loaded at start-up.
+    # Users the server keeps in memory, seeds unsealed and HMACs prepared; loaded at start-up
+    # (docs/benchmarks.md gives the memory a cached user takes).
     cache_users: int = field(default=50000, metadata=_min(100, 10_000_000))
 
 

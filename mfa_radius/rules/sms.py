@@ -72,15 +72,14 @@ def looks_like_code(text: str) -> bool:
 
 # What a user types at a code prompt to ask for an SMS instead: nothing, or the word "sms".
 SMS_REQUESTS = ("", "sms")
-_SMS_REQUESTS_BYTES = tuple(word.encode("ascii") for word in SMS_REQUESTS)
 
 
 def is_sms_request(answer: str | bytes) -> bool:
     """True when what the user typed asks for an SMS (SMS_REQUESTS, any case, surrounding
-    whitespace ignored). Bytes (a RADIUS User-Password, as it arrives) are compared undecoded,
-    ASCII whitespace and case only."""
+    whitespace ignored). Bytes (a RADIUS User-Password as it arrives) are read as UTF-8 first,
+    so the RADIUS and PAM fronts apply the same rule."""
     if isinstance(answer, bytes):
-        return answer.strip().lower() in _SMS_REQUESTS_BYTES
+        answer = answer.decode("utf-8", "replace")
     return answer.strip().lower() in SMS_REQUESTS
 
 

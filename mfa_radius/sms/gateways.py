@@ -6,6 +6,9 @@ Each gateway type is one class here that owns everything of that type: the keys 
 (`from_settings`) and how it sends. `SmsGateway` is the entry as the config loader reads it; the
 loader calls `check_gateways`. This module imports nothing of the config (the config imports it).
 
+Longer than most modules on purpose: each gateway type keeps its settings, checks and sending
+together, so that adding one is one class here (and its keys in SmsGateway) and nothing else.
+
 Every gateway is bounded in time and raises GatewayError with a reason that is safe to log: it
 never holds the message (which holds the code). The chain never raises and never logs the code,
 the message text or the full phone number.
