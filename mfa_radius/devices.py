@@ -88,7 +88,7 @@ class Devices:
         self._canonical, _ = names.policy_rule(config.policy)
 
     def user_name(self, raw: str) -> str:
-        """`raw` in canonical form (names.py: ALICE and EXAMPLE\\alice are alice), as every
+        """`raw` in canonical form (rules/names.py: ALICE and EXAMPLE\\alice are alice), as every
         name is stored; names.UserNameError when the rule refuses it."""
         return self._canonical(raw)
 

@@ -5,6 +5,11 @@ nothing of UDP or PAM. A daemon hands it a batch of attempts (everything that ar
 tick) and it decides them all and records them in ONE transaction (group commit); everyone else
 passes a batch of one.
 
+The rules it applies are mfa_radius.rules (access, lockout, sms) and the device's token kind
+(otp.HotpKey, otp.TotpKey: where codes are searched and what an accept consumes); each Decision
+carries what it consumed. Why a decision went its way is explain.py's; issuing SMS codes is
+sms/issuer.py's.
+
 Users and their devices are cached in memory with their seeds unsealed and HMACs prepared (the
 daemon loads them all at start-up, `preload`). When another connection has committed (`PRAGMA
 data_version`, checked under the write lock) the users its writes touched, as recorded by the

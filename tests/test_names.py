@@ -1,4 +1,4 @@
-"""The user-name rule (mfa_radius/names.py) through its public functions, and hypothesis on it."""
+"""The user-name rule (mfa_radius/rules/names.py) through its public functions, and hypothesis on it."""
 
 from __future__ import annotations
 

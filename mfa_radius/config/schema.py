@@ -57,8 +57,9 @@ class PolicyConfig:
     lockout_delay: float = field(default=30.0, metadata=_min(1))
     lockout_max_delay: float = field(default=3600.0, metadata=_min(1))
     nullok: bool = False
-    # User names as sent are reduced to what policy sees (mfa_radius/names.py): DOMAIN\user and
-    # user@realm to user; "fold": case-insensitive (ALICE is alice), "exact": case kept.
+    # User names as sent are reduced to what policy sees (mfa_radius/rules/names.py):
+    # DOMAIN\user and user@realm to user; "fold": case-insensitive (ALICE is alice), "exact":
+    # case kept.
     strip_realm: bool = True
     username_case: str = field(default="fold", metadata=_choice("fold", "exact"))
     nullok_groups: list[str] = field(default_factory=list)

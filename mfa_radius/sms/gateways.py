@@ -436,7 +436,7 @@ class SmsSender:
                    on_event)
 
     def send_code(self, ticket: SmsTicket) -> SendResult:
-        """Send an issued code (Verifier.issue_sms); never raises, bounded by the timeouts."""
+        """Send an issued code (sms.issuer.issue_code); never raises, bounded by the timeouts."""
         if not ticket.ok:
             return SendResult(False, error=f"no code was issued ({ticket.reason})")
         return self.send(ticket.phone, ticket.message, ticket.user)
