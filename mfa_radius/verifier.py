@@ -32,19 +32,19 @@ from .accounts import Accounts
 from .config import Config
 from .errors import KeyFileError, MfaError, StoreError, TransactionLost
 from .explain import explain
-from .logsetup import MAX_TEXT as MAX_USER_LEN
 from .logsetup import RateLimitedLog, safe
 from .otp import OtpKey, key_for
 from .rules import lockout, names
 from .rules import sms as sms_rules
 from .rules.access import Access, sms_usable
-from .rules.lockout import LOCKED_RECOVERY_PER_HOUR  # noqa: F401 - part of this module's API
 from .sealing import Sealer
 from .state import bring_names, open_keyed_store
 from .store import Store
 
 log = logging.getLogger("mfa_radius.verifier")
 _fold_errors = RateLimitedLog(log, burst=2)
+
+MAX_USER_LEN = 256
 
 # The daemon folds the used-steps log into `device_steps` when no attempt came for FOLD_IDLE
 # seconds, FOLD_IDLE_CHUNK steps a transaction, or while busy once steps of FOLD_AT devices
