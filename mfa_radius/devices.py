@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import base64
 import builtins
-import hashlib
 import re
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from . import names, recovery
+from . import recovery
 from .config import Config
 from .errors import DeviceError
-from .otp import ALGORITHMS, DIGITS, OtpKey, is_code, time_step
+from .otp import ALGORITHMS, DIGITS, KINDS, is_code, key_for, kind_names
+from .rules import names
 from .sealing import Sealer
 from .store import DuplicateDevice, Storage
 
@@ -57,17 +57,19 @@ def check_user(user: str) -> str:
 
 def check_spec(spec: DeviceSpec) -> None:
     check_serial(spec.serial)
-    if spec.kind not in ("totp", "hotp"):
-        raise DeviceError(f"{spec.serial}: type must be totp or hotp, not {spec.kind!r}")
+    kind = KINDS.get(spec.kind)
+    if kind is None:
+        raise DeviceError(f"{spec.serial}: type must be {kind_names()}, not {spec.kind!r}")
     if spec.digits not in DIGITS:
         raise DeviceError(f"{spec.serial}: digits must be 6 or 8, not {spec.digits}")
     if spec.algorithm not in ALGORITHMS:
         raise DeviceError(f"{spec.serial}: algorithm must be SHA1, SHA256 or SHA512, "
                           f"not {spec.algorithm!r}")
-    if spec.kind == "totp" and not 1 <= spec.period <= 3600:
-        raise DeviceError(f"{spec.serial}: period must be 1-3600 seconds, not {spec.period}")
     if spec.counter < 0:
         raise DeviceError(f"{spec.serial}: counter must not be negative")
+    problem = kind.spec_problem(spec.period, spec.counter)
+    if problem:
+        raise DeviceError(f"{spec.serial}: {problem}")
     if len(spec.seed) < 10:
         raise DeviceError(f"{spec.serial}: seed is too short ({len(spec.seed) * 8} bits; "
                           "at least 80 are needed, 160 recommended)")
@@ -85,7 +87,7 @@ class Devices:
         self._canonical, _ = names.policy_rule(config.policy)
 
     def user_name(self, raw: str) -> str:
-        """`raw` in canonical form (names.py: ALICE and EXAMPLE\\alice are alice), as every
+        """`raw` in canonical form (rules/names.py: ALICE and EXAMPLE\\alice are alice), as every
         name is stored; names.UserNameError when the rule refuses it."""
         return self._canonical(raw)
 
@@ -103,8 +105,10 @@ class Devices:
         spec = DeviceSpec(serial, seed, kind, digits, algorithm, period, virtual=True)
         check_spec(spec)  # before the URI: pyotp has its own, less clear, errors
         secret = base64.b32encode(seed).decode().rstrip("=")
+        # The period as a listing shows it (None for a kind without one).
+        own = KINDS[kind].public_fields({"period": period, "counter": 0, "drift": 0})
         info = {"serial": serial, "type": kind, "digits": digits, "algorithm": algorithm,
-                "period": period if kind == "totp" else None, "secret": secret,
+                "period": own["period"], "secret": secret,
                 "otpauth_uri": provisioning_uri(spec, secret, issuer or self.config.otp.issuer)}
         self.add([spec], before_commit=(lambda: deliver(info)) if deliver else None)
         return info
@@ -277,38 +281,21 @@ class Devices:
             raise DeviceError(f"codes must be {digits} digits each")
         if code1 == code2:
             raise DeviceError("the two codes must be consecutive codes, not the same code twice")
-        key = OtpKey(self.sealer.unseal(device["seed"], device["serial"]), device["algorithm"],
-                     digits)
+        key = key_for(device["kind"], self.sealer.unseal(device["seed"], device["serial"]),
+                      device["algorithm"], digits)
         window = self.config.otp.resync_window
-        if device["kind"] == "totp":
-            current = time_step(now, device["period"])
-            first = max(current - window, device["last_step"] + 1)
-            step = key.find_pair(code1, code2, first, current + window)
-            if step is None:
-                raise DeviceError(f"device {device['serial']}: the codes are not two consecutive "
-                                  "codes of this device (wait for a new code and type the next "
-                                  "two as they appear)")
-            return {"last_step": step + 1, "drift": step + 1 - current}
-        start = device["counter"]
-        counter = key.find_pair(code1, code2, start, start + window)
-        if counter is None:
-            raise DeviceError(f"device {device['serial']}: the codes are not two consecutive "
-                              f"codes of this device within {window} counters")
-        return {"counter": counter + 2}
+        position = key.locate_pair(device, code1, code2, now, window)
+        if position is None:
+            raise DeviceError(key.pair_missing(device["serial"], window))
+        return position
 
 
 def provisioning_uri(spec: DeviceSpec, secret_b32: str, issuer: str) -> str:
     """The otpauth:// Key URI that authenticator apps scan (built by pyotp)."""
-    import pyotp
-
-    digest = getattr(hashlib, spec.algorithm.lower())
-    if spec.kind == "totp":
-        otp = pyotp.TOTP(secret_b32, digits=spec.digits, digest=digest, interval=spec.period,
-                         name=spec.serial, issuer=issuer or None)
-        return otp.provisioning_uri()
-    hotp = pyotp.HOTP(secret_b32, digits=spec.digits, digest=digest, name=spec.serial,
-                      issuer=issuer or None, initial_count=spec.counter)
-    return hotp.provisioning_uri(initial_count=spec.counter)
+    return KINDS[spec.kind].provisioning_uri(secret_b32, digits=spec.digits,
+                                             algorithm=spec.algorithm, name=spec.serial,
+                                             issuer=issuer, period=spec.period,
+                                             counter=spec.counter)
 
 
 def public_view(row: dict) -> dict:
@@ -316,9 +303,6 @@ def public_view(row: dict) -> dict:
     return {"serial": row["serial"], "type": row["kind"], "user": row["user"],
             "status": "assigned" if row["user"] is not None else "unassigned",
             "virtual": bool(row["virtual"]), "digits": row["digits"],
-            "algorithm": row["algorithm"],
-            "period": row["period"] if row["kind"] == "totp" else None,
-            "counter": row["counter"] if row["kind"] == "hotp" else None,
-            "drift_steps": row["drift"] if row["kind"] == "totp" else None,
+            "algorithm": row["algorithm"], **KINDS[row["kind"]].public_fields(row),
             "created_at": row["created_at"], "enabled_at": row["enabled_at"],
             "last_used_at": row["last_used_at"]}

@@ -42,3 +42,13 @@ class ImportFormatError(MfaError):
     def __init__(self, message: str, lines: list[str] | None = None):
         super().__init__(message)
         self.lines = lines
+
+
+class SettingError(ValueError):
+    """A value refused by the validator of the part that owns it (a RADIUS client, a reply): `key`
+    names the setting inside its entry; the message says what is wrong, without a place. The
+    config loader turns it into a ConfigError naming file:line:key."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key

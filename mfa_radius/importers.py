@@ -11,16 +11,20 @@ import csv
 import io
 import os
 import re
+import xml.etree.ElementTree as ET
 from dataclasses import replace
+
+import defusedxml
+import defusedxml.ElementTree as SafeET
+import pskc
+from pskc.exceptions import PSKCError
 
 from .devices import DeviceSpec, check_spec, check_serial, check_user
 from .errors import DeviceError, ImportFormatError
-from .otp import ALGORITHMS, DIGITS
+from .otp import ALGORITHMS, DIGITS, KINDS
 
-KINDS = ("hotp", "totp")
 MIN_SEED_BYTES = 10  # 80 bits, the floor RFC 4226 sets (check_spec enforces the same)
 MAX_SEED_BYTES = 128
-MAX_COUNTER = 2 ** 62  # far past any token's life; keeps counter + window inside 8 bytes
 MAX_PSKC_BYTES = 256 * 1024 * 1024
 MAX_XML_DEPTH = 64
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
@@ -155,26 +159,27 @@ def _csv_spec(fields: list[str], where: str) -> DeviceSpec:
     _wrap(where, check_serial, serial)
     seed = _hex_seed(seed_hex, where)
     kind = kind.lower()
-    if kind not in KINDS:
-        raise ImportFormatError(f"{where}: unknown type {kind[:20]!r} (expected hotp or totp)")
+    token = KINDS.get(kind)
+    if token is None:
+        raise ImportFormatError(f"{where}: unknown type {kind[:20]!r} (expected "
+                                f"{' or '.join(sorted(KINDS))})")
     digits_n = _uint(digits, "digits", where, default=6)
     if digits_n not in DIGITS:
         raise ImportFormatError(f"{where}: digits must be 6 or 8, not {digits_n}")
-    period, counter = 30, 0
-    if kind == "totp":
-        period = _uint(fifth, "period", where, default=30)
-        if not 1 <= period <= 3600:
-            raise ImportFormatError(f"{where}: period must be 1-3600 seconds, not {period}")
-    else:
-        counter = _uint(fifth, "start counter", where, default=0)
-        if counter > MAX_COUNTER:
-            raise ImportFormatError(f"{where}: start counter {counter} is out of range")
+    # The fifth column is the kind's own number: a TOTP period, an HOTP start counter.
+    position = {"period": 30, "counter": 0,
+                **token.position(_uint(fifth, token.position_name, where,
+                                       default=token.position_default))}
+    problem = token.spec_problem(position["period"], position["counter"],
+                                 counter_name="start counter")
+    if problem:
+        raise ImportFormatError(f"{where}: {problem}")
     if user:
         _wrap(where, check_user, user)
     # Every rule of devices.check_spec is checked above, with the line number; Devices.add
     # checks again before writing.
-    return DeviceSpec(serial, seed, kind, digits_n, "SHA1", period, counter,
-                      user=user or None, virtual=False)
+    return DeviceSpec(serial, seed, kind, digits_n, "SHA1", position["period"],
+                      position["counter"], user=user or None, virtual=False)
 
 
 def _hex_seed(text: str, where: str) -> bytes:
@@ -228,9 +233,6 @@ def parse_pskc(path_or_bytes: str | os.PathLike | bytes, *, key: bytes | None = 
     decides whether to keep it). PIN keys (RFC 6030 figure 5) are skipped; other algorithms
     (OCRA, vendor-specific ones) are refused.
     """
-    import pskc
-    from pskc.exceptions import PSKCError
-
     if key is not None and password is not None:
         raise ImportFormatError("give either a pre-shared key or a password, not both")
     data, source = _read_pskc(path_or_bytes)
@@ -286,11 +288,6 @@ def _check_xml(data: bytes, source: str) -> None:
     checking with defusedxml here keeps billion-laughs and external-entity files out whichever
     parser it picks, and gives the admin the line and column of a syntax error.
     """
-    import xml.etree.ElementTree as ET
-
-    import defusedxml
-    import defusedxml.ElementTree as SafeET
-
     if not data.strip():
         raise ImportFormatError(f"{source}: empty file")
     try:
@@ -341,14 +338,13 @@ def _unlock(container, source: str, key: bytes | None, password: str | None) -> 
 
 def _pskc_spec(key, source: str) -> DeviceSpec | None:
     """One key package as a DeviceSpec; None for a PIN key (it protects another key)."""
-    from pskc.exceptions import PSKCError
-
     ident = key.id or "(no Id)"
     where = f"{source}: key {ident}"
     kind = re.split(r"[:#/]", (key.algorithm or "").strip())[-1].lower()
     if kind == "pin":
         return None
-    if kind not in KINDS:
+    token = KINDS.get(kind)
+    if token is None:
         raise ImportFormatError(f"{where}: unsupported algorithm {(key.algorithm or 'none')!r} "
                                 "(only HOTP and TOTP keys can be imported)")
     try:
@@ -373,18 +369,19 @@ def _pskc_spec(key, source: str) -> DeviceSpec | None:
         raise ImportFormatError(f"{where}: response length must be 6 or 8, not {digits}")
     algorithm = _suite(key.algorithm_suite, where)
     period = 30 if interval is None else interval
-    if kind == "totp" and not 1 <= period <= 3600:
-        raise ImportFormatError(f"{where}: time interval must be 1-3600 seconds, not {period}")
     counter = 0 if counter is None else counter
-    if kind == "hotp" and not 0 <= counter <= MAX_COUNTER:
-        raise ImportFormatError(f"{where}: counter {counter} is out of range")
+    # A PSKC file carries both; each kind checks (and keeps) its own.
+    problem = token.spec_problem(period, counter, period_name="time interval")
+    if problem:
+        raise ImportFormatError(f"{where}: {problem}")
+    period, counter = token.kept(period, counter)
     serial = (key.serial or key.id or "").strip()
     if not serial:
         raise ImportFormatError(f"{source}: a key package has neither a serial number nor an Id")
     _wrap(where, check_serial, serial)
     user = (key.key_userid or key.device_userid or "").strip() or None
-    spec = DeviceSpec(serial, bytes(seed), kind, digits, algorithm, period,
-                      counter if kind == "hotp" else 0, user=user, virtual=False)
+    spec = DeviceSpec(serial, bytes(seed), kind, digits, algorithm, period, counter, user=user,
+                      virtual=False)
     if user is not None:
         _wrap(where, check_user, user)
     _wrap(where, check_spec, spec)
@@ -405,8 +402,6 @@ def _suite(suite: str | None, where: str) -> str:
 
 def _pskc_message(exc: Exception) -> str:
     """python-pskc's own messages never carry key material; anything else is named only."""
-    from pskc.exceptions import PSKCError
-
     return str(exc) if isinstance(exc, PSKCError) else type(exc).__name__
 
 

@@ -8,13 +8,17 @@ User names, RADIUS attributes and PAM items come from the network: every charact
 printable (C0 and C1 controls, line and paragraph separators, bidi overrides and other format
 characters) is escaped, so that nobody can forge a log line (or a `<0>` emergency) with a newline,
 rewrite an admin's terminal with an escape sequence, or reorder what a line says with U+202E.
-`escape` is the one function for that: the daemon's log lines and the CLI's tables both use it.
+`escape` is the one function for that: the daemon's log lines and the CLI's tables both use it
+(`safe` for a value from outside, cut to length first). `fields` and `decision_line` own the
+logfmt of decision lines; the two formatters and `BulkLines` share one line layout.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import re
 import sys
 import time
 import weakref
@@ -27,6 +31,7 @@ _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 # Libraries that are chatty at INFO about things an admin does not act on.
 _QUIET = ("pyrad", "httpx", "httpcore", "asyncio", "prometheus_client")
+MAX_TEXT = 256  # characters of a user-supplied value (a user name, a source) a log line shows
 
 
 def escape(text: str) -> str:
@@ -41,6 +46,12 @@ def escape(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(ch if ch.isprintable() else _escape_char(ch) for ch in text)
+
+
+def safe(text: str, limit: int = MAX_TEXT) -> str:
+    """A user-supplied string made safe for one log line or a terminal: cut to `limit`
+    characters, then escaped."""
+    return escape(text[:limit])
 
 
 def _escape_char(ch: str) -> str:
@@ -75,12 +86,37 @@ def stderr_is_journal(stream=None, environ=None) -> bool:
     return (st.st_dev, st.st_ino) == (dev, ino)
 
 
+# ---- the layout of a line: JournalFormatter, PlainFormatter and BulkLines -------------------
+
+def journal_prefix(levelno: int, name: str) -> str:
+    """What starts a line for the journal: `<N>name: ` (journald adds the time)."""
+    return f"<{priority(levelno)}>{name}: "
+
+
+def plain_prefix(levelname: str, name: str) -> str:
+    """What follows the timestamp of a plain line: `LEVEL name: `."""
+    return f"{levelname} {name}: "
+
+
+def plain_second(second: int) -> str:
+    """The whole-second part of a plain line's UTC timestamp: `2026-11-28T01:30:00`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+_MILLIS = tuple(f".{ms:03d}Z " for ms in range(1000))  # the rest of a plain line's timestamp
+
+
+def plain_millis(ms: int) -> str:
+    """The rest of the timestamp, and the space before the prefix: `.123Z `."""
+    return _MILLIS[ms]
+
+
 class JournalFormatter(logging.Formatter):
     """`<N>name: message`; a traceback's lines each get the same priority prefix."""
 
     def format(self, record: logging.LogRecord) -> str:
+        line = journal_prefix(record.levelno, record.name) + escape(record.getMessage())
         prefix = f"<{priority(record.levelno)}>"
-        line = f"{prefix}{record.name}: {escape(record.getMessage())}"
         return "\n".join([line] + [prefix + "  " + extra for extra in _extra_lines(self, record)])
 
 
@@ -88,9 +124,8 @@ class PlainFormatter(logging.Formatter):
     """`2026-11-28T01:30:00.123Z WARNING mfa_radius.radius: message`."""
 
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        line = (f"{stamp}.{int(record.msecs):03d}Z {record.levelname} {record.name}: "
-                f"{escape(record.getMessage())}")
+        line = (plain_second(int(record.created)) + plain_millis(int(record.msecs))
+                + plain_prefix(record.levelname, record.name) + escape(record.getMessage()))
         return "\n".join([line] + ["    " + extra for extra in _extra_lines(self, record)])
 
 
@@ -124,17 +159,17 @@ class _Handler(logging.StreamHandler):
 
 
 BULK_LINES_MAX = 512  # lines held before BulkLines writes without waiting for its flush()
-_MILLIS = tuple(f".{ms:03d}Z " for ms in range(1000))  # the per-line part of a plain timestamp
 
 
 class BulkLines:
     """INFO lines of one logger (the per-decision lines), written in bulk once per loop tick.
 
-    Through the logging module a line costs ~35 us (a LogRecord, the handler lock, the formatter,
-    a write and a flush per line): a third of a RADIUS request. While setup()'s handler is the
-    only one, lines are formatted here exactly as its formatter would and written with one write
-    and one flush per `flush()`; with any other handler in the way (tests' caplog, an embedding
-    program) each line goes through the logging module as usual. Any other record written by
+    Through the logging module a line costs a LogRecord, the handler lock, the formatter, a
+    write and a flush, a large part of a RADIUS request. While setup()'s handler is the only
+    one, lines are laid out here with the formatters' own pieces (journal_prefix, plain_prefix,
+    plain_second, plain_millis) and written with one write and one flush per `flush()`; with any
+    other handler in the way (tests' caplog, an embedding program) each line goes through the
+    logging module as usual. Any other record written by
     setup()'s handler first flushes the lines held here (from whichever thread), so the output
     stays in time order.
     """
@@ -170,7 +205,7 @@ class BulkLines:
             second = int(now)
             if second != self._second:
                 self._second = second
-                self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+                self._stamp = plain_second(second)
             pending.append(f"{self._stamp}{_MILLIS[int((now - second) * 1000)]}{self._prefix}"
                            f"{text}\n")
         if len(pending) >= BULK_LINES_MAX:
@@ -192,8 +227,8 @@ class BulkLines:
             handler.bulk.add(self)
             self._handler = handler
         self._journal = handler.journal
-        self._prefix = f"<6>{self.logger.name}: " if handler.journal \
-            else f"INFO {self.logger.name}: "
+        self._prefix = journal_prefix(logging.INFO, self.logger.name) if handler.journal \
+            else plain_prefix(logging.getLevelName(logging.INFO), self.logger.name)
         return True
 
     def flush(self) -> None:
@@ -260,6 +295,32 @@ def fields(**values) -> str:
             text = '"' + escape(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
         out.append(f"{key}={text}")
     return " ".join(out)
+
+
+# A value that fields() writes as it is: no quoting, no escaping.
+_PLAIN = re.compile(r"[A-Za-z0-9._@+\-]+\Z").match
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_client(name: str) -> bool:
+    """Client names come from the config: checked once each."""
+    return _PLAIN(name) is not None
+
+
+def decision_line(client: str, user: str, result: str, reason: str, ms: float,
+                  sent: str = "") -> str:
+    """The RADIUS front's decision line, `fields(client=, user=, result=, reason=, ms=[,
+    name_sent=])`: one per request, so plain values (the usual case) skip fields()' per-value
+    checks and go straight into the line. `sent`: the User-Name as sent when it is not the
+    canonical `user` (then a trailing name_sent= field)."""
+    ms_text = f"{ms:.1f}".rstrip("0").rstrip(".") or "0"
+    # isascii() and isalnum(): the commonest plain names, cheaper than the regex.
+    if not sent and _plain_client(client) and (
+            (user.isascii() and user.isalnum()) or _PLAIN(user)):
+        return f"client={client} user={user} result={result} reason={reason} ms={ms_text}"
+    extra = {"name_sent": sent} if sent else {}
+    return fields(client=client, user=user, result=result, reason=reason, ms=round(ms, 1),
+                  **extra)
 
 
 @dataclass

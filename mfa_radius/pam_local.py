@@ -16,7 +16,7 @@ import time
 
 from .config import DEFAULT_PATH, Config
 from .logsetup import fields as logfields
-from .names import UserNameError
+from .rules.names import UserNameError
 from .verifier import Attempt, Verifier
 
 log = logging.getLogger("mfa_radius.pam")

@@ -39,21 +39,16 @@ from typing import TYPE_CHECKING
 from . import pam_protocol as proto
 from .config import Config
 from .errors import ConfigError, MfaError
-from .logsetup import RateLimitedLog, escape
-from .names import UserNameError
+from .logsetup import RateLimitedLog, safe
 from .pam_local import sms_fields, source_of, status_fields, verify_fields
 from .private_files import make_dirs
-from .verifier import MAX_USER_LEN, Verifier
+from .rules.names import UserNameError
+from .verifier import Verifier
 
 if TYPE_CHECKING:
     from .sms.service import SmsDispatcher
 
 log = logging.getLogger("mfa_radius.pam")
-
-
-def _for_log(text: str) -> str:
-    """A name as the caller sent it, made safe for one log line: cut, then escaped."""
-    return escape(text[:MAX_USER_LEN])
 
 
 _PEERCRED = struct.Struct("3i")
@@ -259,11 +254,11 @@ class PamSocketServer:
             user = fields["user"] = self.verifier.canonical(fields["user"])
         except UserNameError:
             log.warning("PAM socket: uid %d sent a malformed user name %s", uid,
-                        _for_log(fields["user"]))
+                        safe(fields["user"]))
             return self._error("malformed", "")
         if not self._authorised(uid, user):
             self._ratelog.warning(f"denied-{uid}", "PAM socket: uid %d may not ask about user %s "
-                                  "(unprivileged_callers=%s)", uid, _for_log(user),
+                                  "(unprivileged_callers=%s)", uid, safe(user),
                                   self.config.pam.unprivileged_callers)
             return self._error("denied", "")
         if op == "status":
@@ -276,7 +271,7 @@ class PamSocketServer:
         try:
             return proto.encode("ok", status_fields(self.verifier, user))
         except Exception as exc:  # noqa: BLE001 - a broken store is reported, never guessed at
-            log.error("PAM status for %s failed: %s", _for_log(user), exc)
+            log.error("PAM status for %s failed: %s", safe(user), exc)
             return self._error("error", "")
 
     def _verify(self, uid: int, fields: dict) -> bytes:
@@ -302,7 +297,7 @@ class PamSocketServer:
                                           SmsSender.from_config(self.config, self._sms_event))
             outcome = await self._sms.request(fields["user"], source_of(fields, uid))
         except Exception as exc:  # noqa: BLE001 - no code sent is an answer, not a crash
-            log.error("PAM sms for %s failed: %s", _for_log(fields["user"]), exc)
+            log.error("PAM sms for %s failed: %s", safe(fields["user"]), exc)
             return self._error("error", "could not send code")
         return proto.encode("ok", sms_fields(outcome, fields, uid))
 

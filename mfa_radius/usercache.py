@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from .config import Config
 from .errors import KeyFileError, StoreError
 from .logsetup import RateLimitedLog, escape
-from .otp import OtpKey
+from .otp import OtpKey, key_for
 from .sealing import Sealer
 from .store import Storage
 
@@ -186,7 +186,7 @@ class UserCache:
                 continue
             devices.append(CachedDevice(d["id"], d["serial"], d["kind"], d["digits"],
                                         d["period"], d["counter"], d["last_step"], d["drift"],
-                                        OtpKey(seed, d["algorithm"], d["digits"])))
+                                        key_for(d["kind"], seed, d["algorithm"], d["digits"])))
         if skipped or name in self.unopenable:
             self._note_unopenable(name, skipped)
         return CachedUser(name=name, known=row is not None,

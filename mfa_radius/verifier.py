@@ -5,6 +5,11 @@ nothing of UDP or PAM. A daemon hands it a batch of attempts (everything that ar
 tick) and it decides them all and records them in ONE transaction (group commit); everyone else
 passes a batch of one.
 
+The rules it applies are mfa_radius.rules (access, lockout, sms) and the device's token kind
+(otp.HotpKey, otp.TotpKey: where codes are searched and what an accept consumes); each Decision
+carries what it consumed. Why a decision went its way is explain.py's; issuing SMS codes is
+sms/issuer.py's.
+
 Users and their devices come from a UserCache (usercache.py), brought up to date with others'
 commits at the start of each batch; every code is consumed by a conditional write in the store
 (a TOTP step through the step log), so a stale cache can only turn into a refused replay.
@@ -18,34 +23,34 @@ import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from . import names, recovery
+from . import recovery
 from .accounts import Accounts
 from .config import Config
 from .errors import KeyFileError, MfaError, StoreError, TransactionLost
-from .logsetup import RateLimitedLog, escape
-from .otp import OtpKey, nearest_first, time_step
+from .explain import explain
+from .logsetup import safe
+from .otp import OtpKey
+from .rules import lockout, names
+from .rules import sms as sms_rules
+from .rules.access import Access, sms_usable
 from .sealing import Sealer
-from .sms import policy as sms_policy
-from .sms.policy import SmsTicket
+from .state import bring_names, open_keyed_store
 from .store import Storage
 from .usercache import FOLD_CHUNK, UserCache
 from .usercache import CachedDevice as _Device
 from .usercache import CachedUser as _User
 
 log = logging.getLogger("mfa_radius.verifier")
-_sms_refusals = RateLimitedLog(log)
 
 MAX_USER_LEN = 256
-# Recovery codes checked per user and hour while the user is locked out (10 digits: guessing
-# stays hopeless at this rate, and the owner is not shut out by someone who keeps them locked).
-LOCKED_RECOVERY_PER_HOUR = 10
+
 _NOT_USED = (None, None, None)  # the audit row's (device, step, drift) of all but TOTP accepts
 # Work done for users without devices, so that they take as long as users with one.
 _DUMMY_KEY = OtpKey(b"\x00" * 20)
 
 
-# Attempt and Decision are NamedTuples: one of each per RADIUS request, and a frozen
-# dataclass costs ~1 us more to build.
+# Attempt and Decision are NamedTuples: one of each per RADIUS request, and they are cheaper to
+# build than frozen dataclasses.
 class Attempt(NamedTuple):
     """One code to check. `source` says who asks, e.g. "radius:vpn1 nas=10.0.0.1" or "pam:sshd"."""
 
@@ -63,6 +68,9 @@ class Decision(NamedTuple):
     method: str | None = None  # totp, hotp, recovery, sms
     serial: str | None = None
     retry_after: float = 0.0  # seconds, when locked
+    # What an accept consumed, as its audit row records it: (device id, step, drift) for a TOTP
+    # step; None when nothing goes into the used-steps log (an HOTP counter is the device row's).
+    consumed: tuple | None = None
 
     @property
     def result(self) -> str:
@@ -97,10 +105,10 @@ class Verifier:
         # Why the last batch was refused as "error" (a StoreError or KeyFileError), for the CLI,
         # which has no log; None after a batch that was decided.
         self.last_error: MfaError | None = None
-        self._used: tuple = _NOT_USED  # (device id, step, drift) of the attempt being decided
         self._locked_tries: dict[str, int] = {}  # recovery codes checked while locked, this batch
-        # A sub-key for SMS code hashes, derived through the fingerprint key (never stored).
-        self._sms_key = sealer.fingerprint(b"mfa-radius sms code key v1").encode()
+        # A sub-key for SMS code hashes, derived through the fingerprint key (never stored);
+        # sms/issuer.py hashes the codes it issues with it.
+        self.sms_key = sealer.fingerprint(b"mfa-radius sms code key v1").encode()
 
     @classmethod
     def open(cls, config: Config, accounts: Accounts | None = None,
@@ -108,8 +116,6 @@ class Verifier:
         """Open the key file and the database named by the config (both must exist); a key file
         that is not the database's is refused (KeyFileError), and the stored user names are
         brought to the config's rule (state.open_keyed_store)."""
-        from .state import open_keyed_store
-
         store, sealer = open_keyed_store(config, check_all_names=check_all_names)
         return cls(config, store, sealer, accounts)
 
@@ -119,38 +125,28 @@ class Verifier:
         old = self.config.policy
         if (old.username_case, old.strip_realm) != (config.policy.username_case,
                                                     config.policy.strip_realm):
-            from .state import bring_names
-
             bring_names(self.store, config)
             self._drop_all()
         self.config = config
         self._names(config)
 
     def _names(self, config: Config) -> None:
-        policy = config.policy
-        self.canonical, _ = names.policy_rule(policy)
-        self._fold = policy.username_case == names.FOLD
-        self._exempt = frozenset(policy.exempt_users)
-        # Any case variant of a privileged name is privileged, whatever username_case says.
-        self._privileged = frozenset(names.fold_key(u) for u in policy.privileged_users) | {"root"}
+        self.canonical, _ = names.policy_rule(config.policy)
+        self._access = Access.of(config.policy)
 
     # ---- policy questions ------------------------------------------------------------------
 
-    # The questions below take canonical names (self.canonical); status, verify and issue_sms
-    # canonicalise what they are given.
+    # The questions below take canonical names (self.canonical); status, verify and the SMS
+    # issuer canonicalise what they are given. The rules are rules.access; the groups are NSS's.
 
     def is_privileged(self, user: str) -> bool:
-        policy = self.config.policy
-        if (user if self._fold else names.fold_key(user)) in self._privileged:
-            return True
-        return bool(self.accounts.groups(user) & set(policy.privileged_groups))
+        access = self._access
+        # By name first: root and privileged_users need no group lookup.
+        return access.privileged_by_name(user) or access.is_privileged(
+            user, self.accounts.groups(user))
 
     def allowed_without_device(self, user: str) -> bool:
-        policy = self.config.policy
-        # A name with a realm left in it (strip_realm = false) is not a local account.
-        if names.realm_qualified(user) or self.is_privileged(user):
-            return False
-        return policy.nullok or bool(self.accounts.groups(user) & set(policy.nullok_groups))
+        return self._access.allowed_without_device(user, self.accounts.groups(user))
 
     def status(self, user: str, now: float | None = None) -> UserStatus:
         """What the fronts need before prompting; names.UserNameError for a refused name."""
@@ -169,20 +165,32 @@ class Verifier:
             # So does a device whose seed does not open: it is the user's, just unusable.
             enrolled=bool(state.devices) or state.has_recovery or usable
             or bool(state.unopenable),
-            exempt=user in self._exempt,
+            exempt=self._access.is_exempt(user),
             privileged=self.is_privileged(user),
             allowed_without_device=self.allowed_without_device(user),
             locked_for=max(0.0, state.locked_until - now),
             digits=tuple(sorted({d.digits for d in state.devices})),
             sms=sms,
             sms_only=sms and not state.devices,
-            phone_hint=sms_policy.phone_hint(state.phone or "") if sms else "",
+            phone_hint=sms_rules.phone_hint(state.phone or "") if sms else "",
             recovery=state.has_recovery,
         )
 
     def _sms_usable(self, state: _User) -> bool:
-        # A privileged user's phone (from an older policy) is never used, not even to check.
-        return bool(state.phone) and not self.is_privileged(state.name)
+        # The phone first: the group lookup only for users who have one.
+        return bool(state.phone) and sms_usable(state.phone, self.is_privileged(state.name))
+
+    # ---- for the SMS issuer (sms/issuer.py) ------------------------------------------------
+
+    def current_user(self, user: str) -> _User:
+        """The state of canonical `user` as a decision sees it (others' commits read first);
+        call it inside a store transaction."""
+        self._refresh()
+        return self._user(user)
+
+    def discard_cache(self) -> None:
+        """Forget everything cached, after a failure that may have left it behind the database."""
+        self._drop_all()
 
     # ---- verification ----------------------------------------------------------------------
 
@@ -202,7 +210,6 @@ class Verifier:
         try:
             with self.store.errors("verification"), self.store.transaction():
                 self._refresh()
-                self._used = _NOT_USED
                 self._locked_tries = {}
                 audit: list[tuple] = []
                 if len(attempts) == 1:
@@ -232,13 +239,12 @@ class Verifier:
             raise  # nothing of the batch can be committed: all of it is refused
         except Exception as exc:  # noqa: BLE001 - a bug must refuse, never accept
             if isinstance(exc, (StoreError, KeyFileError)):
-                log.error("refusing user %s from %s: %s", _safe(attempt.user),
-                          _safe(attempt.source), exc)
+                log.error("refusing user %s from %s: %s", safe(attempt.user),
+                          safe(attempt.source), exc)
             else:
-                log.exception("refusing user %s from %s: internal error", _safe(attempt.user),
-                              _safe(attempt.source))
+                log.exception("refusing user %s from %s: internal error", safe(attempt.user),
+                              safe(attempt.source))
         del audit[mark:]
-        self._used = _NOT_USED
         self.cache.forget(attempt.user)
         now = time.time() if attempt.now is None else attempt.now
         audit.append((now, attempt.user[:MAX_USER_LEN], None, None, attempt.source[:512],
@@ -254,69 +260,19 @@ class Verifier:
         else:
             decision = self._check(user, attempt.code.strip(), now)
         audit.append((now, user[:MAX_USER_LEN], decision.method, decision.serial,
-                      attempt.source[:512], decision.result, decision.reason) + self._used)
-        self._used = _NOT_USED
+                      attempt.source[:512], decision.result, decision.reason)
+                     + (decision.consumed or _NOT_USED))
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("user %s from %s: %s: %s", _safe(user), _safe(attempt.source),
-                      decision.result, self._explain(user, decision, now))
+            log.debug("user %s from %s: %s: %s", safe(user), safe(attempt.source),
+                      decision.result, explain(decision, self.cache.get(user),
+                                               self._unopenable.get(user, frozenset()),
+                                               self.config, now))
         return decision
-
-    def _explain(self, user: str, decision: Decision, now: float) -> str:
-        """Why, for --debug (like radiusd -X): windows, steps, counters, policy; never a code."""
-        reason = decision.reason
-        if reason == "ok":
-            return f"{decision.method} code accepted" + (
-                f" from device {decision.serial}" if decision.serial else "")
-        if reason == "error" and self._unopenable.get(user):
-            return (f"the seeds of device(s) {', '.join(sorted(self._unopenable[user]))} do not "
-                    "open with this key file, and the user has no other method: refused")
-        if reason in ("exempt", "malformed", "ambiguous_user", "error"):
-            return {"exempt": "user is in [policy] exempt_users: no code asked",
-                    "malformed": "user name refused by the name rule (empty, over-long, "
-                                 "surrounding space, control or format characters), or an "
-                                 "empty or over-long code",
-                    "ambiguous_user": "two stored user names fold to this one: refused until "
-                                      "one is renamed (mfa-radius user rename)",
-                    "error": "the database or key file failed: refused (fail closed)"}[reason]
-        state = self.cache.get(user)
-        if state is None:
-            return reason
-        if reason == "replay" and decision.method == "recovery":
-            return "a recovery code already used (each works once); not counted as a guess"
-        if reason == "locked" and decision.method == "recovery":
-            return (f"recovery code checked while locked: not one of the user's (at most "
-                    f"{LOCKED_RECOVERY_PER_HOUR} an hour while locked)")
-        if reason == "locked":
-            return (f"locked for {decision.retry_after:.0f} s more after {state.failures} "
-                    f"consecutive failures ([policy] lockout_*; 'mfa-radius user unlock')")
-        if reason in ("no_device", "no_device_allowed"):
-            rule = ("lets it through ([policy] nullok / nullok_groups)" if reason ==
-                    "no_device_allowed" else "refuses it (privileged, or nullok off)")
-            return f"no device, recovery code or usable phone; policy {rule}"
-        parts = []
-        for d in state.devices:
-            if d.kind == "totp":
-                centre = time_step(now, d.period) + d.drift
-                w = self.config.otp.totp_window
-                parts.append(f"{d.serial} (totp, {d.digits} digits): steps "
-                             f"{centre - w}..{centre + w} (drift {d.drift:+d}), "
-                             f"last used step {d.last_step}")
-            else:
-                parts.append(f"{d.serial} (hotp, {d.digits} digits): counters {d.counter}.."
-                             f"{d.counter + self.config.otp.hotp_window - 1}")
-        what = {"replay": "the code belongs to a step or counter already used (a code works once)",
-                "reused_code": "a fresh step gives the digits of the step last accepted, still in "
-                               "the window: the same code is never accepted twice (the next "
-                               "code works)",
-                "bad_code": f"the code matches no device, recovery code or SMS code "
-                            f"(failure {state.failures} of {self.config.policy.lockout_failures}"
-                            " before a lockout)"}.get(reason, reason)
-        return what + "; searched " + ("; ".join(parts) or "no device")
 
     def _check(self, user: str, code: str, now: float) -> Decision:
         if not user or len(user) > MAX_USER_LEN or not code or len(code) > 64:
             return Decision(False, "malformed")
-        if user in self._exempt:
+        if self._access.is_exempt(user):
             if self._user(user).ambiguous:
                 return Decision(False, "ambiguous_user")
             return Decision(True, "exempt")
@@ -342,10 +298,12 @@ class Verifier:
         for device in state.devices:
             if not digits_only or len(code) != device.digits:
                 continue
-            matched, why = self._match(device, code, now)
+            matched, why = device.key.match(device, code, now, self.config.otp)
             if matched is not None:
-                if self._consume(device, matched, now):
-                    return self._success(state, device.kind, device.serial, now)
+                consumed = self._consume(device, matched, now)
+                if consumed is not None:
+                    return self._success(state, device.kind, device.serial, now,
+                                         consumed or None)
                 # Another process moved this HOTP counter after we cached the device: refused
                 # as a replay, and the user is read afresh next time.
                 self.cache.forget(user)
@@ -357,8 +315,8 @@ class Verifier:
             found = self._recovery(state, code, now)
             if found is not None:
                 return found
-        if state.phone and sms_policy.looks_like_code(code) and self._sms_usable(state):
-            digest = sms_policy.code_hash(self._sms_key, user, code)
+        if state.phone and sms_rules.looks_like_code(code) and self._sms_usable(state):
+            digest = sms_rules.code_hash(self.sms_key, user, code)
             live = self.store.sms_code(user)
             if (live is not None and live[1] > now and hmac.compare_digest(digest, live[0])
                     and self.store.consume_sms_code(user, digest, now)):
@@ -390,129 +348,38 @@ class Verifier:
         locked = Decision(False, "locked", retry_after=state.locked_until - now)
         tries = (self.store.recovery_tries_since(state.name[:MAX_USER_LEN], now - 3600.0)
                  + self._locked_tries.get(state.name, 0))
-        if tries >= LOCKED_RECOVERY_PER_HOUR:
+        if not lockout.recovery_try_allowed(tries):
             return locked
         self._locked_tries[state.name] = self._locked_tries.get(state.name, 0) + 1
         found = self._recovery(state, code, now)
         # Recorded with method "recovery": the audit rows the hourly limit counts.
         return found if found is not None else locked._replace(method="recovery")
 
-    def _match(self, device: _Device, code: str, now: float) -> tuple[int | None, str | None]:
-        """(counter or step to consume, or None; why not: None, "replay" or "reused_code")."""
-        if device.kind == "totp":
-            # Nearest the (drift-corrected) clock first; the digits of the last accepted step,
-            # in the window, are refused even if a fresh step gives them too (OtpKey.find_step).
-            return device.key.find_step(code, time_step(now, device.period) + device.drift,
-                                        nearest_first(self.config.otp.totp_window),
-                                        device.last_step)
-        window = self.config.otp.hotp_window
-        counter = device.key.find(code, range(device.counter, device.counter + window))
-        if counter is not None:
-            return counter, None
-        behind = device.key.find(code, range(max(0, device.counter - window), device.counter))
-        return None, "replay" if behind is not None else None
+    def _consume(self, device: _Device, matched: int, now: float) -> tuple | None:
+        """Use up `matched` by the rule of the device's kind (one conditional write in the store):
+        what the audit row records of it, or None when another process used it first."""
+        return device.key.consume(device, matched, now, self.store)
 
-
-    def _consume(self, device: _Device, matched: int, now: float) -> bool:
-        if device.kind == "totp":
-            drift = matched - time_step(now, device.period)
-            if not self.store.consume_step(device.id, matched, drift, now):
-                return False
-            self._used = (device.id, matched, drift)
-            device.last_step, device.drift = matched, drift
-        else:
-            if not self.store.consume_hotp(device.id, matched, now):
-                return False
-            device.counter = matched + 1
-        return True
-
-    def _success(self, state: _User, method: str, serial: str | None, now: float) -> Decision:
+    def _success(self, state: _User, method: str, serial: str | None, now: float,
+                 consumed: tuple | None = None) -> Decision:
         # A device success is remembered in its row (last_used_at); others need the user row.
         if state.failures or state.locked_until or serial is None:
             state.failures, state.locked_until = 0, 0.0
             self.store.set_user_state(state.name, 0, 0.0, success_at=now)
             state.known = True
-        return Decision(True, "ok", method, serial)
+        return Decision(True, "ok", method, serial, 0.0, consumed)
 
     def _failure(self, state: _User, now: float) -> Decision:
-        policy = self.config.policy
         state.failures += 1
-        over = state.failures - policy.lockout_failures
-        if over >= 0:
-            delay = min(policy.lockout_delay * (2 ** min(over, 32)), policy.lockout_max_delay)
+        delay = lockout.lock_delay(state.failures, self.config.policy)
+        if delay is not None:
             state.locked_until = now + delay
         self.store.set_user_state(state.name, state.failures, state.locked_until, failure_at=now)
         state.known = True
-        if over >= 0:
-            log.warning("user %s locked for %.0f s after %d failures", _safe(state.name),
-                        state.locked_until - now, state.failures)
+        if delay is not None:
+            log.warning("user %s locked for %.0f s after %d failures", safe(state.name),
+                        delay, state.failures)
         return Decision(False, "bad_code")
-
-    # ---- SMS codes -------------------------------------------------------------------------
-
-    def issue_sms(self, user: str, source: str = "cli", now: float | None = None) -> SmsTicket:
-        """Make a new SMS code for `user` and record it (only its hash), or say why not.
-
-        Cheap and local (one short transaction): call it on the event-loop thread, then hand the
-        ticket to `SmsSender.send_code` on a worker thread. A new code replaces the user's live
-        one. Refused for privileged users, users without a phone, a locked user, and past the
-        per-user and global send limits; a refusal never raises.
-        """
-        now = time.time() if now is None else now
-        sms = self.config.sms
-        try:
-            user = self.canonical(user)
-        except names.UserNameError:
-            return SmsTicket(False, "malformed")
-        try:
-            with self.store.errors("issuing an SMS code"), self.store.transaction():
-                self._refresh()
-                state = self._user(user)
-                ticket = self._issue(state, sms, source, now)
-        except (StoreError, KeyFileError) as exc:
-            log.error("no SMS code for user %s: %s", _safe(user), exc)
-            return SmsTicket(False, "error", user)
-        except Exception:  # noqa: BLE001 - a bug must not take the loop down
-            log.exception("no SMS code for user %s: internal error", _safe(user))
-            self._drop_all()
-            return SmsTicket(False, "error", user)
-        if ticket.ok:
-            log.info("SMS code issued for user %s to %s (%s)", _safe(user),
-                     sms_policy.mask_phone(ticket.phone), _safe(source))
-        else:
-            # Refusals are what a flood of "sms" answers produces: a few lines a minute per user
-            # and reason, then a count of the rest.
-            level = logging.WARNING if ticket.reason in ("privileged", "busy") else logging.INFO
-            _sms_refusals.log(level, f"no SMS code {ticket.reason} {user[:64]}",
-                              "no SMS code for user %s (%s): %s", _safe(user), _safe(source),
-                              sms_policy.explain(ticket.reason, ticket.retry_after))
-        return ticket
-
-    def _issue(self, state: _User, sms, source: str, now: float) -> SmsTicket:
-        user = state.name
-        if state.ambiguous:
-            return SmsTicket(False, "no_phone", user)
-        if not state.phone:
-            return SmsTicket(False, "no_phone", user)
-        if self.is_privileged(user):
-            return SmsTicket(False, "privileged", user)
-        if not sms.gateways:
-            return SmsTicket(False, "not_configured", user)
-        if state.locked_until > now:
-            return SmsTicket(False, "locked", user, retry_after=state.locked_until - now)
-        limit = sms_policy.check_limits(
-            self.store.sms_sends_since(user, now - sms.send_window),
-            *self.store.sms_sends_total(now - 60.0), now=now, send_limit=sms.send_limit,
-            send_window=sms.send_window, global_limit=sms.global_limit_per_minute)
-        if limit is not None:
-            return SmsTicket(False, limit.reason, user, retry_after=limit.retry_after)
-        code = sms_policy.new_code()
-        expires_at = now + sms.code_ttl
-        self.store.replace_sms_code(user, sms_policy.code_hash(self._sms_key, user, code), now,
-                                    expires_at)
-        self.store.add_sms_send(user, now, source[:512])
-        message = sms_policy.render_message(sms.message, code, user, sms.host_name())
-        return SmsTicket(True, "ok", user, state.phone, message, expires_at)
 
     # ---- the user cache (usercache.py) -------------------------------------------------------
 
@@ -550,12 +417,6 @@ class Verifier:
     def forget(self, user: str | None = None) -> None:
         """Drop cached state (all of it, or one user's) after an admin change in this process."""
         self.cache.forget(user)
-
-
-def _safe(text: str) -> str:
-    """A user-supplied string made safe for one log line or a terminal (logsetup.escape), cut
-    to MAX_USER_LEN characters first."""
-    return escape(text[:MAX_USER_LEN])
 
 
 __all__ = ["Attempt", "Decision", "UserStatus", "Verifier", "MfaError"]

@@ -71,7 +71,7 @@ def server_reasons() -> set[str]:
 def sms_refusals() -> set[str]:
     """The reasons of an SMS refused (SmsTicket(False, ...), the send limits)."""
     out = set()
-    for path, call in (("verifier.py", "SmsTicket"), ("sms/policy.py", "Limit")):
+    for path, call in (("sms/issuer.py", "SmsTicket"), ("rules/sms.py", "Refusal")):
         for node in ast.walk(_tree(path)):
             if isinstance(node, ast.Call) and _call_name(node) == call:
                 args = node.args

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from pathlib import Path
 
 from mfa_radius import config
@@ -13,7 +14,7 @@ EXAMPLE = ROOT / "conf" / "mfa-radius.toml"
 
 def schema_keys() -> list[tuple[str, str]]:
     keys = []
-    for section, cls in config._SECTIONS.items():
+    for section, cls in config.SECTIONS.items():
         for f in dataclasses.fields(cls):
             if f.name not in ("clients", "replies", "gateways"):
                 keys.append((section, f.name))
@@ -28,7 +29,7 @@ def test_example_config_is_accepted_and_equals_the_defaults():
 
 def test_example_config_names_every_setting():
     text = EXAMPLE.read_text()
-    raw = config.tomllib.loads(text)
+    raw = tomllib.loads(text)
     missing = [f"{s}.{k}" for s, k in schema_keys() if k not in raw.get(s, {})]
     assert not missing, f"conf/mfa-radius.toml lacks {missing}"
 

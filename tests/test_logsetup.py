@@ -273,8 +273,8 @@ def test_fields_tells_an_escaped_control_from_a_typed_backslash():
     assert logsetup.fields(user="a\\x1b") == 'user="a\\\\x1b"'
 
 
-def test_verifier_safe_is_logsetup_escape():
-    from mfa_radius.verifier import _safe
-
-    assert _safe("bob\u202e\x9b\n") == logsetup.escape("bob\u202e\x9b\n") == "bob\\u202e\\x9b\\n"
-    assert _safe("é") == "é"
+def test_safe_is_escape_of_the_value_cut_to_length():
+    assert (logsetup.safe("bob\u202e\x9b\n") == logsetup.escape("bob\u202e\x9b\n")
+            == "bob\\u202e\\x9b\\n")
+    assert logsetup.safe("é") == "é"
+    assert logsetup.safe("a" * 300) == "a" * logsetup.MAX_TEXT

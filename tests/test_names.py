@@ -1,4 +1,4 @@
-"""The user-name rule (mfa_radius/names.py) through its public functions, and hypothesis on it."""
+"""The user-name rule (mfa_radius/rules/names.py) through its public functions, and hypothesis on it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mfa_radius import names
+from mfa_radius.rules import names
 from mfa_radius.config import PolicyConfig
 
 FOLD = names.canonicaliser(strip_realm=True, case="fold")

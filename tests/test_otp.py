@@ -14,7 +14,7 @@ import pyotp
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mfa_radius.otp import OtpKey, is_code, time_step
+from mfa_radius.otp import OtpKey, TotpKey, is_code, time_step
 
 RFC4226_SEED = b"12345678901234567890"
 # RFC 4226 Appendix D: HOTP values for counters 0-9.
@@ -247,7 +247,7 @@ def test_is_code():
 
 
 def test_find_step_prefers_the_nearest_fresh_step_and_reports_used_ones():
-    key = OtpKey(RFC4226_SEED)
+    key = TotpKey(RFC4226_SEED)
     order = (0, -1, 1)
     centre = 100
     assert key.find_step(key.code(101), centre, order, 50) == (101, None)
@@ -263,7 +263,7 @@ def test_find_step_prefers_the_nearest_fresh_step_and_reports_used_ones():
 
 
 def test_find_step_refuses_the_digits_of_a_used_step_in_the_window_even_if_fresh_too():
-    key = OtpKey(b"12345678901234567890")
+    key = TotpKey(b"12345678901234567890")
     step = 56188870  # steps 56188870 and 56188871 both give 617002
     assert key.code(step) == key.code(step + 1)
     assert key.find_step("617002", step + 1, (0, -1, 1), step) == (None, "reused_code")
@@ -275,7 +275,7 @@ def test_find_step_refuses_the_digits_of_a_used_step_in_the_window_even_if_fresh
 def test_find_step_accepts_the_digits_of_a_skipped_step_from_a_fresh_step():
     """Steps 56295193 and 56295195 of the RFC 4226 seed both give 769717 (found by search):
     with 56295194 accepted, 56295193 was skipped, its digits never accepted."""
-    key = OtpKey(b"12345678901234567890")
+    key = TotpKey(b"12345678901234567890")
     skipped = 56295193
     assert key.code(skipped) == key.code(skipped + 2) == "769717" != key.code(skipped + 1)
     assert key.find_step("769717", skipped + 1, (0, -1, 1), skipped + 1) == (skipped + 2, None)

@@ -202,8 +202,7 @@ def test_challenge_message_too_long(tmp_path, cfg_path):
     ("vpn1", 'a"b\\c', 12.345), ("vpn1", "bob\nINFO forged", 3.0), ("v", "x=y", 100.0),
     ("v", "é", 7.25)])
 def test_decision_line_matches_logsetup_fields(client, user, ms):
-    from mfa_radius.logsetup import fields
-    from mfa_radius.radius.server import decision_line
+    from mfa_radius.logsetup import decision_line, fields
 
     expected = fields(client=client, user=user, result="accept", reason="ok", ms=round(ms, 1))
     assert decision_line(client, user, "accept", "ok", ms) == expected

@@ -11,7 +11,7 @@ from conftest import run_cli, write_config
 
 from mfa_radius import config as config_mod
 from mfa_radius.state import init
-from mfa_radius.verifier import LOCKED_RECOVERY_PER_HOUR
+from mfa_radius.rules.lockout import LOCKED_RECOVERY_PER_HOUR
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from mfa_radius.accounts import StaticAccounts
 from mfa_radius.cli import main
 from mfa_radius.sms.commands import sms
 from mfa_radius.sms.gateways import SmsSender
-from mfa_radius.sms.policy import should_send
+from mfa_radius.rules.sms import should_send
+from mfa_radius.sms.issuer import issue_code
 from mfa_radius.verifier import Attempt, Verifier
 
 from conftest import write_config
@@ -103,7 +104,7 @@ timeout = 3
             loop = asyncio.get_running_loop()
             status = verifier.status("alice")
             assert should_send(status, None)  # SMS is alice's only method
-            ticket = verifier.issue_sms("alice", "radius:vpn1")
+            ticket = issue_code(verifier, "alice", "radius:vpn1")
             assert ticket.ok and ticket.hint == "ending 1111"
             ticks = 0
             future = loop.run_in_executor(pool, sender.send_code, ticket)

@@ -91,3 +91,18 @@ command = ["/usr/bin/gammu-smsd-inject", "TEXT", "{phone}", "-text", "{message}"
 def test_errors_name_the_problem(tmp_path, body, match):
     with pytest.raises(ConfigError, match=match):
         load(tmp_path, body)
+
+
+def test_each_gateway_type_owns_its_keys():
+    # sms/gateways.py: one class per type declares its keys; the entry's schema has no others.
+    import dataclasses
+
+    from mfa_radius.sms import gateways
+
+    fields = {f.name for f in dataclasses.fields(gateways.SmsGateway)} - {"type", "name"}
+    declared = set().union(*(cls.KEYS for cls in gateways.GATEWAYS.values()))
+    assert declared == fields
+    assert set(gateways.GATEWAYS) == set(
+        dataclasses.fields(gateways.SmsGateway)[0].metadata["choices"]) == {
+        "file", "http", "twilio", "command"}
+    assert config_mod.SmsGateway is gateways.SmsGateway

@@ -15,7 +15,7 @@ from mfa_radius import config as config_mod
 from mfa_radius.errors import ConfigError
 from mfa_radius.sms.gateways import (CommandGateway, FileGateway, GatewayError, HttpGateway,
                                      SmsSender, TwilioGateway)
-from mfa_radius.sms.policy import SmsTicket
+from mfa_radius.rules.sms import SmsTicket
 
 from sms_helpers import Peer
 

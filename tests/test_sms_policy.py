@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import given, strategies as st
 
-from mfa_radius.sms import policy
+from mfa_radius.rules import sms as policy
 
 
 @pytest.mark.parametrize("phone", ["+15550001111", "+4930123456", "+861391234567812"])
@@ -64,7 +64,7 @@ def test_limits():
     assert limit.reason == "rate_limited" and limit.retry_after == pytest.approx(50)
     assert policy.check_limits([450, 500, 600, 700], 3, 950, **kw).retry_after == pytest.approx(
         100)
-    assert policy.check_limits([300, 500], 10, 955, **kw) == policy.Limit("busy", 15.0)
+    assert policy.check_limits([300, 500], 10, 955, **kw) == policy.Refusal("busy", 15.0)
     # Sends older than the window are ignored even if passed in.
     assert policy.check_limits([1, 2, 3, 600], 1, 950, **kw) is None
 
@@ -100,3 +100,28 @@ def test_explain_durations():
     assert policy.explain("whatever") == "could not send code"
     ticket = policy.SmsTicket(True, "ok", "alice", "+15550001111", "Your code is 123456")
     assert "123456" not in repr(ticket) and "+1555" not in repr(ticket)
+
+
+@given(st.text())
+def test_sms_request_is_one_rule_for_text_and_wire_bytes(answer):
+    # The RADIUS front checks the User-Password bytes, the PAM fronts the typed text.
+    assert policy.is_sms_request(answer.encode("utf-8")) == policy.is_sms_request(answer)
+
+
+def test_sms_request_words():
+    for answer in ("", "  ", "sms", " SMS ", "Sms\t", b"", b" sms", b"SMS\r\n", b"\x1f",
+                   "\u00a0sms"):
+        assert policy.is_sms_request(answer), answer
+    for answer in ("123456", "smss", "s ms", b"123456", b"sms1"):
+        assert not policy.is_sms_request(answer), answer
+
+
+def test_issue_refusals_in_order():
+    ok = {"phone": "+15550001111", "privileged": False, "configured": True,
+          "locked_until": 0.0, "now": 100.0}
+    assert policy.issue_refusal(**ok) is None
+    assert policy.issue_refusal(**{**ok, "phone": None}) == policy.Refusal("no_phone")
+    assert policy.issue_refusal(**{**ok, "phone": None, "privileged": True}).reason == "no_phone"
+    assert policy.issue_refusal(**{**ok, "privileged": True}).reason == "privileged"
+    assert policy.issue_refusal(**{**ok, "configured": False}).reason == "not_configured"
+    assert policy.issue_refusal(**{**ok, "locked_until": 130.0}) == policy.Refusal("locked", 30.0)

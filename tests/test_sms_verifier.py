@@ -10,7 +10,8 @@ import sqlite3
 import pytest
 
 from mfa_radius.accounts import StaticAccounts
-from mfa_radius.sms.policy import should_send
+from mfa_radius.rules.sms import should_send
+from mfa_radius.sms.issuer import issue_code
 from mfa_radius.sms.service import SmsError, SmsService
 from mfa_radius.state import open_devices
 from mfa_radius.verifier import Attempt, Verifier
@@ -123,7 +124,7 @@ def test_status_without_gateways_has_no_sms_but_stays_enrolled(tmp_path):
     assert status.enrolled and not status.sms and not should_send(status, "sms")
     # nullok must not let a user with a phone through on any code.
     assert verify(v, "alice", "000000").reason == "bad_code"
-    ticket = v.issue_sms("alice", now=NOW)
+    ticket = issue_code(v, "alice", now=NOW)
     assert (ticket.ok, ticket.reason) == (False, "not_configured")
     assert "not configured" in ticket.explain()
 
@@ -212,7 +213,7 @@ def test_wrong_sms_codes_count_towards_the_lockout(w):
         assert w.verify(wrong(code), now=NOW + i).reason == "bad_code"
     locked = w.verify(code, now=NOW + 3)
     assert locked.reason == "locked" and locked.retry_after > 0
-    ticket = w.verifier.issue_sms("alice", now=NOW + 4)
+    ticket = issue_code(w.verifier, "alice", now=NOW + 4)
     assert ticket.reason == "locked" and "too many failed attempts" in ticket.explain()
 
 
@@ -255,8 +256,8 @@ def test_global_cap_per_minute(tmp_path):
 
 def test_users_without_a_phone_and_bad_names(w):
     assert w.send("nobody").reason == "no_phone"
-    assert w.verifier.issue_sms("", now=NOW).reason == "malformed"
-    assert w.verifier.issue_sms("x" * 300, now=NOW).reason == "malformed"
+    assert issue_code(w.verifier, "", now=NOW).reason == "malformed"
+    assert issue_code(w.verifier, "x" * 300, now=NOW).reason == "malformed"
 
 
 def test_a_failed_send_says_could_not_send(tmp_path):

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..config import Config, RadiusClient, SettingError
-from ..errors import ConfigError
+from ..errors import ConfigError, SettingError
 from ..private_files import read_private_file
 from .codec import Secret
+
+if TYPE_CHECKING:  # annotations only: the config loader imports this module
+    from ..config import Config, RadiusClient
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from ..config import Config, RadiusReply, SettingError
-from ..errors import ConfigError
+from ..errors import ConfigError, SettingError
 from . import codec
+
+if TYPE_CHECKING:  # annotations only: the config loader imports this module
+    from ..config import Config, RadiusReply
 
 DICTIONARY = os.path.join(os.path.dirname(__file__), "dictionary")
 # Attributes the server itself owns: an admin setting them would break the protocol.

@@ -12,18 +12,18 @@ logged at most once per source every few seconds, so a flood cannot fill the dis
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import re
 import socket
 import time
-from typing import TYPE_CHECKING
 
 from .. import hostport
 from ..config import Config
 from ..errors import ConfigError, MfaError
-from ..logsetup import BulkLines, RateLimitedLog, fields
-from ..names import UserNameError, policy_rule
+from ..logsetup import BulkLines, RateLimitedLog, decision_line
+from ..rules.names import UserNameError, policy_rule
+from ..rules.sms import is_sms_request
+from ..sms.gateways import SmsSender
+from ..sms.service import SmsDispatcher
 from ..verifier import Attempt, Decision, Verifier
 from . import codec
 from .challenge import ChallengeStore
@@ -33,9 +33,6 @@ from .job import Job
 from .passwords import backend
 from .replies import ReplyTable
 from .steps import PasswordAndSmsSteps
-
-if TYPE_CHECKING:
-    from ..sms.service import SmsDispatcher
 
 log = logging.getLogger("mfa_radius.radius")
 
@@ -129,11 +126,7 @@ class RadiusServer(PasswordAndSmsSteps):
     def _sms_for(self, config: Config):
         if not config.sms.gateways:
             return self.sms  # kept for a later reload; unused while no user can get an SMS
-        from ..sms.gateways import SmsSender
-
         if self.sms is None:
-            from ..sms.service import SmsDispatcher
-
             return SmsDispatcher(self.verifier, SmsSender.from_config(config, self._sms_event))
         self.sms.reconfigure(config)
         return self.sms
@@ -385,7 +378,7 @@ class RadiusServer(PasswordAndSmsSteps):
 
         `password_round`: this answer carries the State of a round whose password was checked.
         """
-        if self.sms is None or answer.strip().lower() not in (b"", b"sms"):
+        if self.sms is None or not is_sms_request(answer):
             return self._verify(job, answer)
         self._spawn(self._sms_step(job, answer, password_round))
 
@@ -437,27 +430,3 @@ class RadiusServer(PasswordAndSmsSteps):
             sock.sendto(reply, addr)
         except OSError as exc:
             self.drops.drop(addr[0], "send failed", str(exc), "send_failed")
-
-
-_PLAIN = re.compile(r"[A-Za-z0-9._@+\-]+\Z").match
-
-
-@functools.lru_cache(maxsize=1024)
-def _plain_client(name: str) -> bool:
-    """Client names come from the config: checked once each."""
-    return _PLAIN(name) is not None
-
-
-def decision_line(client: str, user: str, result: str, reason: str, ms: float,
-                  sent: str = "") -> str:
-    """The logfmt decision line, exactly as logsetup.fields() writes it; plain names (the usual
-    case) skip its per-value escaping, a visible share of a request's time. `sent`: the
-    User-Name as sent when it is not the canonical `user` (then a trailing name_sent= field)."""
-    ms_text = f"{ms:.1f}".rstrip("0").rstrip(".") or "0"
-    # isascii() and isalnum(): the commonest plain names, cheaper than the regex.
-    if not sent and _plain_client(client) and (
-            (user.isascii() and user.isalnum()) or _PLAIN(user)):
-        return f"client={client} user={user} result={result} reason={reason} ms={ms_text}"
-    extra = {"name_sent": sent} if sent else {}
-    return fields(client=client, user=user, result=result, reason=reason, ms=round(ms, 1),
-                  **extra)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Config, RadiusConfig
 from ..errors import MfaError
-from ..sms.policy import should_send
+from ..rules.sms import should_send
 from ..verifier import Verifier
 from .dedup import DuplicateCache
 from .job import Job

@@ -1,6 +1,7 @@
-"""SMS codes: policy (codes, hashes, limits, the message), gateways (file, http, twilio, command)
-and the service the fronts and the CLI call.
+"""SMS codes, the I/O half: issuing a code (issuer), the gateways (file, http, twilio, command, each
+owning its settings) and the service the fronts and the CLI call. The rules (codes, hashes,
+limits, the message, who may get a code) are mfa_radius.rules.sms.
 
-Importing this package is cheap (the PAM fallback path imports the verifier, which imports the
-policy); the gateways and their HTTP client are imported only when a message is sent.
+The config loader imports the gateways' settings on every load, the PAM fallback's too: their
+HTTP client and subprocess are imported only when a message is sent.
 """

@@ -16,6 +16,8 @@ from ..errors import MfaError
 
 
 def _service(obj):
+    # Every `mfa-radius` command loads this group: the service (the verifier, asyncio) only for
+    # the `sms` commands that use it.
     from .service import SmsService
 
     return SmsService.open(obj.config)

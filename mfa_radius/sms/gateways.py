@@ -1,6 +1,14 @@
 """The ways out for an SMS: a file, a generic HTTP API, Twilio, an admin's command; and the chain
 that tries them in order.
 
+Each gateway type is one class here that owns everything of that type: the keys of its
+[[sms.gateways]] entry (`KEYS`), the check of their values (`problem`), how it is built from them
+(`from_settings`) and how it sends. `SmsGateway` is the entry as the config loader reads it; the
+loader calls `check_gateways`. This module imports nothing of the config (the config imports it).
+
+Longer than most modules on purpose: each gateway type keeps its settings, checks and sending
+together, so that adding one is one class here (and its keys in SmsGateway) and nothing else.
+
 Every gateway is bounded in time and raises GatewayError with a reason that is safe to log: it
 never holds the message (which holds the code). The chain never raises and never logs the code,
 the message text or the full phone number.
@@ -9,21 +17,22 @@ the message text or the full phone number.
 from __future__ import annotations
 
 import datetime as dt
+import json as jsonlib
 import logging
 import os
 import re
-import signal
-import subprocess
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..config import Config, SmsGateway, gateway_name
 from ..errors import ConfigError
 from ..private_files import read_private_file
-from .policy import SmsTicket, mask_phone
+from ..rules.sms import SmsTicket, mask_phone, phone_problem
+
+if TYPE_CHECKING:  # annotations only: the config imports this module
+    from ..config import Config
 
 log = logging.getLogger("mfa_radius.sms")
 
@@ -52,12 +61,47 @@ class SendResult:
 
 # ---- the gateways -----------------------------------------------------------------------------
 
-class FileGateway:
+class Gateway:
+    """One gateway type: its [[sms.gateways]] keys, their checks, and how it sends."""
+
+    TYPE: ClassVar[str] = ""  # the entry's `type`
+    KEYS: ClassVar[frozenset[str]] = frozenset()  # the entry's keys besides type and name
+    name: str
+
+    @staticmethod
+    def problem(gw: SmsGateway) -> tuple[str, str] | None:
+        """(what is wrong, the key) with this type's settings of `gw`, or None."""
+        return None
+
+    @classmethod
+    def from_settings(cls, gw: SmsGateway, name: str, where: str) -> Gateway:
+        """The gateway of entry `gw`, its secret files read (ConfigError naming `where`)."""
+        raise NotImplementedError
+
+    def send(self, phone: str, message: str) -> None:
+        """Hand the message over, within the gateway's time bound; GatewayError if not."""
+        raise NotImplementedError
+
+
+class FileGateway(Gateway):
     """Appends `time phone message` lines to a file (mode 0600): for demos and tests."""
+
+    TYPE: ClassVar[str] = "file"
+    KEYS: ClassVar[frozenset[str]] = frozenset({"path"})
 
     def __init__(self, name: str, path: str):
         self.name = name
         self.path = path
+
+    @staticmethod
+    def problem(gw: SmsGateway) -> tuple[str, str] | None:
+        if not os.path.isabs(gw.path):
+            return "'path' must be an absolute file path", "path"
+        return None
+
+    @classmethod
+    def from_settings(cls, gw: SmsGateway, name: str, where: str) -> FileGateway:
+        return cls(name, gw.path)
 
     def send(self, phone: str, message: str) -> None:
         stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -75,8 +119,13 @@ class FileGateway:
             os.close(fd)
 
 
-class HttpGateway:
+class HttpGateway(Gateway):
     """A generic HTTP SMS API: the request is built from templates with {phone} and {message}."""
+
+    TYPE: ClassVar[str] = "http"
+    KEYS: ClassVar[frozenset[str]] = frozenset({
+        "url", "method", "headers", "params", "json", "form", "auth", "username", "secret_file",
+        "success_codes", "timeout"})
 
     def __init__(self, name: str, *, url: str, method: str = "POST",
                  headers: dict | None = None, params: dict | None = None,
@@ -95,7 +144,46 @@ class HttpGateway:
         self.timeout = timeout
         self.success_codes = set(success_codes)
 
+    @staticmethod
+    def problem(gw: SmsGateway) -> tuple[str, str] | None:
+        if not gw.url.startswith(("http://", "https://")):
+            return "'url' must start with http:// or https://", "url"
+        if gw.json and gw.form:
+            return "use either 'json' or 'form' for the body, not both", "form"
+        if gw.method == "GET" and (gw.json or gw.form):
+            return "a GET request has no body: put the fields in 'params'", "method"
+        templates = repr([gw.params, gw.json, gw.form, gw.url])
+        if "{phone}" not in templates or "{message}" not in templates:
+            return ("the request must carry {phone} and {message} (in 'url', 'params', 'json' "
+                    "or 'form')", "gateways")
+        if not all(isinstance(v, str) for v in gw.headers.values()):
+            return "'headers' values must be strings", "headers"
+        if gw.auth in ("basic", "bearer") and not gw.secret_file:
+            return f"auth = \"{gw.auth}\" needs 'secret_file' (the password or token)", "auth"
+        if gw.auth == "basic" and not gw.username:
+            return 'auth = "basic" needs \'username\'', "auth"
+        if gw.auth == "none" and (gw.secret_file or gw.username):
+            return "'username' and 'secret_file' need auth = \"basic\" or \"bearer\"", "auth"
+        if not gw.success_codes or not all(
+                isinstance(c, int) and not isinstance(c, bool) and 100 <= c <= 599
+                for c in gw.success_codes):
+            return "'success_codes' must be a list of HTTP status codes", "success_codes"
+        return None
+
+    @classmethod
+    def from_settings(cls, gw: SmsGateway, name: str, where: str) -> HttpGateway:
+        auth: tuple[str, str] | str | None = None
+        if gw.auth == "basic":
+            auth = (gw.username, read_secret_file(gw.secret_file, where))
+        elif gw.auth == "bearer":
+            auth = read_secret_file(gw.secret_file, where)
+        return cls(name, url=gw.url, method=gw.method, headers=gw.headers, params=gw.params,
+                   json=gw.json, form=gw.form, auth=auth, timeout=gw.timeout,
+                   success_codes=gw.success_codes)
+
     def send(self, phone: str, message: str) -> None:
+        # httpx only when a message goes out: the PAM fallback loads this module with the
+        # config on every login.
         import httpx
 
         values = {"{phone}": phone, "{message}": message}
@@ -132,6 +220,11 @@ class HttpGateway:
 class TwilioGateway(HttpGateway):
     """Twilio's Messages API: POST To/From/Body as a form, basic auth with SID and auth token."""
 
+    TYPE: ClassVar[str] = "twilio"
+    KEYS: ClassVar[frozenset[str]] = frozenset({
+        "account_sid", "auth_token_file", "from_number", "messaging_service_sid", "api_url",
+        "timeout"})
+
     def __init__(self, name: str, *, account_sid: str, auth_token: str, from_number: str = "",
                  messaging_service_sid: str = "", api_url: str = "https://api.twilio.com",
                  timeout: float = 10.0):
@@ -144,13 +237,30 @@ class TwilioGateway(HttpGateway):
                          method="POST", form=form, auth=(account_sid, auth_token),
                          timeout=timeout, success_codes=(200, 201))
 
+    @staticmethod
+    def problem(gw: SmsGateway) -> tuple[str, str] | None:
+        if not gw.account_sid or not gw.auth_token_file:
+            return "needs 'account_sid' and 'auth_token_file'", "gateways"
+        if bool(gw.from_number) == bool(gw.messaging_service_sid):
+            return "needs exactly one of 'from_number' or 'messaging_service_sid'", "gateways"
+        if gw.from_number and phone_problem(gw.from_number):
+            return f"'from_number' {phone_problem(gw.from_number)}", "from_number"
+        if not gw.api_url.startswith(("http://", "https://")):
+            return "'api_url' must start with http:// or https://", "api_url"
+        return None
+
+    @classmethod
+    def from_settings(cls, gw: SmsGateway, name: str, where: str) -> TwilioGateway:
+        return cls(name, account_sid=gw.account_sid,
+                   auth_token=read_secret_file(gw.auth_token_file, where),
+                   from_number=gw.from_number, messaging_service_sid=gw.messaging_service_sid,
+                   api_url=gw.api_url, timeout=gw.timeout)
+
     def _detail(self, body: bytes) -> str:
         # Twilio's error document has a numeric code (e.g. 21211 invalid To number): enough to
         # look up, and it never quotes the message.
-        import json
-
         try:
-            code = json.loads(body).get("code")
+            code = jsonlib.loads(body).get("code")
         except (ValueError, AttributeError):
             return ""
         return f", Twilio error {code}" if isinstance(code, int) else ""
@@ -162,17 +272,36 @@ COMMAND_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
                "LANG": "C.UTF-8"}
 
 
-class CommandGateway:
+class CommandGateway(Gateway):
     """Runs an admin's program (never through a shell) with the phone and the message as
     arguments: "{phone}" and "{message}" in the argv are replaced, else both are appended. It
     gets COMMAND_ENV as its environment and / as its working directory, never the caller's."""
+
+    TYPE: ClassVar[str] = "command"
+    KEYS: ClassVar[frozenset[str]] = frozenset({"command", "timeout"})
 
     def __init__(self, name: str, argv: list[str], timeout: float = 10.0):
         self.name = name
         self.argv = list(argv)
         self.timeout = timeout
 
+    @staticmethod
+    def problem(gw: SmsGateway) -> tuple[str, str] | None:
+        if not gw.command or not os.path.isabs(gw.command[0]):
+            return ("'command' must be a list whose first item is an absolute path "
+                    '(e.g. ["/usr/local/bin/send-sms", "{phone}", "{message}"]); it runs '
+                    "without a shell", "command")
+        return None
+
+    @classmethod
+    def from_settings(cls, gw: SmsGateway, name: str, where: str) -> CommandGateway:
+        return cls(name, gw.command, gw.timeout)
+
     def send(self, phone: str, message: str) -> None:
+        # Only when a message goes out: the PAM fallback loads this module on every login.
+        import signal
+        import subprocess
+
         values = {"{phone}": phone, "{message}": message}
         if any(k in arg for arg in self.argv for k in values):
             argv = [_fill(arg, values) for arg in self.argv]
@@ -203,6 +332,86 @@ class CommandGateway:
             raise GatewayError(f"{self.argv[0]} exited with status {proc.returncode}{detail}")
 
 
+# ---- the settings ------------------------------------------------------------------------------
+
+# The gateway types, by the `type` of their [[sms.gateways]] entries.
+GATEWAYS: dict[str, type[Gateway]] = {cls.TYPE: cls for cls in
+                             (FileGateway, HttpGateway, TwilioGateway, CommandGateway)}
+
+
+@dataclass(frozen=True)
+class SmsGateway:
+    """One [[sms.gateways]] entry: one way out for SMS codes, tried in order until one succeeds.
+
+    Which keys apply depends on `type` (its class's KEYS); a key of another type is an error.
+    """
+
+    type: str = field(metadata={"choices": tuple(GATEWAYS)})
+    name: str = ""  # for the logs; default: TYPE-N
+    timeout: float = field(default=10.0, metadata={"min": 0.1})
+    # file
+    path: str = ""
+    # http
+    url: str = ""
+    method: str = field(default="POST", metadata={"choices": ("GET", "POST", "PUT")})
+    headers: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    json: dict[str, Any] = field(default_factory=dict)
+    form: dict[str, Any] = field(default_factory=dict)
+    auth: str = field(default="none", metadata={"choices": ("none", "basic", "bearer")})
+    username: str = ""
+    secret_file: str = ""
+    success_codes: list[int] = field(default_factory=lambda: [200, 201, 202, 204])
+    # twilio
+    account_sid: str = ""
+    auth_token_file: str = ""
+    from_number: str = ""
+    messaging_service_sid: str = ""
+    api_url: str = "https://api.twilio.com"
+    # command
+    command: list[str] = field(default_factory=list)
+
+
+def gateway_name(gw: SmsGateway, index: int) -> str:
+    """The name the logs and metrics use for the index-th gateway (0-based): TYPE-N if unset."""
+    return gw.name or f"{gw.type}-{index + 1}"
+
+
+def gateway_keys(kind: str) -> frozenset[str]:
+    """The keys of a gateway entry of type `kind`, besides `type` and `name`."""
+    return GATEWAYS[kind].KEYS
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayProblem:
+    """What is wrong with the index-th [[sms.gateways]] entry, and the key to point at."""
+
+    index: int
+    message: str
+    key: str = "gateways"
+
+
+def check_gateways(gateways: list[SmsGateway], raw: list[dict]) -> GatewayProblem | None:
+    """The first problem of the [[sms.gateways]] entries (as read, and as written in `raw`):
+    a key of another type, a duplicate name, a value the type's own check refuses."""
+    seen: set[str] = set()
+    for i, (gw, entry) in enumerate(zip(gateways, raw)):
+        keys = gateway_keys(gw.type)
+        stray = sorted(set(entry) - keys - {"type", "name"})
+        if stray:
+            return GatewayProblem(i, f"key '{stray[0]}' does not apply to a {gw.type} gateway "
+                                     f"(its keys: {', '.join(sorted(keys | {'name'}))})",
+                                  stray[0])
+        name = gateway_name(gw, i)
+        if name in seen:
+            return GatewayProblem(i, f"duplicate gateway name '{name}'", "name")
+        seen.add(name)
+        problem = GATEWAYS[gw.type].problem(gw)
+        if problem is not None:
+            return GatewayProblem(i, *problem)
+    return None
+
+
 # ---- the chain --------------------------------------------------------------------------------
 
 class SmsSender:
@@ -227,13 +436,13 @@ class SmsSender:
                    on_event)
 
     def send_code(self, ticket: SmsTicket) -> SendResult:
-        """Send an issued code (Verifier.issue_sms); never raises, bounded by the timeouts."""
+        """Send an issued code (sms.issuer.issue_code); never raises, bounded by the timeouts."""
         if not ticket.ok:
             return SendResult(False, error=f"no code was issued ({ticket.reason})")
         return self.send(ticket.phone, ticket.message, ticket.user)
 
     def send(self, phone: str, message: str, user: str = "") -> SendResult:
-        who = f"user {_safe(user)} at {mask_phone(phone)}" if user else mask_phone(phone)
+        who = f"user {_user_text(user)} at {mask_phone(phone)}" if user else mask_phone(phone)
         errors = []
         for gw in self.gateways:
             try:
@@ -266,25 +475,7 @@ class SmsSender:
 
 def _gateway(gw: SmsGateway, index: int, config_path: str):
     name = gateway_name(gw, index)
-    where = f"{config_path}: SMS gateway '{name}'"
-    if gw.type == "file":
-        return FileGateway(name, gw.path)
-    if gw.type == "command":
-        return CommandGateway(name, gw.command, gw.timeout)
-    if gw.type == "twilio":
-        token = read_secret_file(gw.auth_token_file, where)
-        return TwilioGateway(name, account_sid=gw.account_sid, auth_token=token,
-                             from_number=gw.from_number,
-                             messaging_service_sid=gw.messaging_service_sid,
-                             api_url=gw.api_url, timeout=gw.timeout)
-    auth: tuple[str, str] | str | None = None
-    if gw.auth == "basic":
-        auth = (gw.username, read_secret_file(gw.secret_file, where))
-    elif gw.auth == "bearer":
-        auth = read_secret_file(gw.secret_file, where)
-    return HttpGateway(name, url=gw.url, method=gw.method, headers=gw.headers, params=gw.params,
-                       json=gw.json, form=gw.form, auth=auth, timeout=gw.timeout,
-                       success_codes=gw.success_codes)
+    return GATEWAYS[gw.type].from_settings(gw, name, f"{config_path}: SMS gateway '{name}'")
 
 
 def read_secret_file(path: str, where: str) -> str:
@@ -341,5 +532,6 @@ def _scrub(text: str, phone: str, message: str, digits: bool = False) -> str:
     return text[:300]
 
 
-def _safe(text: str) -> str:
+def _user_text(text: str) -> str:
+    # Every non-ASCII character escaped too, as these lines always showed user names.
     return text.encode("unicode_escape", "backslashreplace").decode("ascii")[:256]

@@ -2,32 +2,35 @@
 
 Two steps, so that a daemon's event loop never waits for a gateway:
 
-    ticket = verifier.issue_sms(user, source)      # loop thread: checks, limits, stores the hash
+    ticket = issue_code(verifier, user, source)    # loop thread: checks, limits, stores the hash
     if ticket.ok:
         result = await loop.run_in_executor(pool, sender.send_code, ticket)   # worker thread
     prompt = ticket.explain() if result.ok else result.explain()
 
 `SmsService.request_code` does both in a row, for the CLI and the PAM in-process fallback.
-`should_send(status, answer)` (in .policy) tells a front when to send at all.
+`should_send(status, answer)` (rules.sms) tells a front when to send at all.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import time
 from dataclasses import dataclass, field
 
 from ..config import Config
 from ..errors import MfaError
+from ..rules.sms import (SmsTicket, explain, is_sms_request, mask_phone, normalise_phone,
+                         phone_hint, phone_problem, should_send)
 from ..verifier import Verifier
 from .gateways import SendResult, SmsSender
-from .policy import (SmsTicket, explain, is_sms_request, mask_phone, normalise_phone,
-                     phone_hint, phone_problem, should_send)
+from .issuer import issue_code
 
 log = logging.getLogger("mfa_radius.sms")
 
 __all__ = ["SmsService", "SmsDispatcher", "SmsOutcome", "SmsSender", "SmsTicket", "SendResult",
-           "should_send", "is_sms_request", "sms_users"]
+           "should_send", "is_sms_request", "issue_code", "sms_users"]
 
 
 class SmsError(MfaError):
@@ -70,8 +73,6 @@ class SmsDispatcher:
     """
 
     def __init__(self, verifier: Verifier, sender: SmsSender, workers: int = 2):
-        import concurrent.futures
-
         self.verifier = verifier
         self.sender = sender
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="sms")
@@ -80,9 +81,7 @@ class SmsDispatcher:
         """Issue a code for `user` and send it. With `wait` (PAM: the prompt can say "could not
         send code"), return once a gateway answered; without (RADIUS: answer the challenge at
         once), return as soon as the send is queued."""
-        import asyncio
-
-        ticket = self.verifier.issue_sms(user, source)
+        ticket = issue_code(self.verifier, user, source)
         if not ticket.ok:
             return SmsOutcome(ticket)
         future = asyncio.get_running_loop().run_in_executor(self._pool, self.sender.send_code,
@@ -151,7 +150,7 @@ class SmsService:
         For the CLI and the PAM in-process fallback; a daemon splits the two steps (see the
         module docstring) so that its loop never waits.
         """
-        ticket = self.verifier.issue_sms(user, source, now)
+        ticket = issue_code(self.verifier, user, source, now)
         if not ticket.ok:
             return SmsOutcome(ticket)
         return SmsOutcome(ticket, self.sender.send_code(ticket))

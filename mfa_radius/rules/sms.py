@@ -1,6 +1,7 @@
-"""SMS codes as plain functions: phone numbers, codes and their hashes, the message, the limits.
+"""SMS codes as plain functions: phone numbers, codes and their hashes, the message, who may get
+a code, the limits.
 
-No I/O here (the verifier and the gateways do that), so every rule can be tested on plain data.
+No I/O here (sms/issuer.py and the gateways do that), so every rule can be tested on plain data.
 """
 
 from __future__ import annotations
@@ -69,9 +70,17 @@ def looks_like_code(text: str) -> bool:
     return len(text) == CODE_DIGITS and text.isascii() and text.isdigit()
 
 
-def is_sms_request(answer: str) -> bool:
-    """True when what the user typed asks for an SMS: an empty answer or the word "sms"."""
-    return answer.strip().lower() in ("", "sms")
+# What a user types at a code prompt to ask for an SMS instead: nothing, or the word "sms".
+SMS_REQUESTS = ("", "sms")
+
+
+def is_sms_request(answer: str | bytes) -> bool:
+    """True when what the user typed asks for an SMS (SMS_REQUESTS, any case, surrounding
+    whitespace ignored). Bytes (a RADIUS User-Password as it arrives) are read as UTF-8 first,
+    so the RADIUS and PAM fronts apply the same rule."""
+    if isinstance(answer, bytes):
+        answer = answer.decode("utf-8", "replace")
+    return answer.strip().lower() in SMS_REQUESTS
 
 
 def should_send(status, answer: str | None = None) -> bool:
@@ -134,19 +143,38 @@ def gsm_length(text: str) -> int:
     return sum(2 if c in _GSM_EXT else 1 for c in text)
 
 
-# ---- rate limits ------------------------------------------------------------------------------
+# ---- who may get a code, and how often -------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
-class Limit:
-    """A send refused by a rate limit: which one, and when to try again."""
+class Refusal:
+    """A code not issued: why (the reason a ticket and a decision line carry), and when to try
+    again (seconds, 0 when waiting does not help)."""
 
-    reason: str  # rate_limited (this user) or busy (the global cap)
-    retry_after: float
+    reason: str
+    retry_after: float = 0.0
+
+
+def issue_refusal(*, phone: str | None, privileged: bool, configured: bool,
+                  locked_until: float, now: float) -> Refusal | None:
+    """Why this user gets no code at all, before the send limits are counted, or None.
+
+    No phone registered; a privileged user (never by SMS, whatever is registered); no gateway
+    configured; locked out (until `locked_until`, Unix time).
+    """
+    if not phone:
+        return Refusal("no_phone")
+    if privileged:
+        return Refusal("privileged")
+    if not configured:
+        return Refusal("not_configured")
+    if locked_until > now:
+        return Refusal("locked", locked_until - now)
+    return None
 
 
 def check_limits(user_sends: list[float], global_sends: int, global_oldest: float | None, *,
                  now: float, send_limit: int, send_window: float,
-                 global_limit: int) -> Limit | None:
+                 global_limit: int) -> Refusal | None:
     """Refuse a send when the user had `send_limit` sends within `send_window` seconds, or when
     `global_limit` codes went out in the last minute (against SMS pumping and toll fraud).
 
@@ -157,9 +185,9 @@ def check_limits(user_sends: list[float], global_sends: int, global_oldest: floa
     if len(recent) >= send_limit:
         # The window frees up when the oldest send that still counts falls out of it.
         oldest = recent[len(recent) - send_limit]
-        return Limit("rate_limited", max(1.0, oldest + send_window - now))
+        return Refusal("rate_limited", max(1.0, oldest + send_window - now))
     if global_sends >= global_limit:
-        return Limit("busy", max(1.0, (global_oldest or now) + 60.0 - now))
+        return Refusal("busy", max(1.0, (global_oldest or now) + 60.0 - now))
     return None
 
 
@@ -189,8 +217,8 @@ def _duration(seconds: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SmsTicket:
-    """The verifier's answer to "send this user a code": a refusal (why, when to retry), or the
-    phone and the text to send, for a gateway, off the event loop (SmsSender.send_code).
+    """The answer to "send this user a code" (sms/issuer.py): a refusal (why, when to retry), or
+    the phone and the text to send, for a gateway, off the event loop (SmsSender.send_code).
 
     The message holds the code: it is kept out of repr() and must never be logged.
     """
