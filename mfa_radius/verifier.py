@@ -93,6 +93,10 @@ class UserStatus:
     recovery: bool = False  # has unused recovery codes (which open a locked account too)
 
 
+class _AttemptFailed(Exception):
+    """Deciding one attempt of a batch failed: the batch is decided again, each attempt alone."""
+
+
 class Verifier:
     def __init__(self, config: Config, store: Storage, sealer: Sealer,
                  accounts: Accounts | None = None):
@@ -202,23 +206,19 @@ class Verifier:
 
         A decision to accept is returned only after the transaction that records the code as used
         has committed. An attempt whose decision fails (a database error, a bug) is refused
-        alone, its writes undone (a savepoint each when the batch holds more than one); if the
-        transaction itself fails (reading others' commits, the audit rows, the COMMIT), every
-        attempt of the batch is refused (fail closed).
+        alone, its writes undone; if the transaction itself fails (reading others' commits, the
+        audit rows, the COMMIT), every attempt of the batch is refused (fail closed).
         """
         self.cache.last_active = time.monotonic()
         try:
-            with self.store.errors("verification"), self.store.transaction():
-                self._refresh()
-                self._locked_tries = {}
-                audit: list[tuple] = []
-                if len(attempts) == 1:
-                    decisions = [self._decide(attempts[0], audit)]
-                else:
-                    decisions = [self._decide_alone(a, audit) for a in attempts]
-                self.store.add_audit(audit)
-            self.last_error = None
-            return decisions
+            try:
+                return self._batch(attempts, isolate=False)
+            except _AttemptFailed:
+                # The batch was rolled back whole: decide it again with each attempt in a
+                # savepoint of its own, so that only the failing one is refused. Savepoints
+                # cost every attempt two statements, so they are only paid for after a failure.
+                self._forget_users(attempts)
+                return self._batch(attempts, isolate=True)
         except (StoreError, KeyFileError) as exc:
             log.error("refusing %d attempt(s): %s", len(attempts), exc)
             self.last_error = exc
@@ -227,6 +227,40 @@ class Verifier:
             self.last_error = MfaError(f"internal error: {type(exc).__name__}: {exc}")
         self._drop_all()  # the cache may hold steps of the rolled-back batch
         return [Decision(False, "error") for _ in attempts]
+
+    def _batch(self, attempts: list[Attempt], isolate: bool) -> list[Decision]:
+        """One transaction for the whole batch. Without `isolate` a failure while deciding one
+        attempt of several raises _AttemptFailed (and rolls the batch back); with it, each
+        attempt is decided in a savepoint (_decide_alone)."""
+        with self.store.errors("verification"), self.store.transaction():
+            self._refresh()
+            self._locked_tries = {}
+            audit: list[tuple] = []
+            if len(attempts) == 1:
+                decisions = [self._decide(attempts[0], audit)]
+            elif isolate:
+                decisions = [self._decide_alone(a, audit) for a in attempts]
+            else:
+                decisions = [self._decide_or_fail(a, audit) for a in attempts]
+            self.store.add_audit(audit)
+        self.last_error = None
+        return decisions
+
+    def _decide_or_fail(self, attempt: Attempt, audit: list[tuple]) -> Decision:
+        try:
+            return self._decide(attempt, audit)
+        except TransactionLost:
+            raise  # nothing of the batch can be committed: all of it is refused
+        except Exception as exc:  # noqa: BLE001 - decided again, alone, by verify_batch
+            raise _AttemptFailed() from exc
+
+    def _forget_users(self, attempts: list[Attempt]) -> None:
+        """Forget the users of a rolled-back batch: their cached state may hold its writes."""
+        for attempt in attempts:
+            try:
+                self.cache.forget(self.canonical(attempt.user))
+            except names.UserNameError:
+                pass
 
     def _decide_alone(self, attempt: Attempt, audit: list[tuple]) -> Decision:
         """_decide inside a savepoint: a failure refuses this attempt only (reason=error), and
