@@ -10,6 +10,11 @@ The rules it applies are mfa_radius.rules (access, lockout, sms) and the device'
 carries what it consumed. Why a decision went its way is explain.py's; issuing SMS codes is
 sms/issuer.py's.
 
+`Verifier` is one class of a little over 300 lines on purpose: a decision reads the user, the
+policy and the store inside one transaction, and its steps (match, consume, success, failure,
+recovery while locked) share that state; split into several objects, each attempt would pay the
+hops between them on the RADIUS hot path. What is not a decision already lives elsewhere.
+
 Users and their devices come from a UserCache (usercache.py), brought up to date with others'
 commits at the start of each batch; every code is consumed by a conditional write in the store
 (a TOTP step through the step log), so a stale cache can only turn into a refused replay.

@@ -7,6 +7,10 @@ they finish (steps.py, with the SMS step). The verifier is only ever called on t
 
 Drops are silent on the wire (RFC 2865: unknown clients, wrong secrets, malformed packets) and
 logged at most once per source every few seconds, so a flood cannot fill the disk.
+
+`RadiusServer` is one class of a little over 300 lines (with steps.py's mixin) on purpose: the
+per-request path is method calls on one object with its state in slots it reads directly, and
+that path is the one the benchmark measures against FreeRADIUS.
 """
 
 from __future__ import annotations
