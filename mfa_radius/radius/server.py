@@ -9,7 +9,7 @@ Drops are silent on the wire (RFC 2865: unknown clients, wrong secrets, malforme
 logged at most once per source every few seconds, so a flood cannot fill the disk.
 
 `RadiusServer` is one class of a little over 300 lines (with steps.py's mixin) on purpose: the
-per-request path is method calls on one object with its state in slots it reads directly, and
+per-request path is method calls on one object that holds all of its state, and
 that path is the one the benchmark measures against FreeRADIUS.
 """
 
