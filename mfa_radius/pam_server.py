@@ -41,7 +41,7 @@ from .config import Config
 from .errors import ConfigError, MfaError
 from .logsetup import RateLimitedLog, safe
 from .pam_local import sms_fields, source_of, status_fields, verify_fields
-from .private_files import make_dirs
+from .private_files import make_dirs, user_name
 from .rules.names import UserNameError
 from .verifier import Verifier
 
@@ -357,7 +357,7 @@ def _own_directory(directory: str, mode: int) -> None:
     euid = os.geteuid()
     make_dirs(directory, mode, 0o755)
     st = os.lstat(directory)
-    fix = f"remove it or fix it with: chown {_user_name(euid)} {directory} && chmod {mode:o} " \
+    fix = f"remove it or fix it with: chown {user_name(euid)} {directory} && chmod {mode:o} " \
           f"{directory}"
     if not stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"PAM socket directory {directory} is not a directory (a link or a "
@@ -408,13 +408,6 @@ def _refuse_live_daemon(path: str) -> None:
         probe.close()
     raise ConfigError(f"PAM socket {path}: another daemon is answering on it{who}; stop it "
                       "first, or give this one another [pam] socket and root_socket")
-
-
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
 
 
 async def serve(config: Config, stop: asyncio.Event | None = None) -> None:

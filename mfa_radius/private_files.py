@@ -39,7 +39,7 @@ def read_private_file(path: str, what: str, error: type[MfaError], prefix: str =
         if info.st_uid not in (euid, 0):
             raise error(f"{prefix}{what} {path} is owned by uid {info.st_uid}, not by this "
                         f"process's user (uid {euid}) or root; fix it with: chown "
-                        f"{_user_name(euid)} {path}")
+                        f"{user_name(euid)} {path}")
         if info.st_mode & 0o077:
             raise error(f"{prefix}{what} {path} is readable or writable by group or others (mode "
                         f"{stat.S_IMODE(info.st_mode):04o}); fix it with: chmod 600 {path}")
@@ -77,7 +77,8 @@ def make_private_dirs(path: str) -> None:
         raise NotADirectoryError(20, "Not a directory", path)
 
 
-def _user_name(uid: int) -> str:
+def user_name(uid: int) -> str:
+    """The account name of `uid` for a fix command (`chown NAME ...`), or the uid itself."""
     import pwd
 
     try:

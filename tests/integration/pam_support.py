@@ -7,7 +7,9 @@ Debian packages libpam-python and pamtester; `require_root()` skips with the rea
 from __future__ import annotations
 
 import compileall
+import contextlib
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -217,3 +219,18 @@ def run_as(user: str, code: str, timeout: float = 30) -> subprocess.CompletedPro
     """Run a small stdlib-only Python program as another user (runuser), with Debian's python3."""
     return subprocess.run(["runuser", "-u", user, "--", "/usr/bin/python3", "-S", "-c", code],
                           capture_output=True, text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def temporary_user(prefix: str):
+    """A local user made for one test (no home, no login shell, no sudo rights), then removed."""
+    name = f"{prefix}{uuid.uuid4().hex[:6]}"
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/false", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=False)
+
+
+def uid_of(name: str) -> int:
+    return pwd.getpwnam(name).pw_uid

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from pam_support import (AUTH_ERR, AUTHINFO_UNAVAIL, SUCCESS, PamEnv, SyslogCapture, pamtester,
-                         require_root)
+                         require_root, temporary_user, uid_of)
 
 from mfa_radius import config as config_mod
 from mfa_radius.sms.service import SmsService
@@ -43,16 +43,8 @@ def env(syslog):
 def attacker():
     """A local user created for the test (no sudo rights, no device anywhere)."""
     require_root()
-    name = f"mfaatk{uuid.uuid4().hex[:6]}"
-    subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/false", name], check=True)
-    yield name
-    subprocess.run(["userdel", name], check=False)
-
-
-def uid_of(name: str) -> int:
-    import pwd
-
-    return pwd.getpwnam(name).pw_uid
+    with temporary_user("mfaatk") as name:
+        yield name
 
 
 def attacker_config(name: str) -> tuple[Path, Path]:

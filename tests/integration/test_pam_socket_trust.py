@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 from pam_support import (AUTH_ERR, AUTHINFO_UNAVAIL, PYTHON, SUCCESS, PamEnv, SyslogCapture,
-                         _free_udp_port, pamtester, require_root, run_as)
+                         _free_udp_port, pamtester, require_root, run_as, temporary_user,
+                         uid_of)
 from reliability_helpers import FullServer
 
 MFA = str(Path(PYTHON).parent / "mfa-radius")
@@ -33,16 +34,8 @@ def syslog():
 @pytest.fixture
 def user():
     require_root()
-    name = f"mfasock{uuid.uuid4().hex[:6]}"
-    subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/false", name], check=True)
-    yield name
-    subprocess.run(["userdel", name], check=False)
-
-
-def uid_of(name: str) -> int:
-    import pwd
-
-    return pwd.getpwnam(name).pw_uid
+    with temporary_user("mfasock") as name:
+        yield name
 
 
 # ---- root's logins do not depend on what other users do ---------------------------------------
