@@ -54,7 +54,7 @@ DUPLICATES = Counter(
 DROPPED = Counter(
     "mfa_radius_dropped", "Requests dropped without an answer, by front and cause (unknown_client, "
     "wrong_secret, missing_message_authenticator, malformed, unauthorised_caller, "
-    "overload, ...)", ["front", "cause"])
+    "overload, store_unavailable, ...)", ["front", "cause"])
 STATUS_SERVER = Counter(
     "mfa_radius_status_server", "RADIUS Status-Server probes answered (health checks of "
     "appliances and proxies, not logins), by client", ["client"])
@@ -126,7 +126,8 @@ class StoreCollector:
 
     def describe(self):
         # Describing without reading: registering must not open the database.
-        return [GaugeMetricFamily("mfa_radius_locked_users", ""),
+        return [GaugeMetricFamily("mfa_radius_database_up", ""),
+                GaugeMetricFamily("mfa_radius_locked_users", ""),
                 GaugeMetricFamily("mfa_radius_enrolled_users", ""),
                 GaugeMetricFamily("mfa_radius_devices", "", labels=["state"])]
 
@@ -143,7 +144,9 @@ class StoreCollector:
             except Exception as exc:  # a scrape must never kill the server thread
                 self._errors.warning("db", "metrics: cannot read the database: %s", exc)
                 self.close_locked()
+                yield _database_up(0)
                 return
+        yield _database_up(1)
         yield GaugeMetricFamily("mfa_radius_locked_users", "Users locked out now (too many wrong "
                                 "codes)", value=counts["locked_users"])
         yield GaugeMetricFamily("mfa_radius_enrolled_users", "Users holding at least one device",
@@ -161,6 +164,12 @@ class StoreCollector:
             except Exception:
                 pass
             self._store = None
+
+
+def _database_up(value: int) -> GaugeMetricFamily:
+    return GaugeMetricFamily("mfa_radius_database_up", "1 when this scrape could read the "
+                             "database, 0 when it could not (down, unreachable, refused)",
+                             value=value)
 
 
 STORE_GAUGES = StoreCollector()

@@ -33,7 +33,7 @@ from .accounts import Accounts
 from .config import Config
 from .errors import KeyFileError, MfaError, StoreError, TransactionLost
 from .explain import explain
-from .logsetup import safe
+from .logsetup import RateLimitedLog, safe
 from .otp import OtpKey
 from .rules import lockout, names
 from .rules import sms as sms_rules
@@ -114,6 +114,7 @@ class Verifier:
         # Why the last batch was refused as "error" (a StoreError or KeyFileError), for the CLI,
         # which has no log; None after a batch that was decided.
         self.last_error: MfaError | None = None
+        self._outage = RateLimitedLog(log, per_seconds=60.0, burst=1)
         self._locked_tries: dict[str, int] = {}  # recovery codes checked while locked, this batch
         # A sub-key for SMS code hashes, derived through the fingerprint key (never stored);
         # sms/issuer.py hashes the codes it issues with it.
@@ -225,7 +226,9 @@ class Verifier:
                 self._forget_users(attempts)
                 return self._batch(attempts, isolate=True)
         except (StoreError, KeyFileError) as exc:
-            log.error("refusing %d attempt(s): %s", len(attempts), exc)
+            # Once a minute while the database stays unreachable (with how many were
+            # suppressed), not once per batch: an outage under load must not flood the log.
+            self._outage.error("store", "refusing %d attempt(s): %s", len(attempts), exc)
             self.last_error = exc
         except Exception as exc:  # noqa: BLE001 - a bug must refuse, never accept
             log.exception("refusing %d attempt(s): internal error", len(attempts))
@@ -248,6 +251,9 @@ class Verifier:
             else:
                 decisions = [self._decide_or_fail(a, audit) for a in attempts]
             self.store.add_audit(audit)
+        if isinstance(self.last_error, StoreError):
+            self._outage.flush()
+            log.warning("verification works again: the database answers")
         self.last_error = None
         return decisions
 

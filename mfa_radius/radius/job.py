@@ -21,3 +21,4 @@ class Job:
     started: float
     user: str = ""  # canonical (mfa_radius/names.py) once accepted as a name
     sent: str = ""  # the User-Name as sent, when it differs from `user`
+    checked: bool = False  # looked up among the replies of the other nodes (shared store)

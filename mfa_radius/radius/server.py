@@ -22,7 +22,7 @@ import time
 
 from .. import hostport
 from ..config import Config
-from ..errors import ConfigError, MfaError
+from ..errors import ConfigError, MfaError, StoreError
 from ..logsetup import BulkLines, RateLimitedLog, decision_line
 from ..rules.names import UserNameError, policy_rule
 from ..rules.sms import is_sms_request
@@ -36,6 +36,7 @@ from .dedup import IN_PROGRESS, NEW, DuplicateCache
 from .job import Job
 from .passwords import backend
 from .replies import ReplyTable
+from .shared import ReplyLedger, SharedChallenges, request_digest
 from .steps import PasswordAndSmsSteps
 
 log = logging.getLogger("mfa_radius.radius")
@@ -88,7 +89,14 @@ class RadiusServer(PasswordAndSmsSteps):
         self.passwords = passwords if passwords is not None else backend(config)
         self.sockets: list[socket.socket] = []
         self.dedup = DuplicateCache(config.radius.duplicate_ttl)
+        self.challenges: ChallengeStore | SharedChallenges
         self.challenges = ChallengeStore(config.radius.challenge_timeout)
+        # Other nodes answer from the same database: they must know our States and replies.
+        self.ledger: ReplyLedger | None = None
+        if verifier.store.shared:
+            self.challenges = SharedChallenges(verifier.store, self.challenges)
+            self.ledger = ReplyLedger(verifier.store, config.radius.duplicate_ttl)
+        self._outbox: list[tuple[Job, bytes]] | None = None  # replies held for one record()
         self.drops = DropLog()
         self._challenge_full = RateLimitedLog(log)
         # The requests waiting for the next verifier batch, and their attempts (same order).
@@ -124,6 +132,8 @@ class RadiusServer(PasswordAndSmsSteps):
         self.sms = sms
         self.dedup.ttl = r.duplicate_ttl
         self.challenges.timeout = r.challenge_timeout
+        if self.ledger is not None:
+            self.ledger.ttl = r.duplicate_ttl
         self._challenge_attrs_tail = tail
         self._session_timeout_attr = timeout
 
@@ -275,6 +285,13 @@ class RadiusServer(PasswordAndSmsSteps):
             return self._reject(job, "malformed")
         if canonical != user:
             job.user, job.sent = canonical, user
+        # Before any step that changes something (a State taken, a password tried, an SMS
+        # sent): a retransmit another node answered gets that answer. A code alone is looked
+        # up with the others of its batch (_flush).
+        if self.ledger is not None and (request.state is not None or self.sms is not None
+                                        or self.passwords.needs_password) \
+                and not self._not_answered_elsewhere(self.ledger, [job]):
+            return
         hidden = request.password
         if hidden is not None:
             password = codec.decrypt_password(hidden, request.authenticator, job.client.secret)
@@ -288,7 +305,10 @@ class RadiusServer(PasswordAndSmsSteps):
         if state is None and self.sms is None and not self.passwords.needs_password:
             return self._verify(job, password)  # a code alone, the usual case
         if state is not None:
-            challenge = self.challenges.take(state, job.user, job.client.name, time.time())
+            try:
+                challenge = self.challenges.take(state, job.user, job.client.name, time.time())
+            except MfaError as exc:  # the shared database is unreachable
+                return self._store_down(job, exc)
             if challenge is None:
                 return self._reject(job, "unknown_state")
             return self._code_or_sms(job, password, self.passwords.needs_password)
@@ -339,21 +359,72 @@ class RadiusServer(PasswordAndSmsSteps):
         attempts, self._attempts = self._attempts, []
         if not jobs:
             return
+        if self.ledger is not None:
+            fresh = set(map(id, self._not_answered_elsewhere(
+                self.ledger, [j for j in jobs if not j.checked])))
+            kept = [(j, a) for j, a in zip(jobs, attempts) if j.checked or id(j) in fresh]
+            if not kept:
+                return
+            jobs, attempts = [j for j, _ in kept], [a for _, a in kept]
         try:
             decisions = self.verifier.verify_batch(attempts)
         except Exception:  # verify_batch fails closed itself; this is the last line of defence
             log.exception("verifier failed on a batch of %d", len(jobs))
             decisions = [Decision(False, "error")] * len(jobs)
-        for job, decision in zip(jobs, decisions):
-            try:
-                if decision.accepted:
-                    attrs = self.replies.for_user(job.user, self.verifier.accounts)
-                    self._reply(job, codec.ACCESS_ACCEPT, attrs, "accept", decision.reason)
-                else:
-                    self._reject(job, decision.reason)
-            except Exception:  # one reply's problem must not stop the others
-                self.dedup.abandon(job.key)
-                log.exception("internal error replying to client %s", job.client.name)
+        if self.ledger is not None and isinstance(self.verifier.last_error, StoreError):
+            # The shared database is unreachable: no reply, so the client tries the other
+            # server (which may still reach it) and retransmits here; never an accept.
+            for job in jobs:
+                self._store_down(job, self.verifier.last_error)
+            return
+        self._outbox = [] if self.ledger is not None else None
+        try:
+            for job, decision in zip(jobs, decisions):
+                try:
+                    if decision.accepted:
+                        attrs = self.replies.for_user(job.user, self.verifier.accounts)
+                        self._reply(job, codec.ACCESS_ACCEPT, attrs, "accept", decision.reason)
+                    else:
+                        self._reject(job, decision.reason)
+                except Exception:  # one reply's problem must not stop the others
+                    self.dedup.abandon(job.key)
+                    log.exception("internal error replying to client %s", job.client.name)
+        finally:
+            outbox, self._outbox = self._outbox, None
+            if outbox and self.ledger is not None:
+                self._send_recorded(self.ledger, outbox)
+
+    def _store_down(self, job: Job, exc: MfaError) -> None:
+        """No reply while the shared database cannot be reached (see _flush)."""
+        self.dedup.abandon(job.key)
+        self.drops.drop(job.addr[0], "database unavailable", str(exc), "store_unavailable")
+
+    def _not_answered_elsewhere(self, ledger: ReplyLedger, jobs: list[Job]) -> list[Job]:
+        """The jobs no other node has answered; the others get that node's reply again."""
+        for job in jobs:
+            job.checked = True
+        recorded = ledger.recorded([request_digest(j.client.name, j.key) for j in jobs])
+        if not recorded:
+            return jobs
+        left = []
+        for job in jobs:
+            reply = recorded.get(request_digest(job.client.name, job.key))
+            if reply is None:
+                left.append(job)
+                continue
+            self.dedup.finish(job.key, reply, time.monotonic())
+            if self._metrics is not None:
+                self._metrics.DUPLICATES.labels(job.client.name).inc()
+            log.debug("client %s: duplicate of a request another node answered, its reply "
+                      "sent", job.client.name)
+            self._send(job.sock, reply, job.addr)
+        return left
+
+    def _send_recorded(self, ledger: ReplyLedger, outbox: list[tuple[Job, bytes]]) -> None:
+        """Record the replies for the other nodes, then send them."""
+        ledger.record([(request_digest(j.client.name, j.key), reply) for j, reply in outbox])
+        for job, reply in outbox:
+            self._send(job.sock, reply, job.addr)
 
     def _challenge(self, job: Job, message: str | None = None, kind: str = "code",
                    reason: str = "password_ok", with_state: bool = True) -> None:
@@ -362,7 +433,10 @@ class RadiusServer(PasswordAndSmsSteps):
         reject."""
         state: bytes | None = b""
         if with_state:
-            state = self.challenges.issue(job.user, job.client.name, time.time(), kind=kind)
+            try:
+                state = self.challenges.issue(job.user, job.client.name, time.time(), kind=kind)
+            except MfaError as exc:  # the shared database could not take it
+                return self._store_down(job, exc)
             if state is None:
                 self._challenge_full.warning(job.client.name, "client %s: no room for another "
                                              "challenge State; rejected", job.client.name)
@@ -415,7 +489,12 @@ class RadiusServer(PasswordAndSmsSteps):
             result, reason = "reject", "reply_too_long"
         now = time.monotonic()
         self.dedup.finish(job.key, reply, now)
-        self._send(job.sock, reply, job.addr)
+        if self._outbox is not None:
+            self._outbox.append((job, reply))  # recorded with the batch's others, then sent
+        elif self.ledger is not None:
+            self._send_recorded(self.ledger, [(job, reply)])
+        else:
+            self._send(job.sock, reply, job.addr)
         elapsed = now - job.started
         if self._metrics is not None:
             self._metrics.observe("radius", job.client.name, result, reason, elapsed)

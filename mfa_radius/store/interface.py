@@ -58,6 +58,9 @@ class Storage(Protocol):
     """One connection to the database."""
 
     path: str
+    # True when other nodes (servers) read and write the same database (PostgreSQL): the RADIUS
+    # server then keeps its challenge States and replies in it too (radius/shared.py).
+    shared: bool
 
     @property
     def steps(self) -> StepLog: ...
@@ -133,6 +136,17 @@ class Storage(Protocol):
     def canonicalise_names(self, canonical, rule: str, force: bool = False): ...
     def name_clashes(self) -> dict[str, list[str]]: ...
     def rename_user(self, old: str, new: str) -> bool: ...
+
+    # ---- what the nodes of a shared database tell each other (radius/shared.py) ---------------
+    def put_challenge(self, state: bytes, user: str, client: str, expires: float, kind: str,
+                      data: dict) -> None: ...
+    def take_challenge(self, state: bytes, now: float) -> tuple[str, str, float, str, dict] | None:
+        """(user, client, expires, kind, data) of a live State, deleted as it is returned: one
+        caller gets it, whichever node asks."""
+    def put_replies(self, rows: list[tuple[bytes, bytes, float]]) -> None:
+        """Record (request digest, reply, expires) rows (a digest seen again is replaced)."""
+    def replies_for(self, digests: list[bytes], now: float) -> dict[bytes, bytes]:
+        """The live recorded replies of these request digests."""
 
     # ---- audit, retention, metrics -------------------------------------------------------------
     def audit_events(self, user: str | None = None, since: float | None = None,

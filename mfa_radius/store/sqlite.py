@@ -33,6 +33,8 @@ from .sqlite_users import UserQueries
 class SqliteStore(DeviceQueries, UserQueries, AuditQueries):
     """A connection to the database file, with the queries the verifier and the CLI use."""
 
+    shared = False  # one node's file: no other server answers from it
+
     @classmethod
     def open_readonly(cls, path: str) -> SqliteStore:
         """Open an existing database for reading only (check-config): nothing is created,
