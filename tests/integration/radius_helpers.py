@@ -44,24 +44,28 @@ def now_code(key, offset: int = 0) -> str:
 class Daemon:
     """`mfa-radius --config FILE serve` in a subprocess, stderr captured to a file."""
 
-    def __init__(self, tmp_path: Path, radius: str = "", extra: str = "", clients: str | None = None):
+    def __init__(self, tmp_path: Path, radius: str = "", extra: str = "", clients: str | None = None,
+                 storage: str | None = None):
+        """`storage`: the [storage] section's lines instead of a SQLite database in tmp_path
+        (e.g. a PostgreSQL DSN that several daemons share)."""
         self.tmp = tmp_path
         self.port = free_port()
         self.path = tmp_path / "mfa-radius.toml"
         if clients is None:
             clients = ('[[radius.clients]]\nname = "local"\naddress = "127.0.0.1"\n'
                        f'secret = "{SECRET}"\n')
+        if storage is None:
+            storage = (f'database = "{tmp_path}/mfa.db"\n'
+                       f'key_file = "{tmp_path}/secret.key"\n'
+                       'synchronous = "normal"\n')
         self.path.write_text(
-            "[storage]\n"
-            f'database = "{tmp_path}/mfa.db"\n'
-            f'key_file = "{tmp_path}/secret.key"\n'
-            'synchronous = "normal"\n'
+            "[storage]\n" + storage +
             f'[pam]\nsocket = "{tmp_path}/pam.sock"\n'
             f'[radius]\nlisten = ["127.0.0.1:{self.port}"]\n' + radius + "\n" + clients
             + "\n" + extra)
         self.cfg = config_mod.load(str(self.path))
-        if not os.path.exists(self.cfg.storage.database):
-            init(self.cfg)
+        if self.cfg.storage.backend != "sqlite" or not os.path.exists(self.cfg.storage.database):
+            init(self.cfg)  # a shared database: creates the schema, or checks the key against it
         self.log_path = tmp_path / "serve.log"
         self.proc: subprocess.Popen | None = None
 
