@@ -45,8 +45,7 @@ def open_keyed(config: Config, create: bool = False) -> tuple[Storage, Sealer]:
     """The configured database (created with `create`) and key, checked against each other."""
     storage = config.storage
     sealer = Sealer.from_file(storage.key_file)
-    store = open_store(storage.database, create=create, synchronous=storage.synchronous,
-                       busy_timeout=storage.busy_timeout)
+    store = open_store(storage, create=create)
     try:
         bind(store, sealer, storage.key_file)
     except BaseException:

@@ -90,7 +90,9 @@ def root_files(cfg, *, database: bool) -> list[tuple[str, str]]:
     the key file, RADIUS client and SMS gateway secret files, and with `database` the database
     and its directory (the PAM fallback opens it as root; `serve` may run as another user)."""
     files = [(cfg.path, "config file"), (cfg.storage.key_file, "key file")]
-    if database:
+    if cfg.storage.password_file:
+        files.append((cfg.storage.password_file, "password_file of [storage]"))
+    if database and not cfg.storage.shared:
         db = cfg.storage.database
         files.append((os.path.dirname(db) or ".", "database directory"))
         if os.path.lexists(db):

@@ -415,11 +415,12 @@ class Verifier:
         return Decision(True, "ok", method, serial, 0.0, consumed)
 
     def _failure(self, state: _User, now: float) -> Decision:
-        state.failures += 1
+        # Counted in the store: failures of one user on several nodes at once all count.
+        state.failures = self.store.add_failure(state.name, now)
         delay = lockout.lock_delay(state.failures, self.config.policy)
         if delay is not None:
-            state.locked_until = now + delay
-        self.store.set_user_state(state.name, state.failures, state.locked_until, failure_at=now)
+            state.locked_until = max(state.locked_until, now + delay)
+            self.store.lock_user(state.name, state.locked_until)
         state.known = True
         if delay is not None:
             log.warning("user %s locked for %.0f s after %d failures", safe(state.name),

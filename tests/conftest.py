@@ -59,14 +59,54 @@ def pytest_unconfigure(config):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def write_config(tmp_path: Path, extra: str = "") -> Path:
+def write_config(tmp_path: Path, extra: str = "", backend=None) -> Path:
+    """A config file in `tmp_path` (`backend`: None or "sqlite", or a pg_support.PgDatabase)."""
     path = tmp_path / "mfa-radius.toml"
     path.write_text(
         "[storage]\n"
         f'database = "{tmp_path}/mfa.db"\n'
         f'key_file = "{tmp_path}/secret.key"\n'
-        'synchronous = "normal"\n' + extra)
+        'synchronous = "normal"\n' + storage_lines(backend) + extra)
     return path
+
+
+def storage_lines(backend) -> str:
+    """The [storage] keys of a backend fixture's value (none for SQLite)."""
+    return "" if backend in (None, "sqlite") else backend.storage_toml()
+
+
+# ---- PostgreSQL: one throw-away cluster for the session (pg_support.py) ----------------------
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """The session's PostgreSQL cluster (pg_support.PgCluster); skips when PostgreSQL is
+    missing."""
+    import pg_support
+
+    reason = pg_support.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = pg_support.PgCluster.start(trusted_tmpdir("pg-cluster-"))
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def pg_database(pg_cluster):
+    """A fresh, empty database of the session's cluster (pg_support.PgDatabase), dropped after
+    the test."""
+    db = pg_cluster.new_database()
+    yield db
+    db.drop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request):
+    """Each store backend in turn: "sqlite", or a fresh PostgreSQL database (PgDatabase).
+    Pass it to make_config / write_config (backend=...)."""
+    if request.param == "sqlite":
+        return "sqlite"
+    return request.getfixturevalue("pg_database")
 
 
 @pytest.fixture

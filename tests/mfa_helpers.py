@@ -17,14 +17,16 @@ NOW = 1_800_000_015.0
 STEP = time_step(NOW, 30)
 
 
-def make_config(tmp_path: Path, extra: str = "", name: str = "mfa-radius.toml"):
-    """A config in `tmp_path` with `extra` TOML appended, after init (key file + database)."""
+def make_config(tmp_path: Path, extra: str = "", name: str = "mfa-radius.toml", backend=None):
+    """A config in `tmp_path` with `extra` TOML appended, after init (key file + database);
+    `backend`: the conftest `backend` fixture's value (None: SQLite)."""
     path = tmp_path / name
+    pg = "" if backend in (None, "sqlite") else backend.storage_toml()
     path.write_text(
         "[storage]\n"
         f'database = "{tmp_path}/mfa.db"\n'
         f'key_file = "{tmp_path}/secret.key"\n'
-        'synchronous = "normal"\n' + extra)
+        'synchronous = "normal"\n' + pg + extra)
     cfg = config_mod.load(str(path))
     init(cfg)
     return cfg

@@ -41,7 +41,7 @@ LAYERS = [
               "mfa_radius.accounts", "mfa_radius.private_files", "mfa_radius.trusted_paths",
               "mfa_radius.hostport", "mfa_radius.names", "mfa_radius.terminal",
               "mfa_radius.notify", "mfa_radius.portowner", "mfa_radius.qrterm",
-              "mfa_radius.pam_protocol")),
+              "mfa_radius.pam_protocol", "mfa_radius.secret_files")),
 ]
 # What each layer may import (besides itself).
 ALLOWED = {

@@ -119,10 +119,17 @@ def test_an_old_database_without_seeds_is_bound_by_the_first_key(cfg_path, cfg, 
     assert result.returncode == 2 and "does not match database" in result.stderr
 
 
-def test_init_writes_the_check_and_refuses_a_wrong_key_on_an_existing_database(tmp_path):
-    path = write_config(tmp_path)
+def test_init_writes_the_check_and_refuses_a_wrong_key_on_an_existing_database(tmp_path,
+                                                                                backend):
+    """On both backends: a second node's init with another key file than the first one's is
+    refused by the shared database's key check."""
+    path = write_config(tmp_path, backend=backend)
     assert run_cli(path, "init").returncode == 0
-    assert _key_checks(str(tmp_path / "mfa.db")) == 1
+    if backend == "sqlite":
+        assert _key_checks(str(tmp_path / "mfa.db")) == 1
+    else:
+        with backend.connect() as conn:
+            assert conn.execute("SELECT count(*) FROM key_check").fetchone()[0] == 1
     result = run_cli(_wrong_key_config(tmp_path), "init")
     assert result.returncode == 2 and "does not match database" in result.stderr
     assert len(result.stderr.splitlines()) == 1

@@ -1,4 +1,5 @@
-"""Several processes verifying the same code at the same instant against one database file.
+"""Several processes verifying the same code at the same instant against one database (a SQLite
+file, or a PostgreSQL database as the nodes of a cluster share it).
 
 Each round, N processes wait on a barrier and then verify the same code: exactly one must accept.
 One process keeps a long-lived Verifier (with its in-memory cache, as the daemon does), the others
@@ -78,8 +79,10 @@ def race(cfg, user, codes_by_round, processes=PROCESSES, batch=1):
 
 
 @pytest.fixture
-def cfg(tmp_path):
-    return make_config(tmp_path, "[policy]\nlockout_failures = 1000\n")
+def cfg(tmp_path, backend):
+    """On each backend: SQLite (processes on one file) and PostgreSQL (processes as the nodes
+    of a cluster, each with its own connections to the shared database)."""
+    return make_config(tmp_path, "[policy]\nlockout_failures = 1000\n", backend=backend)
 
 
 def add(cfg, spec):

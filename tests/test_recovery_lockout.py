@@ -15,9 +15,10 @@ from mfa_radius.rules.lockout import LOCKED_RECOVERY_PER_HOUR
 
 
 @pytest.fixture
-def cfg_path(tmp_path):
+def cfg_path(tmp_path, backend):
+    """On each backend: the CLI over SQLite and over PostgreSQL."""
     path = write_config(tmp_path, "[policy]\nlockout_failures = 2\nlockout_delay = 3600\n"
-                                  "lockout_max_delay = 86400\n")
+                                  "lockout_max_delay = 86400\n", backend=backend)
     init(config_mod.load(str(path)))
     return path
 

@@ -30,9 +30,9 @@ def oathtool(step: int) -> str:
 
 
 @pytest.fixture
-def enrolled(tmp_path):
-    """alice's device, enabled with the codes of the two steps before SKIPPED."""
-    cfg = make_config(tmp_path)
+def enrolled(tmp_path, backend):
+    """alice's device, enabled with the codes of the two steps before SKIPPED (each backend)."""
+    cfg = make_config(tmp_path, backend=backend)
     devices = open_devices(cfg)
     devices.add([DeviceSpec("T1", SEED)])
     devices.enable("alice", "T1", oathtool(SKIPPED - 2), oathtool(SKIPPED - 1),

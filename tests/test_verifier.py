@@ -27,8 +27,8 @@ from mfa_helpers import NOW, STEP, assign, make_config, totp_at, verify
 class World:
     """A config, a Devices admin connection and verifiers, all on one temporary database."""
 
-    def __init__(self, tmp_path, extra="", accounts=None):
-        self.cfg = make_config(tmp_path, extra)
+    def __init__(self, tmp_path, extra="", accounts=None, backend=None):
+        self.cfg = make_config(tmp_path, extra, backend=backend)
         self.devices = open_devices(self.cfg)
         self.accounts = accounts
         self._verifiers = []
@@ -76,6 +76,15 @@ def make_world(tmp_path):
 @pytest.fixture
 def world(make_world):
     return make_world()
+
+
+@pytest.fixture
+def any_world(tmp_path, backend):
+    """A World on each backend (SQLite, PostgreSQL): for the tests of what the store decides
+    (consumes, replays, lockouts, recovery codes, others' commits)."""
+    world = World(tmp_path, backend=backend)
+    yield world
+    world.close()
 
 
 # ---- TOTP window --------------------------------------------------------------------------------
@@ -133,7 +142,8 @@ def test_codes_are_stripped_of_surrounding_blanks(world):
 
 # ---- replay -------------------------------------------------------------------------------------
 
-def test_totp_code_is_accepted_once(world):
+def test_totp_code_is_accepted_once(any_world):
+    world = any_world
     key = assign(world.devices, "alice", "T1")
     code = totp_at(key, NOW)
     assert verify(world.v, "alice", code).accepted
@@ -144,7 +154,8 @@ def test_totp_code_is_accepted_once(world):
     assert verify(world.v, "alice", code, now=NOW + 30).reason == "replay"
 
 
-def test_totp_steps_before_the_accepted_one_are_replays(world):
+def test_totp_steps_before_the_accepted_one_are_replays(any_world):
+    world = any_world
     key = assign(world.devices, "alice", "T1")
     assert verify(world.v, "alice", totp_at(key, NOW, 0)).accepted
     assert verify(world.v, "alice", totp_at(key, NOW, -1)).reason == "replay"
@@ -154,7 +165,8 @@ def test_totp_steps_before_the_accepted_one_are_replays(world):
     assert verify(world.v, "alice", totp_at(key, NOW + 30, 0), now=NOW + 30).accepted
 
 
-def test_replay_is_seen_by_another_verifier(world):
+def test_replay_is_seen_by_another_verifier(any_world):
+    world = any_world
     key = assign(world.devices, "alice", "T1")
     code = totp_at(key, NOW)
     other = world.verifier()
@@ -164,7 +176,8 @@ def test_replay_is_seen_by_another_verifier(world):
     assert verify(world.v, "alice", code).reason == "replay"
 
 
-def test_replays_do_not_count_towards_the_lockout(world):
+def test_replays_do_not_count_towards_the_lockout(any_world):
+    world = any_world
     key = assign(world.devices, "alice", "T1")
     code = totp_at(key, NOW)
     assert verify(world.v, "alice", code).accepted
@@ -176,7 +189,8 @@ def test_replays_do_not_count_towards_the_lockout(world):
 
 # ---- drift --------------------------------------------------------------------------------------
 
-def test_drift_is_stored_and_centres_the_window(world):
+def test_drift_is_stored_and_centres_the_window(any_world):
+    world = any_world
     key = assign(world.devices, "alice", "T1")
     control = assign(world.devices, "bob", "T2")
     assert verify(world.v, "alice", totp_at(key, NOW, 1)).accepted
@@ -219,7 +233,8 @@ def test_hotp_look_ahead_window_default_10(world, counter, accepted):
         assert world.device_row("H1")["counter"] == counter + 1
 
 
-def test_hotp_counter_moves_past_the_match(world):
+def test_hotp_counter_moves_past_the_match(any_world):
+    world = any_world
     key = assign(world.devices, "alice", "H1", kind="hotp", counter=100)
     assert verify(world.v, "alice", key.code(104)).accepted
     for used in (104, 103, 100):
@@ -398,7 +413,8 @@ def _wrong(key, now=NOW):
     return next(c for c in ("418273", "527384", "636495", "745506") if c not in window)
 
 
-def test_lockout_after_consecutive_failures(world):
+def test_lockout_after_consecutive_failures(any_world):
+    world = any_world
     key = assign(world.devices, "alice", "A1")
     n = world.cfg.policy.lockout_failures
     assert n == 5
@@ -416,7 +432,8 @@ def test_lockout_after_consecutive_failures(world):
     assert world.user_row("alice")["failures"] == 0
 
 
-def test_locked_attempts_do_not_extend_the_lock(world):
+def test_locked_attempts_do_not_extend_the_lock(any_world):
+    world = any_world
     key = assign(world.devices, "alice", "A1")
     for i in range(5):
         verify(world.v, "alice", _wrong(key), now=NOW)
@@ -449,7 +466,8 @@ def test_lock_delay_doubles_and_is_capped(make_world):
     assert verify(w.v, "alice", key.code(1), now=t + 4).accepted
 
 
-def test_success_resets_the_failure_count(world):
+def test_success_resets_the_failure_count(any_world):
+    world = any_world
     key = assign(world.devices, "alice", "A1")
     for _ in range(4):
         verify(world.v, "alice", _wrong(key))
@@ -459,7 +477,8 @@ def test_success_resets_the_failure_count(world):
     assert verify(world.v, "alice", totp_at(key, NOW, 1)).accepted
 
 
-def test_lockout_is_per_user_and_shared_between_processes(world):
+def test_lockout_is_per_user_and_shared_between_processes(any_world):
+    world = any_world
     key = assign(world.devices, "alice", "A1")
     bob = assign(world.devices, "bob", "B1")
     for _ in range(5):
@@ -468,7 +487,8 @@ def test_lockout_is_per_user_and_shared_between_processes(world):
     assert verify(world.verifier(), "bob", totp_at(bob, NOW)).accepted
 
 
-def test_unlock_clears_the_lock(world):
+def test_unlock_clears_the_lock(any_world):
+    world = any_world
     key = assign(world.devices, "alice", "A1")
     for _ in range(5):
         verify(world.v, "alice", _wrong(key))
@@ -478,7 +498,8 @@ def test_unlock_clears_the_lock(world):
     assert verify(world.v, "alice", totp_at(key, NOW)).accepted
 
 
-def test_unknown_users_are_not_locked_and_leave_no_row(world):
+def test_unknown_users_are_not_locked_and_leave_no_row(any_world):
+    world = any_world
     for _ in range(10):
         assert verify(world.v, "ghost", "123456").reason == "no_device"
     assert world.user_row("ghost") is None
@@ -496,7 +517,8 @@ def test_recovery_codes_shape(world):
         world.devices.issue_recovery_codes("alice", count=0)
 
 
-def test_recovery_code_is_single_use_and_dash_optional(world):
+def test_recovery_code_is_single_use_and_dash_optional(any_world):
+    world = any_world
     assign(world.devices, "alice", "A1")
     codes = world.devices.issue_recovery_codes("alice", count=3)
     d = verify(world.v, "alice", codes[0])
@@ -507,7 +529,8 @@ def test_recovery_code_is_single_use_and_dash_optional(world):
     assert world.devices.store.user_summary("alice")["recovery_codes_left"] == 0
 
 
-def test_recovery_codes_alone_enrol_a_user(world):
+def test_recovery_codes_alone_enrol_a_user(any_world):
+    world = any_world
     codes = world.devices.issue_recovery_codes("alice", count=2)
     assert verify(world.v, "alice", "0000000000").reason == "bad_code"
     assert verify(world.v, "alice", codes[1]).accepted
@@ -516,7 +539,8 @@ def test_recovery_codes_alone_enrol_a_user(world):
     assert verify(world.v, "alice", codes[0]).reason == "no_device"
 
 
-def test_new_recovery_codes_replace_the_old_ones(world):
+def test_new_recovery_codes_replace_the_old_ones(any_world):
+    world = any_world
     old = world.devices.issue_recovery_codes("alice", count=3)
     new = world.devices.issue_recovery_codes("alice", count=3)
     for code in old:
@@ -609,7 +633,8 @@ def test_a_batch_is_one_transaction(world):
     assert len(world.audit()) == 20
 
 
-def test_the_same_code_twice_in_one_batch_is_accepted_once(world):
+def test_the_same_code_twice_in_one_batch_is_accepted_once(any_world):
+    world = any_world
     key = assign(world.devices, "alice", "A1")
     hkey = assign(world.devices, "bob", "H1", kind="hotp")
     code, hcode = totp_at(key, NOW), hkey.code(3)
@@ -621,7 +646,8 @@ def test_the_same_code_twice_in_one_batch_is_accepted_once(world):
         (True, "ok"), (True, "ok"), (False, "replay"), (False, "replay")]
 
 
-def test_a_batch_sees_its_own_failures_in_order(world):
+def test_a_batch_sees_its_own_failures_in_order(any_world):
+    world = any_world
     key = assign(world.devices, "alice", "A1")
     batch = [Attempt("alice", _wrong(key), "x", NOW)] * 5 + [Attempt("alice", totp_at(key, NOW),
                                                                      "x", NOW)]
@@ -636,7 +662,8 @@ def test_empty_batch(world):
 
 # ---- cache invalidation -------------------------------------------------------------------------
 
-def test_device_enabled_by_another_connection_is_seen(world):
+def test_device_enabled_by_another_connection_is_seen(any_world):
+    world = any_world
     v = world.v
     assert verify(v, "alice", "123456").reason == "no_device"  # alice is now cached, empty
     other = open_devices(world.cfg)
@@ -650,13 +677,15 @@ def test_device_enabled_by_another_connection_is_seen(world):
         other.store.close()
 
 
-def test_recovery_codes_issued_by_another_connection_are_seen(world):
+def test_recovery_codes_issued_by_another_connection_are_seen(any_world):
+    world = any_world
     assert verify(world.v, "alice", "1234567890").reason == "no_device"
     codes = world.devices.issue_recovery_codes("alice", count=1)
     assert verify(world.v, "alice", codes[0]).accepted
 
 
-def test_resync_by_another_connection_is_seen(world):
+def test_resync_by_another_connection_is_seen(any_world):
+    world = any_world
     key = assign(world.devices, "alice", "H1", kind="hotp")
     assert verify(world.v, "alice", key.code(0)).accepted
     world.devices.resync("alice", "H1", key.code(300), key.code(301), now=NOW)
@@ -664,7 +693,8 @@ def test_resync_by_another_connection_is_seen(world):
     assert verify(world.v, "alice", key.code(1)).reason == "bad_code"
 
 
-def test_unlock_by_another_connection_is_seen(world):
+def test_unlock_by_another_connection_is_seen(any_world):
+    world = any_world
     key = assign(world.devices, "alice", "A1")
     for _ in range(5):
         verify(world.v, "alice", _wrong(key))
@@ -711,7 +741,8 @@ def test_a_write_from_the_sqlite3_shell_is_seen_too(world):
     assert verify(world.v, "alice", totp_at(key, NOW, 1)).reason == "no_device"
 
 
-def test_a_step_used_by_another_process_is_a_replay_for_a_stale_cache(world):
+def test_a_step_used_by_another_process_is_a_replay_for_a_stale_cache(any_world):
+    world = any_world
     key = assign(world.devices, "alice", "A1")
     assert verify(world.v, "alice", totp_at(key, NOW, -1)).accepted  # alice cached, step -1
     other = world.verifier()

@@ -22,6 +22,7 @@ from ..sms.commands import sms
 from . import admin
 from .common import CliGroup, Context
 from .devices import device
+from .stores import store
 from .users import user
 
 __all__ = ["main"]
@@ -42,5 +43,5 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 
 
 for _command in (admin.init, admin.check_config, admin.serve, device, user, admin.verify,
-                 admin.report, admin.audit, admin.backup, admin.housekeeping, sms):
+                 admin.report, admin.audit, admin.backup, admin.housekeeping, store, sms):
     main.add_command(_command)

@@ -16,6 +16,7 @@ from ..radius.clients import client_entry, parse_network
 from ..radius.replies import encode_entry
 from ..rules import names
 from ..rules.sms import template_problem
+from ..secret_files import dsn_problem, private_file_problem
 from ..sms.gateways import check_gateways
 from .lines import where as _where
 from .schema import Config
@@ -60,12 +61,37 @@ def semantics(cfg: Config, path: str, text: str) -> None:
     if not 0 < len(cfg.radius.challenge_message.encode("utf-8")) <= 253:
         raise ConfigError(_where(path, text, "radius", "challenge_message") +
                           "'radius.challenge_message' must be 1-253 octets (one Reply-Message)")
+    _storage(cfg, path, text)
     for i, client in enumerate(cfg.radius.clients):
         try:
             parse_network(client.address)
         except SettingError as exc:
             raise ConfigError(_where(path, text, f"radius.clients[{i}]", exc.key) +
                               f"RADIUS client '{client.name}': {exc}") from None
+
+
+def _storage(cfg: Config, path: str, text: str) -> None:
+    """The PostgreSQL keys: a DSN when (and only when) the backend needs one, never holding a
+    password (a config file is read by more than the server), and a private password file."""
+    storage = cfg.storage
+    if storage.backend != "postgresql":
+        for key in ("dsn", "password_file"):
+            if getattr(storage, key):
+                raise ConfigError(_where(path, text, "storage", key) +
+                                  f"'storage.{key}' is only used with backend = \"postgresql\"")
+        return
+    if not storage.dsn:
+        raise ConfigError(_where(path, text, "storage", "backend") +
+                          "backend = \"postgresql\" needs 'storage.dsn' "
+                          "(postgresql://USER@HOST:PORT/DB)")
+    problem = dsn_problem(storage.dsn)
+    if problem:
+        raise ConfigError(_where(path, text, "storage", "dsn") + f"'storage.dsn' {problem}")
+    if storage.password_file:
+        problem = private_file_problem(storage.password_file)
+        if problem:
+            raise ConfigError(_where(path, text, "storage", "password_file") +
+                              f"'storage.password_file' {problem}")
 
 
 def serving(cfg: Config, path: str, text: str) -> None:

@@ -41,6 +41,29 @@ class StorageConfig:
     # Users the server keeps in memory, seeds unsealed and HMACs prepared; loaded at start-up
     # (docs/benchmarks.md gives the memory a cached user takes).
     cache_users: int = field(default=50000, metadata=_min(100, 10_000_000))
+    # "sqlite": the `database` file; "postgresql": the database `dsn` names, shared by several
+    # nodes (`database` then unused; `key_file` still is: every node holds the same one).
+    backend: str = field(default="sqlite", metadata=_choice("sqlite", "postgresql"))
+    # postgresql://USER@HOST:PORT/DB, without a password (that goes in password_file, 0600).
+    dsn: str = ""
+    password_file: str = ""
+    # Passed through to libpq; "" leaves libpq's default.
+    sslmode: str = field(default="", metadata=_choice("", "disable", "allow", "prefer",
+                                                      "require", "verify-ca", "verify-full"))
+    sslrootcert: str = ""
+    pool_size: int = field(default=4, metadata=_min(1, 64))
+    connect_timeout: float = field(default=5.0, metadata=_min(1, 600))
+    statement_timeout: float = field(default=5.0, metadata=_min(0.1, 3600))
+
+    @property
+    def shared(self) -> bool:
+        """The database is a server other nodes may use too (not a file of this host)."""
+        return self.backend == "postgresql"
+
+    @property
+    def location(self) -> str:
+        """What errors name: the database file, or the DSN (which never holds a password)."""
+        return self.dsn if self.shared else self.database
 
 
 @dataclass(frozen=True)

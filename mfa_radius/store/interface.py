@@ -14,6 +14,8 @@ of other connections' commits). The rules every backend keeps:
 - `changes_token()` changes whenever another connection commits; `changed_users()` names the
   users whose state such commits touched (admin changes; a used step is not one: the consume
   above refuses a stale one).
+- `shared`: other nodes may write the same database (PostgreSQL): a node then keeps its
+  challenges and recent replies in the store too (put_challenge, put_replies).
 - Errors are StoreError (one line naming the database) from inside `errors(doing)`;
   DuplicateDevice from `insert_devices`.
 """
@@ -96,7 +98,26 @@ class Storage(Protocol):
     def set_user_state(self, name: str, failures: int, locked_until: float, *,
                        success_at: float | None = None,
                        failure_at: float | None = None) -> None: ...
+    def add_failure(self, name: str, now: float) -> int:
+        """One more consecutive failure (the row created when missing), counted in the
+        database so that failures on several nodes at once all count: the new count."""
+    def lock_user(self, name: str, until: float) -> None:
+        """Lock until `until`, unless already locked for longer."""
     def add_audit(self, rows: Iterable[tuple]) -> None: ...
+
+    # ---- what the nodes of a shared store share beside users (used when `shared`) --------------
+    def put_challenge(self, state: bytes, user: str, client: str, expires: float, kind: str,
+                      data: dict) -> None:
+        """Record an Access-Challenge State (data: JSON-serialisable); its own transaction
+        when called outside one."""
+    def take_challenge(self, state: bytes, now: float
+                       ) -> tuple[str, str, float, str, dict] | None:
+        """(user, client, expires, kind, data) of the State, removed: exactly one caller of all
+        nodes gets it; None when unknown, taken or expired."""
+    def put_replies(self, rows: list[tuple[bytes, bytes, float]]) -> None:
+        """(request key digest, reply bytes, expires) rows, replacing any of the same key."""
+    def replies_for(self, keys: list[bytes], now: float) -> dict[bytes, bytes]:
+        """The live recorded replies of these request keys (those recorded, by key)."""
 
     # ---- SMS codes -----------------------------------------------------------------------------
     def set_phone(self, user: str, phone: str | None, now: float) -> bool: ...
@@ -136,17 +157,6 @@ class Storage(Protocol):
     def canonicalise_names(self, canonical, rule: str, force: bool = False): ...
     def name_clashes(self) -> dict[str, list[str]]: ...
     def rename_user(self, old: str, new: str) -> bool: ...
-
-    # ---- what the nodes of a shared database tell each other (radius/shared.py) ---------------
-    def put_challenge(self, state: bytes, user: str, client: str, expires: float, kind: str,
-                      data: dict) -> None: ...
-    def take_challenge(self, state: bytes, now: float) -> tuple[str, str, float, str, dict] | None:
-        """(user, client, expires, kind, data) of a live State, deleted as it is returned: one
-        caller gets it, whichever node asks."""
-    def put_replies(self, rows: list[tuple[bytes, bytes, float]]) -> None:
-        """Record (request digest, reply, expires) rows (a digest seen again is replaced)."""
-    def replies_for(self, digests: list[bytes], now: float) -> dict[bytes, bytes]:
-        """The live recorded replies of these request digests."""
 
     # ---- audit, retention, metrics -------------------------------------------------------------
     def audit_events(self, user: str | None = None, since: float | None = None,

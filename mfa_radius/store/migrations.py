@@ -13,9 +13,9 @@ import sqlite3
 from collections.abc import Iterable
 from importlib import resources
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 # The version schema.sql describes: a new database starts there.
-SCHEMA_FILE_VERSION = 10
+SCHEMA_FILE_VERSION = 11
 
 
 def _migrate_1(db) -> None:
@@ -190,8 +190,19 @@ def _migrate_10(db) -> None:
     conn.execute("ALTER TABLE devices DROP COLUMN drift")
 
 
+def _migrate_11(db) -> None:
+    """`challenges` and `replies`: Access-Challenge State and recent replies, as a shared store
+    keeps them."""
+    db.conn.execute("CREATE TABLE challenges (state BLOB PRIMARY KEY, user TEXT NOT NULL, "
+                    "client TEXT NOT NULL, expires REAL NOT NULL, kind TEXT NOT NULL, "
+                    "data TEXT NOT NULL)")
+    db.conn.execute("CREATE TABLE replies (key BLOB PRIMARY KEY, reply BLOB NOT NULL, "
+                    "expires REAL NOT NULL)")
+
+
 MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5,
-              6: _migrate_6, 7: _migrate_7, 8: _migrate_8, 9: _migrate_9, 10: _migrate_10}
+              6: _migrate_6, 7: _migrate_7, 8: _migrate_8, 9: _migrate_9, 10: _migrate_10,
+              11: _migrate_11}
 
 
 def upgrade(conn, version: int) -> None:

@@ -115,3 +115,7 @@ CREATE TABLE key_check (id INTEGER PRIMARY KEY CHECK (id = 1), sealed BLOB NOT N
 
 CREATE TABLE recent_steps (device INTEGER PRIMARY KEY, step INTEGER NOT NULL, drift INTEGER NOT NULL, used_at REAL NOT NULL);
 CREATE TRIGGER recent_steps_devices_delete AFTER DELETE ON devices BEGIN DELETE FROM recent_steps WHERE device = OLD.id; END;
+
+-- Access-Challenge State and recent replies, as a shared store keeps them (postgres_schema.sql).
+CREATE TABLE challenges (state BLOB PRIMARY KEY, user TEXT NOT NULL, client TEXT NOT NULL, expires REAL NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE replies (key BLOB PRIMARY KEY, reply BLOB NOT NULL, expires REAL NOT NULL);

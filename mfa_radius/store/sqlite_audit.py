@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Iterable
 
 from .sqlite_conn import SqliteConnection
@@ -107,6 +109,10 @@ class AuditQueries(SqliteConnection):
             done["changes"] = self.conn.execute(
                 "DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - ?",
                 (CHANGES_KEPT,)).rowcount
+            done["challenges"] = self.conn.execute(
+                "DELETE FROM challenges WHERE expires <= ?", (now,)).rowcount
+            done["replies"] = self.conn.execute(
+                "DELETE FROM replies WHERE expires <= ?", (now,)).rowcount
         return done
 
     def gauge_counts(self, now: float) -> dict[str, int]:
@@ -120,3 +126,38 @@ class AuditQueries(SqliteConnection):
             ).fetchone()
         return {"locked_users": locked, "enrolled_users": enrolled, "devices_assigned": assigned,
                 "devices_unassigned": unassigned}
+
+    # ---- challenges and replies (what a shared store shares; here for the same tests) --------
+
+    def _own_transaction(self):
+        return contextlib.nullcontext() if self.conn.in_transaction else self.transaction()
+
+    def put_challenge(self, state: bytes, user: str, client: str, expires: float, kind: str,
+                      data: dict) -> None:
+        with self._own_transaction():
+            self.conn.execute("INSERT OR REPLACE INTO challenges (state, user, client, expires, "
+                              "kind, data) VALUES (?, ?, ?, ?, ?, ?)",
+                              (state, user, client, expires, kind, json.dumps(data)))
+
+    def take_challenge(self, state: bytes, now: float
+                       ) -> tuple[str, str, float, str, dict] | None:
+        with self._own_transaction():
+            row = self.conn.execute("DELETE FROM challenges WHERE state = ? RETURNING user, "
+                                    "client, expires, kind, data", (state,)).fetchone()
+        if row is None or row[2] <= now:
+            return None
+        return row[0], row[1], row[2], row[3], json.loads(row[4])
+
+    def put_replies(self, rows: list[tuple[bytes, bytes, float]]) -> None:
+        with self._own_transaction():
+            self.conn.executemany("INSERT OR REPLACE INTO replies (key, reply, expires) "
+                                  "VALUES (?, ?, ?)", rows)
+
+    def replies_for(self, keys: list[bytes], now: float) -> dict[bytes, bytes]:
+        out = {}
+        for key in keys:
+            row = self.conn.execute("SELECT reply FROM replies WHERE key = ? AND expires > ?",
+                                    (key, now)).fetchone()
+            if row is not None:
+                out[key] = row[0]
+        return out

@@ -50,6 +50,8 @@ sqlite3.register_adapter(type(None), lambda value: value)
 class SqliteConnection:
     """One connection to the database file."""
 
+    shared = False  # this host's file: no other node writes it
+
     def __init__(self, conn: sqlite3.Connection, path: str):
         self.conn = conn
         self.path = path

@@ -135,6 +135,19 @@ class UserQueries(SqliteConnection):
             "last_failure = coalesce(excluded.last_failure, last_failure)",
             (name, failures, locked_until, success_at, failure_at, time.time()))
 
+    def add_failure(self, name: str, now: float) -> int:
+        """One more consecutive failure of `name` (its row created when missing); the count."""
+        return self.conn.execute(
+            "INSERT INTO users (name, failures, last_failure, created_at) VALUES (?, 1, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET failures = failures + 1, "
+            "last_failure = excluded.last_failure RETURNING failures",
+            (name, now, now)).fetchone()[0]
+
+    def lock_user(self, name: str, until: float) -> None:
+        """Lock `name` until `until`, unless it already is for longer."""
+        self.conn.execute("UPDATE users SET locked_until = max(locked_until, ?) WHERE name = ?",
+                          (until, name))
+
     def ensure_user(self, name: str, now: float) -> None:
         self.conn.execute("INSERT INTO users (name, created_at) VALUES (?, ?) "
                           "ON CONFLICT(name) DO NOTHING", (name, now))

@@ -39,6 +39,8 @@ def _v7(daemon: Daemon) -> dict:
     db.execute("DROP TABLE name_rule")
     db.execute("DROP TABLE name_clashes")
     db.execute("DROP TABLE key_check")  # v9
+    db.execute("DROP TABLE challenges")  # v11
+    db.execute("DROP TABLE replies")
     db.execute("DROP TRIGGER recent_steps_devices_delete")  # v10
     db.execute("DROP TABLE recent_steps")
     db.execute("ALTER TABLE devices ADD COLUMN last_step INTEGER NOT NULL DEFAULT -1")
