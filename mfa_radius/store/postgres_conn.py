@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -30,6 +31,11 @@ from .postgres_steplog import PgStepLog
 # The pool logs each failed reconnect on several lines; a failed request is already one
 # StoreError line from the caller (rate-limited by the server), so only its own errors show.
 logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+# After the database could not be reached, requests fail at once for this long instead of each
+# waiting connect_timeout for a connection: a server's packet loop stays responsive (and drops,
+# failing closed) during an outage, and tries the database again this often.
+RETRY_AFTER = 1.0
 
 
 def one_line(exc: BaseException, password: str = "") -> str:
@@ -66,6 +72,7 @@ class PgConnection:
         self._timeout = storage.connect_timeout
         self._pool_size = storage.pool_size
         self._pool: ConnectionPool | None = None
+        self._down_until = 0.0  # monotonic time before which the database is not tried again
         self._local = threading.local()
         self.steps = PgStepLog(self)
 
@@ -158,10 +165,8 @@ class PgConnection:
         if self._tx is not None:
             yield self._tx
             return
-        if self._pool is None:
-            raise StoreError(f"{self.path}: the database connection is closed")
         try:
-            with self._pool.connection() as conn:
+            with self._pooled() as conn:
                 conn.execute("BEGIN")
                 self._local.tx = conn
                 try:
@@ -215,10 +220,24 @@ class PgConnection:
         if tx is not None:
             yield tx
             return
+        with self._pooled() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _pooled(self) -> Iterator[psycopg.Connection]:
+        """A connection of the pool; within RETRY_AFTER of a failure to reach the database, a
+        StoreError at once."""
         if self._pool is None:
             raise StoreError(f"{self.path}: the database connection is closed")
-        with self._pool.connection() as conn:
-            yield conn
+        if time.monotonic() < self._down_until:
+            raise StoreError(f"{self.path}: the database is unreachable (tried again every "
+                             f"{RETRY_AFTER:g} s)")
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError:  # PoolTimeout included: down, unreachable, cut
+            self._down_until = time.monotonic() + RETRY_AFTER
+            raise
 
     def _all(self, sql: str, args: Iterable = ()) -> list[tuple]:
         with self._conn() as conn:

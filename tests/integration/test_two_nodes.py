@@ -17,7 +17,7 @@ import time
 
 import pytest
 from mfa_helpers import assign
-from radius_helpers import MFA, SECRET, Daemon, access_request, now_code
+from radius_helpers import MFA, SECRET, Daemon, access_request, free_port, now_code
 
 from mfa_radius.otp import time_step
 from mfa_radius.radius import codec
@@ -35,12 +35,12 @@ def storage_lines(database, key_file) -> str:
 class Pair:
     """Nodes A and B: one config each (own port, log, PAM socket), one database, one key file."""
 
-    def __init__(self, tmp_path, database, extra: str = "", radius: str = ""):
+    def __init__(self, tmp_path, database, extra: str = "", radius: str = "", extra_a: str = ""):
         (tmp_path / "a").mkdir()
         (tmp_path / "b").mkdir()
         key = tmp_path / "secret.key"
         radius = 'password_backend = "none"\n' + radius
-        self.a = Daemon(tmp_path / "a", radius=radius, extra=extra,
+        self.a = Daemon(tmp_path / "a", radius=radius, extra=extra + extra_a,
                         storage=storage_lines(database, key))
         self.b = Daemon(tmp_path / "b", radius=radius, extra=extra,
                         storage=storage_lines(database, key))
@@ -217,9 +217,14 @@ def test_a_device_deactivated_through_the_cli_is_refused_on_both_nodes_within_a_
 
 def test_postgresql_stopped_under_load_fails_closed_then_service_resumes(tmp_path, pg_database):
     cluster = pg_database.cluster
-    p = Pair(tmp_path, pg_database)
+    metrics_port = free_port()
+    p = Pair(tmp_path, pg_database, extra_a=f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n')
     keys = {f"load{i}": p.enroll(f"load{i}", f"LOAD-{i}") for i in range(30)}
-    key = p.enroll("olga", "OLGA-1")  # not in the load of wrong codes (which lock its users)
+    # Not in the load of wrong codes (which lock its users): olga's code is tried while the
+    # database is down, pia's once it is back (olga's request may be decided once the database
+    # answers again, its reply lost to a closed socket: her code is then used, as recorded).
+    down_key = p.enroll("olga", "OLGA-1")
+    key = p.enroll("pia", "PIA-1")
     p.start()
     try:
         replies: list[tuple[float, int | None]] = []
@@ -242,17 +247,20 @@ def test_postgresql_stopped_under_load_fails_closed_then_service_resumes(tmp_pat
         # While the database is down nothing is accepted: no reply at all (docs/ha.md).
         down = [code for at, code in replies if at > down_at + 0.5]
         assert down and set(down) == {None}, down
-        user = "olga"
-        assert ask(p.a, user, now_code(key), timeout=1.0) is None
-        assert ask(p.b, user, now_code(key), timeout=1.0) is None
+        assert ask(p.a, "olga", now_code(down_key), timeout=1.0) is None
+        assert ask(p.b, "olga", now_code(down_key), timeout=1.0) is None
+        scraped = _metrics(metrics_port)
+        assert "mfa_radius_database_up 0.0" in scraped
+        assert 'mfa_radius_dropped_total{cause="store_unavailable",front="radius"}' in scraped
+        user = "pia"
         cluster.restart()
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if reply_code(ask(p.a, user, now_code(key), timeout=0.5)) == ACCEPT:
-                break
-        else:
-            lines = [x for x in p.a.log().splitlines() if "reason=" not in x]
-            raise AssertionError("no accept after PostgreSQL came back:\n" + "\n".join(lines))
+        # Back by itself: a wrong code is answered again, then pia's code is accepted.
+        while reply_code(ask(p.a, "load0", "000000", timeout=0.5)) is None:
+            if time.monotonic() > deadline:
+                lines = [x for x in p.a.log().splitlines() if "reason=" not in x]
+                raise AssertionError("no reply after PostgreSQL came back:\n" + "\n".join(lines))
+        assert reply_code(ask(p.a, user, now_code(key))) == ACCEPT
         stop.set()
         worker.join()
         # Fail closed with a few lines, not one per request; then back by itself.
@@ -260,6 +268,7 @@ def test_postgresql_stopped_under_load_fails_closed_then_service_resumes(tmp_pat
         noted = "\n".join(x for x in log.splitlines() if "reason=" not in x)
         assert 1 <= log.count("refusing") <= 3, noted
         assert "verification works again" in log
+        assert "mfa_radius_database_up 1.0" in _metrics(metrics_port)
         assert reply_code(ask(p.b, user, now_code(key))) == REJECT  # A's accept counts on B
     finally:
         stop.set()
@@ -310,6 +319,12 @@ def test_a_node_killed_mid_burst_loses_no_used_code_and_accepts_none_twice(pair)
     # No accept A sent is missing from the database (committed before it was sent).
     assert accepted_by_a <= set(rows) and accepted_by_b <= set(rows)
     assert accepted_by_a, "A accepted nothing before it was killed"
+
+
+def _metrics(port: int) -> str:
+    import httpx
+
+    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=15).text
 
 
 def _accepts(pair) -> list[str]:
