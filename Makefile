@@ -67,6 +67,17 @@ clean:
 bench: venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+# The RADIUS server's cost per request of this checkout against another one with its own .venv
+# (`make bench-compare BASE=../other`): instructions under callgrind, which a busy machine does not
+# move; MODE=cpu for CPU time in alternating rounds. Method in docs/benchmarks.md.
+BASE ?=
+MODE ?= callgrind
+.PHONY: bench-compare
+bench-compare: venv
+	@test -n "$(BASE)" || { echo "make bench-compare BASE=DIR: DIR is the checkout to compare with"; exit 2; }
+	$(if $(filter callgrind,$(MODE)),$(call apt_install,valgrind))
+	$(BIN)/python bench/instructions.py --checkout $(BASE) --checkout . --mode $(MODE) $(BENCH_ARGS)
+
 # ---- make install [DESTDIR=/tmp/root] [PREFIX=/opt/mfa-radius] ---------------------------------
 # A virtualenv at $(PREFIX) with mfa-radius installed from a wheel (not editable), the PAM module in
 # $(PREFIX)/pam_module (precompiled: pam_python writes no .pyc), the systemd unit, docs, and the
