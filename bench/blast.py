@@ -46,9 +46,10 @@ def radclient(path: str, port: int, parallel: int = 100, timeout: float = 3.0) -
             "lost": counts.get("lost", 0), "wall": wall, "exit": proc.returncode}
 
 
-def blast(server_pid: int, port: int, users: list[str], seeds: list[bytes], workdir: str,
+def blast(server_pid: int | list[int], port: int, users: list[str], seeds: list[bytes], workdir: str,
           tag: str, step: int | None = None) -> dict:
-    """Send every user its code once (current step, or `step` if given); totals and server CPU."""
+    """Send every user its code once (current step, or `step` if given); totals and server CPU
+    (of several process trees when given several pids: a server and its database)."""
     os.makedirs(workdir, exist_ok=True)
     files, steps, chunk_steps = [], set(), []
     totals = {"accepted": 0, "rejected": 0, "lost": 0, "wall": 0.0}
@@ -94,7 +95,7 @@ def warm_up(port: int, workdir: str, count: int = 20) -> dict:
     return radclient(path, port)
 
 
-def replay(server_pid: int, port: int, files: list[str], count: int) -> dict:
+def replay(server_pid: int | list[int], port: int, files: list[str], count: int) -> dict:
     """Send the very same request files again (same users, same codes)."""
     totals = {"accepted": 0, "rejected": 0, "lost": 0, "wall": 0.0}
     meter = CpuMeter(server_pid).start()

@@ -91,24 +91,29 @@ def peak_rss_kib(root: int) -> int:
 
 
 class CpuMeter:
-    """CPU used by a process tree between start() and stop()."""
+    """CPU used by a process tree between start() and stop(); given several roots (a server and
+    the database it uses), the sum over their trees."""
 
-    def __init__(self, pid: int):
-        self.pid = pid
+    def __init__(self, pid: int | list[int]):
+        self.pids = [pid] if isinstance(pid, int) else list(pid)
         self.seconds = 0.0
         self.ns = 0
 
+    def _split(self) -> tuple[float, float]:
+        splits = [cpu_split(pid) for pid in self.pids]
+        return sum(u for u, _ in splits), sum(s for _, s in splits)
+
     def start(self) -> "CpuMeter":
-        self._split0 = cpu_split(self.pid)
-        self._n0 = thread_cpu_ns(self.pid)
+        self._split0 = self._split()
+        self._n0 = sum(thread_cpu_ns(pid) for pid in self.pids)
         return self
 
     def stop(self) -> "CpuMeter":
-        user, system = cpu_split(self.pid)
+        user, system = self._split()
         self.user = user - self._split0[0]
         self.system = system - self._split0[1]
         self.seconds = self.user + self.system
-        self.ns = thread_cpu_ns(self.pid) - self._n0
+        self.ns = sum(thread_cpu_ns(pid) for pid in self.pids) - self._n0
         return self
 
     def us_per(self, count: int) -> float:

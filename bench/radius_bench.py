@@ -64,11 +64,13 @@ def run_freeradius(workdir: str, users: list[str], seeds: list[bytes], log) -> d
     return out
 
 
-def setup_mfa(workdir: str, users, seeds, log, port: int | None = None) -> tuple[str, int, float]:
-    """Config, key, database, and the users' devices imported by CSV; (config, port, seconds)."""
+def setup_mfa(workdir: str, users, seeds, log, port: int | None = None,
+              storage: str = "") -> tuple[str, int, float]:
+    """Config, key, database, and the users' devices imported by CSV; (config, port, seconds).
+    `storage`: more [storage] lines (another backend)."""
     os.makedirs(workdir, exist_ok=True)
     port = port or servers.free_udp_port()
-    config = servers.write_mfa_config(workdir, port)
+    config = servers.write_mfa_config(workdir, port, storage=storage)
     servers.mfa(config, "init")
     csv_path = os.path.join(workdir, "tokens.csv")
     write_csv(csv_path, users, seeds, "B")

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """`make bench`: mfa-radius side by side with FreeRADIUS + rlm_totp and google-authenticator-libpam.
 
-    .venv/bin/python bench/run.py [--quick] [--users N] [--rounds R] [--only radius,pam,scale]
+    .venv/bin/python bench/run.py [--quick] [--users N] [--rounds R] [--only radius,pam,scale,password,postgresql]
+                                   [--pg-statements]
                                    [--large N] [--profile FILE.svg|FILE.json]
 
 Prints the tables (Markdown) and writes everything as JSON to bench/results/. Method and caveats:
@@ -27,13 +28,14 @@ sys.path.insert(0, HERE)
 
 import pam_bench  # noqa: E402
 import password_bench  # noqa: E402
+import pg_bench  # noqa: E402
 import radius_bench  # noqa: E402
 import scale  # noqa: E402
 import servers  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")
 STATUS_RATE = password_bench.STATUS_RATE
-PARTS = ("radius", "pam", "scale", "password")
+PARTS = ("radius", "pam", "scale", "password", "postgresql")
 
 
 def log(message: str) -> None:
@@ -113,13 +115,17 @@ def ensure_peers(parts: list[str]) -> None:
 
 # ---- part 1 -------------------------------------------------------------------------------------
 
-def part_radius(args, work: str, salt: bytes) -> dict:
-    users, seeds = radius_bench.make_users(args.users, salt)
-    # Users sign in in no particular order: the blast sends them shuffled (the same order to
-    # both servers), while the CSV import assigns device rows in name order.
+def shuffled_users(count: int, salt: bytes) -> tuple[list[str], list[bytes]]:
+    """Users sign in in no particular order: the blast sends them shuffled (the same order to
+    every server), while the CSV import assigns device rows in name order."""
+    users, seeds = radius_bench.make_users(count, salt)
     order = list(range(len(users)))
     random.Random(len(users)).shuffle(order)
-    users, seeds = [users[i] for i in order], [seeds[i] for i in order]
+    return [users[i] for i in order], [seeds[i] for i in order]
+
+
+def part_radius(args, work: str, salt: bytes) -> dict:
+    users, seeds = shuffled_users(args.users, salt)
     rounds = []
     for r in range(args.rounds):
         entry = {}
@@ -298,6 +304,8 @@ def tables(results: dict) -> str:
                       f"{idle['p99_ms']} ms; during the password blast p50 "
                       f"{busy['median_p50_ms']} ms, worst p99 {busy['worst_p99_ms']} ms, "
                       f"lost {busy['lost']}", ""]
+    if results.get("postgresql"):
+        lines += pg_bench.table(results["postgresql"])
     return "\n".join(lines)
 
 
@@ -315,7 +323,11 @@ def main() -> int:
                         help="RADIUS blasts per scale size, one per 30 s step (default 5; quick 1)")
     parser.add_argument("--sample", type=int, default=1000, help="users sampled at each scale size")
     parser.add_argument("--hardware", type=int, default=100_000, help="hardware tokens to import")
-    parser.add_argument("--only", default=",".join(PARTS), help="parts: radius,pam,scale,password")
+    parser.add_argument("--only", default=",".join(PARTS),
+                        help="parts: radius,pam,scale,password,postgresql")
+    parser.add_argument("--pg-statements", action="store_true",
+                        help="postgresql part: load pg_stat_statements and list what the one-node "
+                             "blast sends (its CPU figures then include the extension's)")
     parser.add_argument("--profile", help="py-spy output of mfa-radius during the last blast "
                                           "(.svg flamegraph, .json speedscope, .txt collapsed stacks)")
     parser.add_argument("--no-warm", dest="warm", action="store_false",
@@ -362,6 +374,10 @@ def main() -> int:
         if "password" in parts:
             results["password"] = password_bench.run(os.path.join(work, "password"),
                                                      args.password_users, salt, log)
+        if "postgresql" in parts:
+            results["postgresql"] = pg_bench.run(os.path.join(work, "postgresql"),
+                                                 *shuffled_users(args.users, salt), log,
+                                                 statements=args.pg_statements)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -386,6 +402,13 @@ def main() -> int:
     mf = results.get("radius", {}).get("median", {}).get("mfa_radius")
     if mf and not (mf["all_accepted"] and mf["replay_all_rejected"]):
         print("FAIL: mfa-radius did not accept every fresh code or accepted a replayed one")
+        ok = False
+    pg = results.get("postgresql", {})
+    for t in pg.get("targets", []):
+        print(f"{'met' if t['met'] else 'MISSED'}: {t['target']} ({t['value']})")
+    if pg.get("targets") and not pg["targets"][-1]["met"]:
+        print("FAIL: on PostgreSQL mfa-radius did not accept every fresh code or accepted a "
+              "code another node had used")
         ok = False
     return 0 if ok else 1
 

@@ -86,14 +86,15 @@ def write_freeradius_users(path: str, users: list[str], secrets_b32: list[str]) 
 
 
 def write_mfa_config(workdir: str, port: int, backend: str = "none", extra: str = "",
-                     radius_extra: str = "") -> str:
+                     radius_extra: str = "", storage: str = "") -> str:
+    """mfa-radius's config in `workdir`; `storage`: more [storage] lines (another backend)."""
     path = os.path.join(workdir, "mfa-radius.toml")
     with open(path, "w") as fh:
         fh.write(f"""[storage]
 database = "{workdir}/mfa.db"
 key_file = "{workdir}/secret.key"
 {f'synchronous = "{SYNCHRONOUS}"' if SYNCHRONOUS else ""}
-
+{storage}
 [radius]
 password_backend = "{backend}"
 listen = ["127.0.0.1:{port}"]

@@ -64,3 +64,33 @@ def test_procstats_sees_this_process():
     meter = procstats.CpuMeter(os.getpid()).start()
     sum(i * i for i in range(300_000))
     assert meter.stop().ns > 0
+
+
+def test_cpu_meter_over_several_trees_is_their_sum():
+    """The PostgreSQL part charges a server AND the postmaster's tree with one meter."""
+    import subprocess
+
+    import procstats
+
+    # Each child is idle while the meters start and stop: busy only between "go" and "done".
+    work = ("import sys; print('ready', flush=True); sys.stdin.readline(); "
+            "sum(i * i for i in range(2_000_000)); print('done', flush=True); sys.stdin.read()")
+    procs = [subprocess.Popen([sys.executable, "-c", work], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready"
+        meters = [procstats.CpuMeter([p.pid for p in procs]).start()] + \
+            [procstats.CpuMeter(p.pid).start() for p in procs]
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        for p in procs:
+            assert p.stdout.readline().strip() == "done"  # busy part over, now idle
+        both, a, b = (m.stop() for m in meters)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert a.ns > 0 and b.ns > 0
+    assert abs(both.ns - (a.ns + b.ns)) <= 0.05 * both.ns

@@ -165,6 +165,38 @@ def test_a_challenge_is_taken_once_and_not_after_it_expired(tmp_path, backend):
         two.close()
 
 
+def test_a_batch_of_replies_naming_a_key_twice_keeps_the_last(tmp_path, backend):
+    cfg = make_config(tmp_path, backend=backend)
+    one, two = open_store(cfg.storage), open_store(cfg.storage)
+    try:
+        one.put_replies([(b"k1", b"first", NOW + 30), (b"k2", b"other", NOW + 30)])
+        one.put_replies([(b"k1", b"second", NOW + 30), (b"k1", b"third", NOW + 30)])
+        assert two.replies_for([b"k1", b"k2"], NOW) == {b"k1": b"third", b"k2": b"other"}
+    finally:
+        one.close()
+        two.close()
+
+
+def test_audit_rows_of_a_batch_are_all_kept_with_their_fields(tmp_path, backend):
+    cfg = make_config(tmp_path, backend=backend)
+    store = open_store(cfg.storage)
+    try:
+        with store.transaction():
+            store.add_audit([(NOW, "alice", "totp", "S1", "radius:vpn nas=10.0.0.1", "accept",
+                              "ok", None, 5, 0),
+                             (NOW + 1, None, None, None, "radius:vpn", "reject", "malformed",
+                              None, None, None),
+                             (NOW + 2, "b\tob\\", "totp", "S2", "pam", "reject", "bad_code",
+                              None, None, None)])
+        events = store.audit_events(since=NOW - 1)
+        assert [(e["user"], e["result"], e["reason"]) for e in events] == [
+            ("alice", "accept", "ok"), (None, "reject", "malformed"),
+            ("b\tob\\", "reject", "bad_code")]
+        assert events[-1]["time"] == NOW + 2  # oldest first
+    finally:
+        store.close()
+
+
 def test_failures_are_counted_in_the_store_and_a_lock_never_shortens(tmp_path, backend):
     cfg = make_config(tmp_path, backend=backend)
     one, two = open_store(cfg.storage), open_store(cfg.storage)

@@ -18,11 +18,14 @@ class PgAuditQueries(PgConnection):
     """Queries of PostgresStore (postgres.py)."""
 
     def add_audit(self, rows: Iterable[tuple]) -> None:
+        # A batch's rows in one COPY: an INSERT per row costs the database a statement each.
         rows = list(rows)
         if rows:
-            self._many("INSERT INTO audit (time, user_name, method, serial, source, result, "
-                       "reason, device, step, drift) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, "
-                       "%s, %s)", rows)
+            with self._conn() as conn, conn.cursor() as cur, cur.copy(
+                    "COPY audit (time, user_name, method, serial, source, result, reason, "
+                    "device, step, drift) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
 
     def audit_events(self, user: str | None = None, since: float | None = None,
                      limit: int = 1000) -> list[dict]:
@@ -130,12 +133,21 @@ class PgAuditQueries(PgConnection):
     def put_replies(self, rows: list[tuple[bytes, bytes, float]]) -> None:
         if not rows:
             return
+        # One statement for the batch; a key twice in it would be updated twice by the one
+        # statement, which PostgreSQL refuses: the last reply for a key is the one kept.
+        latest = {key: (reply, expires) for key, reply, expires in rows}
         with self.transaction():
-            self._many("INSERT INTO replies (key, reply, expires) VALUES (%s, %s, %s) "
-                       "ON CONFLICT (key) DO UPDATE SET reply = excluded.reply, "
-                       "expires = excluded.expires", rows)
+            self._run("INSERT INTO replies (key, reply, expires) SELECT * FROM "
+                      "unnest(%s::bytea[], %s::bytea[], %s::float8[]) "
+                      "ON CONFLICT (key) DO UPDATE SET reply = excluded.reply, "
+                      "expires = excluded.expires",
+                      (list(latest), [r for r, _ in latest.values()],
+                       [e for _, e in latest.values()]))
 
     def replies_for(self, keys: list[bytes], now: float) -> dict[bytes, bytes]:
-        rows = self._all("SELECT key, reply FROM replies WHERE key = ANY(%s) AND expires > %s",
-                         (list(keys), now))
+        # Planned afresh each time: a prepared (generic) plan made while the table was small
+        # scans the whole table for `= ANY(array)`, and replies arrive by the batch.
+        with self._conn() as conn:
+            rows = conn.execute("SELECT key, reply FROM replies WHERE key = ANY(%s) AND "
+                                "expires > %s", (list(keys), now), prepare=False).fetchall()
         return {bytes(key): bytes(reply) for key, reply in rows}
