@@ -127,6 +127,12 @@ class OtpKey:
         when the store's conditional write lost (another process used it first: a replay)."""
         raise NotImplementedError
 
+    def claim(self, device: DeviceState, matched: int, now: float) -> tuple | None:
+        """What `consume` will ask the step log for, (device id, step, drift, now), so that a
+        batch can reserve it ahead (Storage.steps.reserve); None when the kind consumes
+        elsewhere."""
+        return None
+
     def locate_pair(self, row: dict, code1: str, code2: str, now: float,
                     window: int) -> dict | None:
         """Where two consecutive codes put a device (the columns to store: enable, resync),
@@ -280,6 +286,9 @@ class TotpKey(OtpKey):
         # Nearest the (drift-corrected) clock first.
         return self.find_step(code, time_step(now, device.period) + device.drift,
                               nearest_first(windows.totp_window), device.last_step)
+
+    def claim(self, device, matched, now):
+        return (device.id, matched, matched - time_step(now, device.period), now)
 
     def consume(self, device, matched, now, store):
         # One conditional write in the step log, which another process may win: the cache is

@@ -10,10 +10,12 @@ The rules it applies are mfa_radius.rules (access, lockout, sms) and the device'
 carries what it consumed. Why a decision went its way is explain.py's; issuing SMS codes is
 sms/issuer.py's.
 
-`Verifier` is one class of a little over 300 lines on purpose: a decision reads the user, the
-policy and the store inside one transaction, and its steps (match, consume, success, failure,
-recovery while locked) share that state; split into several objects, each attempt would pay the
-hops between them on the RADIUS hot path. What is not a decision already lives elsewhere.
+`Verifier` is one class of about 420 lines (its module a little over 500) on purpose: a
+decision reads the user, the policy and the store inside one transaction, and its steps (match,
+consume, success, failure, recovery while locked) share that state; split into several objects,
+each attempt would pay the hops between them on the RADIUS hot path. Reserving a batch's steps
+ahead (_reserve, _claim) must follow _check's tests exactly, so it sits beside it. What is not a
+decision already lives elsewhere.
 
 Users and their devices come from a UserCache (usercache.py), brought up to date with others'
 commits at the start of each batch; every code is consumed by a conditional write in the store
@@ -240,22 +242,78 @@ class Verifier:
         """One transaction for the whole batch. Without `isolate` a failure while deciding one
         attempt of several raises _AttemptFailed (and rolls the batch back); with it, each
         attempt is decided in a savepoint (_decide_alone)."""
+        steps = self.store.steps
         with self.store.errors("verification"), self.store.transaction():
             self._refresh()
             self._locked_tries = {}
             audit: list[tuple] = []
-            if len(attempts) == 1:
-                decisions = [self._decide(attempts[0], audit)]
-            elif isolate:
-                decisions = [self._decide_alone(a, audit) for a in attempts]
-            else:
-                decisions = [self._decide_or_fail(a, audit) for a in attempts]
+            try:
+                if len(attempts) == 1:
+                    decisions = [self._decide(attempts[0], audit)]
+                elif isolate:
+                    decisions = [self._decide_alone(a, audit) for a in attempts]
+                else:
+                    if steps.batched:
+                        attempts = self._reserve(attempts)
+                    decisions = [self._decide_or_fail(a, audit) for a in attempts]
+                    if steps.release():
+                        # A reserved step no decision asked for is used without an accept:
+                        # never committed; the batch is decided again, without reserving.
+                        raise _AttemptFailed()
+            finally:
+                steps.release()
             self.store.add_audit(audit)
         if isinstance(self.last_error, StoreError):
             self._outage.flush()
             log.warning("verification works again: the database answers")
         self.last_error = None
         return decisions
+
+    def _reserve(self, attempts: list[Attempt]) -> list[Attempt]:
+        """Reserve, in one statement, the TOTP steps this batch's decisions will consume (a
+        backend where each consume is a round trip: steps.batched), and fix each attempt's
+        `now` so that its decision matches what was reserved. Only attempts whose decision is
+        sure to ask for that step: the one attempt of its user in the batch (an earlier one
+        could lock the user or use the step), neither exempt, ambiguous nor locked."""
+        fixed = [a if a.now is not None else a._replace(now=time.time()) for a in attempts]
+        users: list[str | None] = []
+        seen: set[str] = set()
+        twice: set[str] = set()
+        for attempt in fixed:
+            try:
+                user: str | None = self.canonical(attempt.user)
+            except names.UserNameError:
+                user = None
+            if user in seen:
+                twice.add(user)
+            seen.add(user or "")
+            users.append(user)
+        claims = []
+        for attempt, user in zip(fixed, users):
+            if user is not None and user not in twice:
+                claim = self._claim(user, attempt.code.strip(), attempt.now or 0.0)
+                if claim is not None:
+                    claims.append(claim)
+        if claims:
+            self.store.steps.reserve(claims)
+        return fixed
+
+    def _claim(self, user: str, code: str, now: float) -> tuple | None:
+        """The step _check will consume first for this code, as the kind claims it; None when
+        _check would not reach a TOTP consume (the same tests, in the same order)."""
+        if not user or len(user) > MAX_USER_LEN or not code or len(code) > 64 \
+                or not (code.isdigit() and code.isascii()) or self._access.is_exempt(user):
+            return None
+        state = self._user(user)
+        if state.ambiguous or state.locked_until > now:
+            return None
+        for device in state.devices:
+            if len(code) != device.digits:
+                continue
+            matched, _ = device.key.match(device, code, now, self.config.otp)
+            if matched is not None:
+                return device.key.claim(device, matched, now)
+        return None
 
     def _decide_or_fail(self, attempt: Attempt, audit: list[tuple]) -> Decision:
         try:

@@ -1097,3 +1097,62 @@ def test_the_verifier_canonicalises_what_it_is_given(tmp_path):
     assert verify(v, "alice\u200b", "000000").reason == "malformed"
     assert v.status("Alice").enrolled and v.status("EXAMPLE\\ALICE").digits == (6,)
     assert issue_code(v, "alice ").reason == "malformed"
+
+
+# ---- a batch decides as its attempts would one by one --------------------------------------------
+# (On PostgreSQL a batch reserves the TOTP steps it will consume in one statement: these pin that
+# the reservation changes no decision, whoever used a step first.)
+
+def _mixed_batch(world):
+    keys = {u: assign(world.devices, u, f"{u.upper()}-1") for u in ("alice", "bob", "carol")}
+    two = assign(world.devices, "frank", "FRANK-1"), assign(world.devices, "frank", "FRANK-2")
+    hkey = assign(world.devices, "gina", "GINA-1", kind="hotp")
+    lkey = assign(world.devices, "lena", "LENA-1")
+    for _ in range(5):  # lena locked
+        verify(world.v, "lena", _wrong(lkey))
+    other = world.verifier()
+    # world.v caches carol, then another node uses her step: her code is a replay in the batch.
+    assert verify(world.v, "carol", _wrong(keys["carol"])).reason == "bad_code"
+    assert verify(other, "carol", totp_at(keys["carol"], NOW)).accepted
+    return [Attempt("alice", totp_at(keys["alice"], NOW), "x", NOW),
+            Attempt("bob", _wrong(keys["bob"]), "x", NOW),
+            Attempt("carol", totp_at(keys["carol"], NOW), "x", NOW),
+            Attempt("frank", totp_at(two[1], NOW, 1), "x", NOW),
+            Attempt("gina", hkey.code(0), "x", NOW),
+            Attempt("lena", totp_at(lkey, NOW), "x", NOW),
+            Attempt("nobody", "123456", "x", NOW),
+            Attempt("ALICE\u200b", "123456", "x", NOW),
+            Attempt("bob", totp_at(keys["bob"], NOW), "x", NOW)]
+
+
+EXPECTED_MIXED = [(True, "ok"), (False, "bad_code"), (False, "replay"), (True, "ok"),
+                  (True, "ok"), (False, "locked"), (False, "no_device"), (False, "malformed"),
+                  (True, "ok")]
+
+
+def test_a_mixed_batch_is_decided_as_its_attempts_one_by_one(any_world):
+    batch = _mixed_batch(any_world)
+    decisions = any_world.v.verify_batch(batch)
+    assert [(d.accepted, d.reason) for d in decisions] == EXPECTED_MIXED
+    # The TOTP steps the batch used are used: each of those codes again is a replay, on
+    # another verifier too.
+    again = [Attempt(a.user, a.code, "y", NOW) for a, d in zip(batch, decisions)
+             if d.accepted and d.method == "totp"]
+    assert len(again) == 3
+    assert [d.reason for d in any_world.verifier().verify_batch(again)] == ["replay"] * 3
+    # The locked user's code was not used up by the batch: once unlocked, it works.
+    lena = next(a for a in batch if a.user == "lena")
+    assert any_world.devices.store.unlock_user("lena")
+    assert verify(any_world.verifier(), "lena", lena.code).accepted
+
+
+def test_a_batch_in_which_one_user_comes_twice_uses_the_step_once(any_world):
+    world = any_world
+    key = assign(world.devices, "alice", "A1")
+    others = [assign(world.devices, f"u{i}", f"U{i}") for i in range(5)]
+    batch = ([Attempt(f"u{i}", totp_at(k, NOW), "x", NOW) for i, k in enumerate(others)]
+             + [Attempt("alice", _wrong(key), "x", NOW), Attempt("alice", totp_at(key, NOW), "x", NOW),
+                Attempt("alice", totp_at(key, NOW), "x", NOW)])
+    decisions = world.v.verify_batch(batch)
+    assert [d.reason for d in decisions] == ["ok"] * 5 + ["bad_code", "ok", "replay"]
+    assert world.user_row("alice")["failures"] == 0

@@ -22,3 +22,4 @@ class Job:
     user: str = ""  # canonical (mfa_radius/names.py) once accepted as a name
     sent: str = ""  # the User-Name as sent, when it differs from `user`
     checked: bool = False  # looked up among the replies of the other nodes (shared store)
+    digest: bytes = b""  # what its reply is recorded under (shared store), once computed

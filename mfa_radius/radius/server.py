@@ -403,12 +403,13 @@ class RadiusServer(PasswordAndSmsSteps):
         """The jobs no other node has answered; the others get that node's reply again."""
         for job in jobs:
             job.checked = True
-        recorded = ledger.recorded([request_digest(j.client.name, j.key) for j in jobs])
+            job.digest = request_digest(job.client.name, job.key)
+        recorded = ledger.recorded([j.digest for j in jobs])
         if not recorded:
             return jobs
         left = []
         for job in jobs:
-            reply = recorded.get(request_digest(job.client.name, job.key))
+            reply = recorded.get(job.digest)
             if reply is None:
                 left.append(job)
                 continue
@@ -422,7 +423,8 @@ class RadiusServer(PasswordAndSmsSteps):
 
     def _send_recorded(self, ledger: ReplyLedger, outbox: list[tuple[Job, bytes]]) -> None:
         """Record the replies for the other nodes, then send them."""
-        ledger.record([(request_digest(j.client.name, j.key), reply) for j, reply in outbox])
+        ledger.record([(j.digest or request_digest(j.client.name, j.key), reply)
+                       for j, reply in outbox])
         for job, reply in outbox:
             self._send(job.sock, reply, job.addr)
 

@@ -43,8 +43,18 @@ class Maintenance(Protocol):
 class StepLog(Protocol):
     """The one owner of TOTP replay state: each device's last used step and drift."""
 
+    # True when reserve() saves statements (a database across the network): a batch then
+    # reserves the consumes it is about to make.
+    batched: bool
+
     def consume(self, device: int, step: int, drift: int, now: float) -> bool:
         """Record `step` unless it or a later step is recorded; True only for that caller."""
+    def reserve(self, claims: list[tuple[int, int, int, float]]) -> None:
+        """Make these consumes (device, step, drift, now) now, in one go, for the consume() calls
+        of this transaction that ask for them (each answered from it once); may do nothing."""
+    def release(self) -> int:
+        """Forget the reservations: how many no consume() asked for (their steps are used:
+        the transaction must not commit)."""
     def set_position(self, device: int, step: int | None, drift: int | None) -> None:
         """Enable/resync: the step the next code must be past, and the drift (None: kept)."""
     def reset_drift(self, device: int) -> None: ...

@@ -133,21 +133,18 @@ class PgAuditQueries(PgConnection):
     def put_replies(self, rows: list[tuple[bytes, bytes, float]]) -> None:
         if not rows:
             return
-        # One statement for the batch; a key twice in it would be updated twice by the one
-        # statement, which PostgreSQL refuses: the last reply for a key is the one kept.
-        latest = {key: (reply, expires) for key, reply, expires in rows}
-        with self.transaction():
-            self._run("INSERT INTO replies (key, reply, expires) SELECT * FROM "
-                      "unnest(%s::bytea[], %s::bytea[], %s::float8[]) "
-                      "ON CONFLICT (key) DO UPDATE SET reply = excluded.reply, "
-                      "expires = excluded.expires",
-                      (list(latest), [r for r, _ in latest.values()],
-                       [e for _, e in latest.values()]))
+        # One COPY for the batch, outside any transaction (it is one statement): appended, so
+        # nothing is looked up to write it; replies_for takes the newest row of a key.
+        with self._conn() as conn, conn.cursor() as cur, cur.copy(
+                "COPY replies (key, reply, expires) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def replies_for(self, keys: list[bytes], now: float) -> dict[bytes, bytes]:
         # Planned afresh each time: a prepared (generic) plan made while the table was small
         # scans the whole table for `= ANY(array)`, and replies arrive by the batch.
         with self._conn() as conn:
             rows = conn.execute("SELECT key, reply FROM replies WHERE key = ANY(%s) AND "
-                                "expires > %s", (list(keys), now), prepare=False).fetchall()
+                                "expires > %s ORDER BY id", (list(keys), now),
+                                prepare=False).fetchall()
         return {bytes(key): bytes(reply) for key, reply in rows}

@@ -36,6 +36,10 @@ logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 # waiting connect_timeout for a connection: a server's packet loop stays responsive (and drops,
 # failing closed) during an outage, and tries the database again this often.
 RETRY_AFTER = 1.0
+# A pooled connection used within this many seconds is handed out without the pool's check (a
+# round trip each time): under load every batch would pay it. One the database dropped since is
+# then found by its first statement, which fails that batch alone (closed); the pool replaces it.
+CHECK_IDLE = 1.0
 
 
 def one_line(exc: BaseException, password: str = "") -> str:
@@ -73,6 +77,7 @@ class PgConnection:
         self._pool_size = storage.pool_size
         self._pool: ConnectionPool | None = None
         self._down_until = 0.0  # monotonic time before which the database is not tried again
+        self._used: dict[int, float] = {}  # id of a pooled connection -> when it was last used
         self._local = threading.local()
         self.steps = PgStepLog(self)
 
@@ -93,7 +98,7 @@ class PgConnection:
             conn.close()
         self._pool = ConnectionPool(self.path, kwargs=self._kwargs, min_size=1,
                                     max_size=self._pool_size, timeout=self._timeout,
-                                    check=ConnectionPool.check_connection, open=False,
+                                    check=self._check_idle, open=False,
                                     name="mfa-radius", reconnect_timeout=24 * 3600.0)
         try:
             self._pool.open(wait=True, timeout=self._timeout)
@@ -234,10 +239,21 @@ class PgConnection:
                              f"{RETRY_AFTER:g} s)")
         try:
             with self._pool.connection() as conn:
-                yield conn
-        except psycopg.OperationalError:  # PoolTimeout included: down, unreachable, cut
+                try:
+                    yield conn
+                finally:
+                    if len(self._used) > 4 * self._pool_size:
+                        self._used.clear()  # ids of connections the pool has replaced
+                    self._used[id(conn)] = time.monotonic()
+        except PoolTimeout:  # no connection could be had: down or unreachable
             self._down_until = time.monotonic() + RETRY_AFTER
             raise
+
+    def _check_idle(self, conn: psycopg.Connection) -> None:
+        """The pool's check of a connection before handing it out, skipped when it was in use
+        a moment ago (CHECK_IDLE)."""
+        if time.monotonic() - self._used.get(id(conn), 0.0) >= CHECK_IDLE:
+            ConnectionPool.check_connection(conn)
 
     def _all(self, sql: str, args: Iterable = ()) -> list[tuple]:
         with self._conn() as conn:

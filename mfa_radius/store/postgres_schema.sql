@@ -146,8 +146,12 @@ CREATE TABLE challenges (
    kind text NOT NULL,
    data text NOT NULL
 );
+-- Replies are appended (one COPY per batch, no unique key to check); a key written again (a
+-- request decided again while the database could not be asked) keeps its rows, the newest wins.
 CREATE TABLE replies (
-   key bytea PRIMARY KEY,
+   id bigserial PRIMARY KEY,
+   key bytea NOT NULL,
    reply bytea NOT NULL,
    expires double precision NOT NULL
 );
+CREATE INDEX replies_key ON replies (key);

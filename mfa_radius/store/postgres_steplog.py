@@ -25,6 +25,12 @@ _CONSUME = (
     "INSERT INTO device_steps (device, step, drift, used_at) VALUES (%s, %s, %s, %s) "
     "ON CONFLICT (device) DO UPDATE SET step = excluded.step, drift = excluded.drift, "
     "used_at = excluded.used_at WHERE excluded.step > device_steps.step")
+# Many consumes in one statement (reserve): the devices whose step moved come back.
+_CONSUME_MANY = (
+    "INSERT INTO device_steps (device, step, drift, used_at) "
+    "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::integer[], %s::double precision[]) "
+    "ON CONFLICT (device) DO UPDATE SET step = excluded.step, drift = excluded.drift, "
+    "used_at = excluded.used_at WHERE excluded.step > device_steps.step RETURNING device")
 # A position set by an admin; on a tie it wins (its drift is the newer word on the clock).
 _SET_POSITION = (
     "INSERT INTO device_steps (device, step, drift, used_at) VALUES (%s, %s, %s, 0) "
@@ -38,14 +44,44 @@ def device_columns(keys: Iterable[str]) -> str:
 
 
 class PgStepLog:
-    """The step log over a PgConnection; writes run inside its transaction."""
+    """The step log over a PgConnection; writes run inside its transaction.
+
+    A round trip to the database per consume would cost more than the rest of a decision, so a
+    batch reserves the consumes it will make (reserve): one statement for all of them, whose
+    result each consume() of the batch then takes instead of writing. The condition is the same
+    statement's, row by row, so a reserved consume wins exactly when consume() would have.
+    """
+
+    batched = True
 
     def __init__(self, db):
         self.db = db
+        self._reserved: dict[int, tuple[int, bool]] = {}  # device -> (step, won)
 
     def consume(self, device: int, step: int, drift: int, now: float) -> bool:
         """Record `step` unless it or a later step is recorded; True only for that caller."""
+        reserved = self._reserved.get(device)
+        if reserved is not None and reserved[0] == step:
+            del self._reserved[device]
+            return reserved[1]
         return self.db._run(_CONSUME, (device, step, drift, now)) == 1
+
+    def reserve(self, claims: list[tuple[int, int, int, float]]) -> None:
+        """Consume these (device, step, drift, now), one device once, in one statement, for the
+        consume() calls of this transaction that will ask for them."""
+        claims = [c for c in {c[0]: c for c in claims}.values() if c[0] not in self._reserved]
+        if not claims:
+            return
+        devices, steps, drifts, times = (list(col) for col in zip(*claims))
+        won = {row[0] for row in self.db._all(_CONSUME_MANY, (devices, steps, drifts, times))}
+        for device, step, _, _ in claims:
+            self._reserved[device] = (step, device in won)
+
+    def release(self) -> int:
+        """Forget what was reserved; how many reservations no consume() asked for."""
+        left = len(self._reserved)
+        self._reserved.clear()
+        return left
 
     def set_position(self, device: int, step: int | None, drift: int | None) -> None:
         if step is None and drift is None:

@@ -63,6 +63,10 @@ def device_columns(keys: Iterable[str]) -> str:
 class StepLog:
     """The step log on one connection. Writes run inside the connection's transaction."""
 
+    # A consume is a statement on a local file, cheaper than planning a batch of them ahead:
+    # reserve() does nothing and each consume() writes.
+    batched = False
+
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
 
@@ -70,6 +74,12 @@ class StepLog:
         """Record `step` as the device's last used one unless a step at or past it already is;
         True only for the one caller that recorded it."""
         return self.conn.execute(_CONSUME, (device, step, drift, now)).rowcount == 1
+
+    def reserve(self, claims: list[tuple[int, int, int, float]]) -> None:
+        pass
+
+    def release(self) -> int:
+        return 0
 
     def set_position(self, device: int, step: int | None, drift: int | None) -> None:
         """Enable or resync: the step the next code must be past and the clock's drift (either
