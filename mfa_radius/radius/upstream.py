@@ -200,8 +200,9 @@ class RadiusPasswords:
                     self._timings.append(time.monotonic() - started)
                     return outcome
                 self._down_until[index] = time.monotonic() + FAILBACK
-                log.warning("upstream RADIUS %s: no verified reply after %d tries%s",
-                            self.servers[index].address, self.servers[index].retries + 1,
+                tries = self.servers[index].retries + 1
+                log.warning("upstream RADIUS %s: no verified reply after %d %s%s",
+                            self.servers[index].address, tries, "try" if tries == 1 else "tries",
                             "" if index == order[-1] else ", trying the next")
         finally:
             self._pending -= 1
