@@ -334,7 +334,8 @@ class Verifier:
             if state.unopenable:
                 # Enrolled, so never let through by nullok; no code can match, so not a failure.
                 return Decision(False, "error")
-            if nullok:
+            if nullok and not names.realm_qualified(user) and \
+                    not self._access.is_privileged(user, self.accounts.groups(user)):
                 return Decision(True, "nullok_client")  # this RADIUS client's roll-out
             if nullok is None and self.allowed_without_device(user):
                 return Decision(True, "no_device_allowed")

@@ -123,7 +123,7 @@ class PasswordAndSmsSteps:
         if not job.client.code_required:
             return self._password_only(job)
         allowed = status.allowed_without_device if job.client.nullok is None \
-            else job.client.nullok
+            else job.client.nullok and not status.privileged
         if status.exempt or (not status.enrolled and allowed):
             # The verifier records it and answers exempt / no_device_allowed / nullok_client.
             return self._verify(job, b"-")

@@ -32,7 +32,8 @@ from mfa_radius.radius import codec
 from mfa_radius.state import open_devices
 
 UP_SECRET = "upstream-secret-71c2"
-PASSWORDS = {"alice": "alice-pw-Q7", "carol": "carol-pw-K2", "dave": "dave-pw-M5"}
+PASSWORDS = {"alice": "alice-pw-Q7", "carol": "carol-pw-K2", "dave": "dave-pw-M5",
+             "root": "root-pw-R1"}
 CHALLENGED, ANSWER = "carol", "4242"
 UPSTREAM_STATE = bytes.fromhex("7570737472656d2d7374617465")  # upstream.conf.in's
 CLASS = b"from-upstream"
@@ -316,7 +317,12 @@ def test_nullok_on_one_client_only(stack):
     assert code == codec.ACCESS_ACCEPT, d.log()
     code, _ = ask(d, "dave", PASSWORDS["dave"] + "123456", client="vpn")
     assert code == codec.ACCESS_REJECT
-    assert reasons(d, 2) == ["nullok_client", "no_device"]
+    # Privileged: never let through by nullok, asked for a code it cannot have.
+    code, _ = ask(d, "root", PASSWORDS["root"], client="rollout")
+    assert code == codec.ACCESS_CHALLENGE
+    code, _ = ask(d, "root", PASSWORDS["root"] + "123456", client="rollout")
+    assert code == codec.ACCESS_REJECT
+    assert reasons(d, 4) == ["nullok_client", "no_device", "password_ok", "no_device"]
 
 
 def test_groups_per_client(tmp_path, local_user):
