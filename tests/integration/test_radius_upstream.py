@@ -147,6 +147,18 @@ def test_upstream_password_and_code_accepted_with_its_reply_attributes(stack):
     assert PASSWORDS["alice"] not in d.log()
 
 
+def test_upstream_attributes_kept_through_our_code_challenge(stack):
+    d, up = stack
+    code, attrs = ask(d, "alice", PASSWORDS["alice"])  # the password alone: we ask for the code
+    assert code == codec.ACCESS_CHALLENGE, d.log()
+    assert values(attrs, 25) == []  # not in a challenge
+    (state,) = values(attrs, codec.STATE)
+    code, attrs = ask(d, "alice", now_code(d.keys["alice"]), state=state)
+    assert code == codec.ACCESS_ACCEPT, d.log()
+    assert values(attrs, 25) == [CLASS] and values(attrs, 11) == [FILTER]
+    assert reasons(d, 2) == ["password_ok", "ok"]
+
+
 def test_upstream_reject_is_bad_password_and_the_code_is_not_burned(stack):
     d, up = stack
     code_now = now_code(d.keys["alice"])
