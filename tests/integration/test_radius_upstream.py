@@ -353,3 +353,25 @@ def test_groups_per_client(tmp_path, local_user):
     finally:
         d.stop()
         up.stop()
+
+
+def test_dead_upstream_never_holds_code_only_clients(tmp_path, local_user):
+    """While a password waits on a silent upstream, another client's code alone is answered at
+    once: the upstream checks are asyncio, off the packet loop."""
+    dead = f"127.0.0.1:{free_port()}"
+    d = daemon(tmp_path, upstream_entry(dead, timeout=2.0, retries=0), ["alice"])
+    try:
+        waiting = {}
+        thread = threading.Thread(target=lambda: waiting.update(reply=ask(
+            d, "alice", PASSWORDS["alice"] + now_code(d.keys["alice"]))))
+        thread.start()
+        time.sleep(0.2)
+        started = time.monotonic()
+        code, _ = ask(d, "alice", now_code(d.keys["alice"]), client="appliance")
+        assert code == codec.ACCESS_ACCEPT, d.log()
+        assert time.monotonic() - started < 1.0
+        thread.join()
+        assert waiting["reply"][0] == codec.ACCESS_REJECT
+        assert reasons(d, 2) == ["ok", "upstream_unavailable"]
+    finally:
+        d.stop()
