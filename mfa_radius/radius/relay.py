@@ -25,6 +25,8 @@ from .upstream import Outcome, UpstreamBusy, UpstreamUnavailable
 
 log = logging.getLogger("mfa_radius.radius")
 
+RELAY_PROMPT = "Enter the response: "
+
 
 class UpstreamSteps:
     """The upstream-password steps of RadiusServer, which provides what is declared here."""
@@ -67,7 +69,8 @@ class UpstreamSteps:
     def _relay(self, job: Job, outcome: Outcome, code: bytes | None) -> None:
         data = {"state": (outcome.state or b"").hex(), "server": outcome.server,
                 "code": code.hex() if code is not None else None}
-        self._challenge(job, outcome.message or None, kind="relay",
+        # Without a Reply-Message of its own, not ours (which asks for the code): a neutral one.
+        self._challenge(job, outcome.message or RELAY_PROMPT, kind="relay",
                         reason="upstream_challenge", data=data)
 
     async def _relay_answer(self, job: Job, answer: bytes, challenge: Challenge) -> None:

@@ -35,9 +35,9 @@ from .clients import ClientTable
 from .dedup import IN_PROGRESS, NEW, DuplicateCache
 from .job import Job
 from .passwords import backend
+from .relay import UpstreamSteps
 from .replies import ReplyTable
 from .shared import ReplyLedger, SharedChallenges, request_digest
-from .relay import UpstreamSteps
 from .steps import PasswordAndSmsSteps
 
 log = logging.getLogger("mfa_radius.radius")
@@ -83,7 +83,8 @@ def bind_socket(address: str) -> socket.socket:
 
 
 class RadiusServer(PasswordAndSmsSteps, UpstreamSteps):
-    """The packet loop of `[radius] listen`; the password and SMS steps are in steps.py."""
+    """The packet loop of `[radius] listen`; the password and SMS steps are in steps.py, those
+    of an upstream password server in relay.py."""
 
     def __init__(self, config: Config, verifier: Verifier, passwords=None):
         self.verifier = verifier
