@@ -2,11 +2,12 @@
 (Microsoft NPS, FreeRADIUS), `[[radius.upstream]]`, tried in config order.
 
 Each check is a PAP Access-Request signed with Message-Authenticator, carrying the client's
-NAS-IP-Address, NAS-IPv6-Address, NAS-Identifier and Calling-Station-Id, sent from a socket of its
-own (its replies cannot be confused with another check's) with asyncio: nothing waits on the
-packet loop. A reply counts only when its Identifier, Response Authenticator and
-Message-Authenticator are right: anything else is dropped, as if lost (a forged or misrouted
-reply must never decide a login), and logged at most a few times a minute.
+NAS-IP-Address, NAS-IPv6-Address, NAS-Identifier, Calling-Station-Id, Called-Station-Id and
+NAS-Port-Type (what NPS network policies match on), sent from a socket of its own (its replies
+cannot be confused with another check's) with asyncio: nothing waits on the packet loop. A reply
+counts only when its Identifier, Response Authenticator and Message-Authenticator are right:
+anything else is dropped, as if lost (a forged or misrouted reply must never decide a login), and
+logged at most a few times a minute.
 
 A server that answers nothing after `retries` more tries is skipped for FAILBACK seconds, then
 tried first again. An upstream Access-Challenge (another OTP server, an expired password) comes
@@ -41,8 +42,10 @@ log = logging.getLogger("mfa_radius.radius")
 
 FAILBACK = 30.0  # seconds a server that did not answer is tried after the others
 MAX_PENDING = 256  # upstream checks in flight before new ones are dropped (Overloaded)
-# Attributes of the client's request that the upstream sees (its policies, its logs).
-PASSED_THROUGH = (4, 32, 31, 95)  # NAS-IP-Address, NAS-Identifier, Calling-Station-Id, NAS-IPv6
+# Attributes of the client's request that the upstream sees (its policies, its logs):
+# NAS-IP-Address, NAS-Identifier, Calling-Station-Id, NAS-IPv6-Address, and the two NPS network
+# policies often match on, Called-Station-Id and NAS-Port-Type.
+PASSED_THROUGH = frozenset((4, 32, 31, 95, 30, 61))
 # Attributes of an upstream Access-Accept merged into ours with pass_reply_attributes.
 MERGED = (25, 11, codec.VENDOR_SPECIFIC)  # Class, Filter-Id, Vendor-Specific
 TIMINGS_KEPT = 64
