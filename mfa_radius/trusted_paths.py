@@ -99,6 +99,8 @@ def root_files(cfg, *, database: bool) -> list[tuple[str, str]]:
             files.append((db, "database file"))
     files += [(c.secret_file, f"secret_file of RADIUS client '{c.name}'")
               for c in cfg.radius.clients if c.secret_file]
+    files += [(u.secret_file, f"secret_file of upstream RADIUS server {u.address}")
+              for u in cfg.radius.upstream if u.secret_file]
     for gw in cfg.sms.gateways:
         for name in ("secret_file", "auth_token_file"):
             if getattr(gw, name):

@@ -65,6 +65,7 @@ class Attempt(NamedTuple):
     code: str
     source: str = "cli"
     now: float | None = None
+    nullok: bool | None = None  # the RADIUS client's own nullok; None: the policy's
 
 
 class Decision(NamedTuple):
@@ -361,7 +362,7 @@ class Verifier:
         except names.UserNameError:
             user, decision = attempt.user, Decision(False, "malformed")
         else:
-            decision = self._check(user, attempt.code.strip(), now)
+            decision = self._check(user, attempt.code.strip(), now, attempt.nullok)
         audit.append((now, user[:MAX_USER_LEN], decision.method, decision.serial,
                       attempt.source[:512], decision.result, decision.reason)
                      + (decision.consumed or _NOT_USED))
@@ -372,7 +373,7 @@ class Verifier:
                                                self.config, now))
         return decision
 
-    def _check(self, user: str, code: str, now: float) -> Decision:
+    def _check(self, user: str, code: str, now: float, nullok: bool | None = None) -> Decision:
         if not user or len(user) > MAX_USER_LEN or not code or len(code) > 64:
             return Decision(False, "malformed")
         if self._access.is_exempt(user):
@@ -391,7 +392,10 @@ class Verifier:
             if state.unopenable:
                 # Enrolled, so never let through by nullok; no code can match, so not a failure.
                 return Decision(False, "error")
-            if self.allowed_without_device(user):
+            if nullok and not names.realm_qualified(user) and \
+                    not self._access.is_privileged(user, self.accounts.groups(user)):
+                return Decision(True, "nullok_client")  # this RADIUS client's roll-out
+            if nullok is None and self.allowed_without_device(user):
                 return Decision(True, "no_device_allowed")
             return Decision(False, "no_device")
 

@@ -37,7 +37,7 @@ def verifier_reasons() -> set[str]:
     return out - {None}
 
 
-RADIUS_FILES = ("radius/server.py", "radius/steps.py")  # the packet loop, its slow steps
+RADIUS_FILES = ("radius/server.py", "radius/steps.py", "radius/relay.py")  # the packet loop, its slow steps
 
 
 def server_reasons() -> set[str]:

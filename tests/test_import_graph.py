@@ -23,7 +23,7 @@ PKG = Path(__file__).resolve().parents[1] / "mfa_radius"
 LAYERS = [
     # The parts that own a settings schema, which the config loader calls to check their entries.
     ("settings", ("mfa_radius.sms.gateways", "mfa_radius.radius.clients",
-                  "mfa_radius.radius.replies")),
+                  "mfa_radius.radius.replies", "mfa_radius.radius.upstream")),
     # The RADIUS wire format: bytes in, bytes out; the client table and the reply encoder use it.
     ("base", ("mfa_radius.radius.codec",)),
     ("front", ("mfa_radius.radius", "mfa_radius.pam_server", "mfa_radius.pam_local",

@@ -16,12 +16,14 @@ from __future__ import annotations
 from ..errors import SettingError
 from .loader import from_dict, load
 from .schema import (DEFAULT_PATH, ENV_VAR, SECTIONS, Config, MetricsConfig, OtpConfig,
-                     PamConfig, PolicyConfig, RadiusClient, RadiusConfig, RadiusReply, SmsConfig,
+                     PamConfig, PolicyConfig, RadiusClient, RadiusConfig, RadiusReply,
+                     RadiusUpstream, SmsConfig,
                      SmsGateway, StorageConfig, describe, gateway_name, resolve_path)
 from .warn import MAX_QUIET_LOCKOUT_FAILURES, MIN_SECRET_CHARS, WIDE_PREFIX, warnings
 
 __all__ = ["DEFAULT_PATH", "ENV_VAR", "SECTIONS", "Config", "MetricsConfig", "OtpConfig",
            "PamConfig", "PolicyConfig", "RadiusClient", "RadiusConfig", "RadiusReply",
-           "SettingError", "SmsConfig", "SmsGateway", "StorageConfig", "describe", "from_dict",
+           "RadiusUpstream", "SettingError", "SmsConfig", "SmsGateway", "StorageConfig",
+           "describe", "from_dict",
            "gateway_name", "load", "resolve_path", "warnings", "MIN_SECRET_CHARS",
            "MAX_QUIET_LOCKOUT_FAILURES", "WIDE_PREFIX"]

@@ -14,6 +14,7 @@ from .. import hostport
 from ..errors import ConfigError, SettingError
 from ..radius.clients import client_entry, parse_network
 from ..radius.replies import encode_entry
+from ..radius.upstream import upstream_entry
 from ..rules import names
 from ..rules.sms import template_problem
 from ..secret_files import dsn_problem, private_file_problem
@@ -62,12 +63,42 @@ def semantics(cfg: Config, path: str, text: str) -> None:
         raise ConfigError(_where(path, text, "radius", "challenge_message") +
                           "'radius.challenge_message' must be 1-253 octets (one Reply-Message)")
     _storage(cfg, path, text)
+    _upstream(cfg, path, text)
     for i, client in enumerate(cfg.radius.clients):
         try:
             parse_network(client.address)
         except SettingError as exc:
             raise ConfigError(_where(path, text, f"radius.clients[{i}]", exc.key) +
                               f"RADIUS client '{client.name}': {exc}") from None
+
+
+def _upstream(cfg: Config, path: str, text: str) -> None:
+    """`[[radius.upstream]]` servers: each well written, and some whenever a backend uses them;
+    `code_required = false` only where a password is checked."""
+    r = cfg.radius
+    for i, up in enumerate(r.upstream):
+        if bool(up.secret) == bool(up.secret_file):
+            raise ConfigError(_where(path, text, f"radius.upstream[{i}]", None) +
+                              f"upstream RADIUS server '{up.address}' needs exactly one of "
+                              "'secret' or 'secret_file'")
+        try:
+            hostport.parse(up.address)
+        except ValueError as exc:
+            raise ConfigError(_where(path, text, f"radius.upstream[{i}]", "address") +
+                              f"'radius.upstream[{i}].address': {exc}") from None
+    if r.password_backend == "radius" and not r.upstream:
+        raise ConfigError(_where(path, text, "radius", "password_backend") +
+                          'password_backend = "radius" needs [[radius.upstream]] servers')
+    for i, client in enumerate(r.clients):
+        name = client.password_backend or r.password_backend
+        if name == "radius" and not r.upstream:
+            raise ConfigError(_where(path, text, f"radius.clients[{i}]", "password_backend") +
+                              f"RADIUS client '{client.name}': password_backend = \"radius\" "
+                              "needs [[radius.upstream]] servers")
+        if not client.code_required and name == "none":
+            raise ConfigError(_where(path, text, f"radius.clients[{i}]", "code_required") +
+                              f"RADIUS client '{client.name}': code_required = false needs a "
+                              "password backend (its password_backend is \"none\")")
 
 
 def _storage(cfg: Config, path: str, text: str) -> None:
@@ -103,6 +134,12 @@ def serving(cfg: Config, path: str, text: str) -> None:
         except SettingError as exc:
             raise ConfigError(_where(path, text, f"radius.clients[{i}]", exc.key) +
                               f"RADIUS client '{client.name}': {exc}") from None
+    for i, up in enumerate(cfg.radius.upstream):
+        try:
+            upstream_entry(up)
+        except SettingError as exc:
+            raise ConfigError(_where(path, text, f"radius.upstream[{i}]", exc.key) +
+                              f"upstream RADIUS server '{up.address}': {exc}") from None
     for i, reply in enumerate(cfg.radius.replies):
         try:
             encode_entry(reply)

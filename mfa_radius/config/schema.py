@@ -101,6 +101,26 @@ class RadiusClient:
     secret_file: str = ""
     # None: inherit [radius] require_message_authenticator.
     require_message_authenticator: bool | None = None
+    # Policy for this client alone (docs/vpn.md, "Policy per client"): "" inherits [radius]'s
+    # password_backend; `groups` (when set) are the only groups let through; `nullok` (None:
+    # inherit [policy] nullok) lets users without a device through here; `code_required =
+    # false` accepts on the primary password alone.
+    password_backend: str = field(default="", metadata=_choice("", "pam", "none", "radius"))
+    groups: list[str] = field(default_factory=list)
+    nullok: bool | None = None
+    code_required: bool = True
+
+
+@dataclass(frozen=True)
+class RadiusUpstream:
+    """An upstream RADIUS server checking the primary password (password_backend = "radius"),
+    tried in config order."""
+
+    address: str  # HOST:PORT, an IP address literal
+    secret: str = ""
+    secret_file: str = ""
+    timeout: float = field(default=3.0, metadata=_min(0.1, 60))  # seconds per try
+    retries: int = field(default=1, metadata=_min(0, 10))  # tries again before the next server
 
 
 @dataclass(frozen=True)
@@ -115,7 +135,7 @@ class RadiusReply:
 @dataclass(frozen=True)
 class RadiusConfig:
     listen: list[str] = field(default_factory=lambda: ["127.0.0.1:1812"])
-    password_backend: str = field(default="pam", metadata=_choice("pam", "none"))
+    password_backend: str = field(default="pam", metadata=_choice("pam", "none", "radius"))
     pam_service: str = "mfa-radius"
     pam_workers: int = field(default=4, metadata=_min(1))
     require_message_authenticator: bool = True
@@ -128,6 +148,9 @@ class RadiusConfig:
     duplicate_ttl: float = field(default=30.0, metadata=_min(5))
     clients: list[RadiusClient] = field(default_factory=list)
     replies: list[RadiusReply] = field(default_factory=list)
+    upstream: list[RadiusUpstream] = field(default_factory=list)
+    # Class, Filter-Id and vendor attributes of the upstream's Access-Accept go into ours.
+    pass_reply_attributes: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,7 +222,7 @@ def resolve_path(explicit: str | None) -> str:
 def describe(cfg: Config) -> dict:
     """The effective settings as plain data (secrets masked), for check-config."""
     data = dataclasses.asdict(cfg)
-    for client in data["radius"]["clients"]:
+    for client in data["radius"]["clients"] + data["radius"]["upstream"]:
         if client["secret"]:
             client["secret"] = "********"
     # A gateway shows the keys of its own type, and the name the logs use.

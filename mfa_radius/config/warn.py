@@ -12,7 +12,7 @@ from ..accounts import Accounts
 from ..errors import ConfigError
 from ..private_files import read_private_file
 from .lines import where as _where
-from .schema import Config, PolicyConfig, RadiusClient
+from .schema import Config, PolicyConfig, RadiusClient, RadiusUpstream
 
 
 # Below these, a setting is accepted but weakens the server: check-config and serve warn.
@@ -52,6 +52,10 @@ def warnings(cfg: Config, text: str | None = None) -> list[str]:
         require_ma = client.require_message_authenticator
         if require_ma is None:
             require_ma = radius.require_message_authenticator
+        if not client.code_required:
+            warn(where, "code_required",
+                 f"RADIUS client '{client.name}': code_required = false: its users sign in "
+                 "with a password alone")
         network = _network(client.address)
         if network is not None and network.prefixlen < WIDE_PREFIX and not require_ma:
             warn(where, "address",
@@ -59,6 +63,12 @@ def warnings(cfg: Config, text: str | None = None) -> list[str]:
                  f"{'every host' if network.prefixlen == 0 else 'a huge range'} and "
                  "Message-Authenticator is not required (forged replies, BlastRADIUS): narrow "
                  "the address or set require_message_authenticator = true")
+    for i, upstream in enumerate(radius.upstream):
+        length = _secret_length(upstream)
+        if length is not None and length < MIN_SECRET_CHARS:
+            warn(f"radius.upstream[{i}]", "secret_file" if upstream.secret_file else "secret",
+                 f"upstream RADIUS server {upstream.address}: the shared secret is {length} "
+                 f"characters; use at least {MIN_SECRET_CHARS} random ones")
     policy = cfg.policy
     privileged = _privileged_exempt(policy)
     if privileged:
@@ -82,7 +92,7 @@ def warnings(cfg: Config, text: str | None = None) -> list[str]:
     return out
 
 
-def _secret_length(client: RadiusClient) -> int | None:
+def _secret_length(client: RadiusClient | RadiusUpstream) -> int | None:
     if client.secret:
         return len(client.secret)
     try:

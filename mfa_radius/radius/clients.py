@@ -26,6 +26,11 @@ class Client:
     network: IPNetwork
     secret: Secret
     require_ma: bool
+    # Policy of this client (docs/vpn.md, "Policy per client"), [radius]'s where not set.
+    password_backend: str = "pam"
+    groups: frozenset[str] = frozenset()  # empty: every group
+    nullok: bool | None = None  # None: [policy] decides
+    code_required: bool = True
 
 
 class ClientTable:
@@ -104,7 +109,9 @@ def client_entry(entry: RadiusClient, cfg: Config) -> Client:
     require_ma = entry.require_message_authenticator
     if require_ma is None:
         require_ma = cfg.radius.require_message_authenticator
-    return Client(entry.name, network, Secret(secret), require_ma)
+    return Client(entry.name, network, Secret(secret), require_ma,
+                  entry.password_backend or cfg.radius.password_backend, frozenset(entry.groups),
+                  entry.nullok, entry.code_required)
 
 
 def read_secret_file(path: str, where: str) -> bytes:

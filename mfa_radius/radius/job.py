@@ -21,5 +21,6 @@ class Job:
     started: float
     user: str = ""  # canonical (mfa_radius/names.py) once accepted as a name
     sent: str = ""  # the User-Name as sent, when it differs from `user`
+    extra: bytes = b""  # reply attributes of an upstream's Access-Accept, for ours
     checked: bool = False  # looked up among the replies of the other nodes (shared store)
     digest: bytes = b""  # what its reply is recorded under (shared store), once computed

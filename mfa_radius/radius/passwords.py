@@ -137,7 +137,13 @@ def _pam_check(service: str, user: str, password: str) -> tuple[bool, float]:
     return ok, elapsed
 
 
-def backend(cfg: Config):
-    if cfg.radius.password_backend == "none":
+def backend(cfg: Config, name: str | None = None):
+    """The backend `name` (default: [radius] password_backend); clients may name their own."""
+    name = name or cfg.radius.password_backend
+    if name == "radius":
+        from .upstream import RadiusPasswords
+
+        return RadiusPasswords.from_config(cfg)
+    if name == "none":
         return NoPasswords()
     return PamPasswords(cfg.radius.pam_service, cfg.radius.pam_workers)

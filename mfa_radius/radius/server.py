@@ -35,6 +35,7 @@ from .clients import ClientTable
 from .dedup import IN_PROGRESS, NEW, DuplicateCache
 from .job import Job
 from .passwords import backend
+from .relay import UpstreamSteps
 from .replies import ReplyTable
 from .shared import ReplyLedger, SharedChallenges, request_digest
 from .steps import PasswordAndSmsSteps
@@ -81,12 +82,15 @@ def bind_socket(address: str) -> socket.socket:
     return sock
 
 
-class RadiusServer(PasswordAndSmsSteps):
-    """The packet loop of `[radius] listen`; the password and SMS steps are in steps.py."""
+class RadiusServer(PasswordAndSmsSteps, UpstreamSteps):
+    """The packet loop of `[radius] listen`; the password and SMS steps are in steps.py, those
+    of an upstream password server in relay.py."""
 
     def __init__(self, config: Config, verifier: Verifier, passwords=None):
         self.verifier = verifier
         self.passwords = passwords if passwords is not None else backend(config)
+        # One backend per distinct setting, shared by the clients that name it.
+        self._backends = {config.radius.password_backend: self.passwords}
         self.sockets: list[socket.socket] = []
         self.dedup = DuplicateCache(config.radius.duplicate_ttl)
         self.challenges: ChallengeStore | SharedChallenges
@@ -118,6 +122,9 @@ class RadiusServer(PasswordAndSmsSteps):
         clients = ClientTable.from_config(config)
         replies = ReplyTable.from_config(config)
         r = config.radius
+        for name in {c.password_backend or r.password_backend for c in r.clients}:
+            if name not in self._backends:  # a client's own: built once, kept across reloads
+                self._backends[name] = backend(config, name)
         message = r.challenge_message.encode("utf-8")
         if not message or len(message) > 253:
             raise ConfigError(f"{config.path}: [radius] challenge_message must be 1-253 octets")
@@ -192,7 +199,8 @@ class RadiusServer(PasswordAndSmsSteps):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        self.passwords.close()
+        for passwords in self._backends.values():
+            passwords.close()
         self._lines.flush()
         if self.sms is not None:
             self.sms.close()
@@ -285,11 +293,15 @@ class RadiusServer(PasswordAndSmsSteps):
             return self._reject(job, "malformed")
         if canonical != user:
             job.user, job.sent = canonical, user
+        passwords = self._backends[job.client.password_backend]
+        if job.client.groups and not passwords.needs_password \
+                and not self.verifier.accounts.groups(job.user) & job.client.groups:
+            return self._reject(job, "not_in_group")  # a password backend's step checks it
         # Before any step that changes something (a State taken, a password tried, an SMS
         # sent): a retransmit another node answered gets that answer. A code alone is looked
         # up with the others of its batch (_flush).
         if self.ledger is not None and (request.state is not None or self.sms is not None
-                                        or self.passwords.needs_password) \
+                                        or passwords.needs_password) \
                 and not self._not_answered_elsewhere(self.ledger, [job]):
             return
         hidden = request.password
@@ -302,7 +314,7 @@ class RadiusServer(PasswordAndSmsSteps):
         else:
             return self._reject(job, self._no_password_reason(request))
         state = request.state
-        if state is None and self.sms is None and not self.passwords.needs_password:
+        if state is None and self.sms is None and not passwords.needs_password:
             return self._verify(job, password)  # a code alone, the usual case
         if state is not None:
             try:
@@ -311,8 +323,11 @@ class RadiusServer(PasswordAndSmsSteps):
                 return self._store_down(job, exc)
             if challenge is None:
                 return self._reject(job, "unknown_state")
-            return self._code_or_sms(job, password, self.passwords.needs_password)
-        if not self.passwords.needs_password:
+            if challenge.kind == "relay":  # the answer to an upstream's challenge
+                return self._spawn(self._relay_answer(job, password, challenge))
+            job.extra = bytes.fromhex(challenge.data.get("upstream", ""))
+            return self._code_or_sms(job, password, passwords.needs_password)
+        if not passwords.needs_password:
             return self._code_or_sms(job, password, False)
         self._spawn(self._password_step(job, password))
 
@@ -343,7 +358,7 @@ class RadiusServer(PasswordAndSmsSteps):
             return self._reject(job, "malformed")
         source = f"radius:{job.client.name} nas={job.addr[0]}"
         self._queue.append(job)
-        self._attempts.append(Attempt(job.user, text, source))
+        self._attempts.append(Attempt(job.user, text, source, nullok=job.client.nullok))
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -382,7 +397,8 @@ class RadiusServer(PasswordAndSmsSteps):
             for job, decision in zip(jobs, decisions):
                 try:
                     if decision.accepted:
-                        attrs = self.replies.for_user(job.user, self.verifier.accounts)
+                        attrs = job.extra + self.replies.for_user(job.user,
+                                                                  self.verifier.accounts)
                         self._reply(job, codec.ACCESS_ACCEPT, attrs, "accept", decision.reason)
                     else:
                         self._reject(job, decision.reason)
@@ -429,14 +445,16 @@ class RadiusServer(PasswordAndSmsSteps):
             self._send(job.sock, reply, job.addr)
 
     def _challenge(self, job: Job, message: str | None = None, kind: str = "code",
-                   reason: str = "password_ok", with_state: bool = True) -> None:
+                   reason: str = "password_ok", with_state: bool = True,
+                   data: dict | None = None) -> None:
         """Access-Challenge: a new State (unless `with_state` is False), and Reply-Message (the
         configured one by default). Without room for a State (ChallengeStore's bounds), a
         reject."""
         state: bytes | None = b""
         if with_state:
             try:
-                state = self.challenges.issue(job.user, job.client.name, time.time(), kind=kind)
+                state = self.challenges.issue(job.user, job.client.name, time.time(), kind=kind,
+                                              data=data)
             except MfaError as exc:  # the shared database could not take it
                 return self._store_down(job, exc)
             if state is None:

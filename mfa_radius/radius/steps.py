@@ -19,6 +19,7 @@ from ..verifier import Verifier
 from .dedup import DuplicateCache
 from .job import Job
 from .passwords import Overloaded
+from .upstream import UpstreamBusy, UpstreamUnavailable
 
 if TYPE_CHECKING:
     from ..sms.service import SmsDispatcher
@@ -47,6 +48,7 @@ class PasswordAndSmsSteps:
     config: Config
     verifier: Verifier
     passwords: Any  # passwords.NoPasswords or passwords.PamPasswords
+    _backends: dict[str, Any]  # the backends by name, of [radius] and of the clients
     sms: SmsDispatcher | None
     dedup: DuplicateCache
     drops: Any  # server.DropLog
@@ -57,7 +59,13 @@ class PasswordAndSmsSteps:
         def _reject(self, job: Job, reason: str) -> None: ...
 
         def _challenge(self, job: Job, message: str | None = None, kind: str = "code",
-                       reason: str = "password_ok", with_state: bool = True) -> None: ...
+                       reason: str = "password_ok", with_state: bool = True,
+                       data: dict | None = None) -> None: ...
+
+        async def _check_password(self, passwords, job: Job, password: bytes,
+                                  code: bytes | None) -> bool | None: ...
+
+        def _password_only(self, job: Job) -> None: ...
 
     async def _password_step(self, job: Job, typed: bytes) -> None:
         """Check the primary password (off the loop), then ask for the code or decide.
@@ -66,42 +74,63 @@ class PasswordAndSmsSteps:
         backend's threads, a locked user waits as long as the checks would have taken (none is
         run: a locked account's password is not tried), and fast rejects are padded.
         """
+        passwords = self._backends[job.client.password_backend]
         try:
-            await self.passwords.run(self.verifier.accounts.groups, job.user)
+            groups = await passwords.run(self.verifier.accounts.groups, job.user)
+            if job.client.groups and not groups & job.client.groups:
+                await passwords.pad()  # as long as a check: says nothing about the password
+                return self._reject(job, "not_in_group")
             try:
                 status = self.verifier.status(job.user)  # on the loop, the groups cached
             except MfaError as exc:
                 log.error("status of a user failed: %s", exc)
                 return self._reject(job, "error")
-            no_code_needed = status.exempt or (not status.enrolled
-                                               and status.allowed_without_device)
-            # One split per code length of the user's devices (6 and 8 digits may both occur).
+            # One split per code length of the user's devices (6 and 8 digits may both occur);
+            # none where the client needs the password alone.
             splits = {split for d in sorted(status.digits, reverse=True) or (None,)
-                      if (split := split_password(typed, self.config.radius, d)) is not None}
+                      if (split := split_password(typed, self.config.radius, d)) is not None
+                      and job.client.code_required}
             if status.locked_for > 0:
                 for _ in range(len(splits) + 1):
-                    await self.passwords.pad()
+                    await passwords.pad()
                 return self._reject(job, "locked")
             for split in sorted(splits):
-                if await self.passwords.check(job.user, split[0]):
+                ok = await self._check_password(passwords, job, split[0], split[1])
+                if ok is None:
+                    return  # the upstream's challenge was relayed
+                if ok:
                     return self._verify(job, split[1])
-            if await self.passwords.check(job.user, typed):
-                if no_code_needed:
-                    # The verifier records it and answers exempt / no_device_allowed.
-                    return self._verify(job, b"-")
-                if self.sms is not None and should_send(status, None):
-                    return await self._send_sms(job, True)  # SMS is this user's only method
-                return self._challenge(job, self._sms_hint(status))
+            ok = await self._check_password(passwords, job, typed, None)
+            if ok is None:
+                return
+            if ok:
+                return await self._password_right(job, status)
             return self._reject(job, "bad_password")
-        except Overloaded as exc:
+        except (Overloaded, UpstreamBusy) as exc:
             self.dedup.abandon(job.key)
             self.drops.drop(job.addr[0], "overloaded", str(exc), "overload")
+        except UpstreamUnavailable:  # upstream.py has logged which server failed
+            self._reject(job, "upstream_unavailable")
         except asyncio.CancelledError:
             self.dedup.abandon(job.key)
             raise
         except Exception:  # fail closed
             log.exception("password check failed for client %s", job.client.name)
             self._reject(job, "error")
+
+    async def _password_right(self, job: Job, status) -> None:
+        """The password is right and no code came with it: decide, or ask for the code."""
+        if not job.client.code_required:
+            return self._password_only(job)
+        allowed = status.allowed_without_device if job.client.nullok is None \
+            else job.client.nullok and not status.privileged
+        if status.exempt or (not status.enrolled and allowed):
+            # The verifier records it and answers exempt / no_device_allowed / nullok_client.
+            return self._verify(job, b"-")
+        if self.sms is not None and should_send(status, None):
+            return await self._send_sms(job, True)  # SMS is this user's only method
+        data = {"upstream": job.extra.hex()} if job.extra else None
+        return self._challenge(job, self._sms_hint(status), data=data)
 
     async def _sms_step(self, job: Job, answer: bytes, password_round: bool) -> None:
         try:

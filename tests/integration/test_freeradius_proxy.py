@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
 import socket
 import subprocess
 import time
@@ -22,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from freeradius_helpers import FreeRadius, freeradius_binary
 from mfa_helpers import assign
 from radius_helpers import Daemon, free_port, need, now_code, radclient, reply_attr
 
@@ -40,28 +40,14 @@ PASSWORD = "Horse-Battery-x"
 PHONE = "+15550001111"
 
 
-def freeradius_binary() -> str:
-    path = shutil.which("freeradius") or shutil.which("radiusd")
-    if path is None:
-        pytest.skip("FreeRADIUS not installed (Debian package freeradius; `make test` installs it)")
-    return path
-
-
-class FreeRadiusProxy:
-    """`freeradius -f -l stdout -d DIR`: the proxy, with its own raddb in a temp dir."""
+class FreeRadiusProxy(FreeRadius):
+    """The proxy: radiusd.conf.in, and proxy.conf the shipped snippet with the test's
+    addresses (`timing`: the snippet's settings changed)."""
 
     def __init__(self, tmp: Path, home_port: int, **timing: str):
-        self.binary = freeradius_binary()
-        self.dir = tmp / "raddb"
-        for sub in ("log", "run"):
-            (self.dir / sub).mkdir(parents=True)
-        self.port = free_port()
-        conf = (HERE / "freeradius/radiusd.conf.in").read_text()
-        for key, value in {"@DIR@": str(self.dir), "@PORT@": str(self.port),
-                           "@NAS_SECRET@": NAS_SECRET,
-                           "@NAS_REQUIRE_MA@": "no"}.items():  # see test_unsigned_nas_request
-            conf = conf.replace(key, value)
-        (self.dir / "radiusd.conf").write_text(conf)
+        super().__init__(tmp, "radiusd.conf.in", {"@NAS_SECRET@": NAS_SECRET,
+                                                  # see test_unsigned_nas_request
+                                                  "@NAS_REQUIRE_MA@": "no"}, name="proxy")
         snippet = SNIPPET.read_text()
         for old, new in (("192.0.2.1", "127.0.0.1"), ("port = 1812", f"port = {home_port}"),
                          ("SECRET", HOME_SECRET), ("192.0.2.5", PROXY_SOURCE)):
@@ -71,46 +57,6 @@ class FreeRadiusProxy:
             snippet, n = re.subn(rf"\b{key} = \S+", f"{key} = {value}", snippet)
             assert n == 1, key
         (self.dir / "proxy.conf").write_text(snippet)
-        self.log_path = tmp / "freeradius.log"
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def address(self) -> str:  # for radius_helpers.radclient
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> FreeRadiusProxy:
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([self.binary, "-f", "-l", "stdout", "-d", str(self.dir)],
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-        self.wait_log("Ready to process requests", timeout=15)
-        return self
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        self.proc = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait_log(self, pattern: str, timeout: float = 5.0) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = re.search(pattern, self.log())
-            if m:
-                return m
-            if self.proc is not None and self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"{pattern!r} not in the FreeRADIUS log:\n{self.log()}")
 
 
 @pytest.fixture(scope="module")
