@@ -36,6 +36,7 @@ class UpstreamSteps:
     drops: Any  # server.DropLog
     replies: Any  # replies.ReplyTable
     _backends: dict[str, Any]
+    ledger: Any  # shared.ReplyLedger when the store is shared by several nodes, else None
 
     if TYPE_CHECKING:
         def _verify(self, job: Job, code: bytes) -> None: ...
@@ -67,6 +68,10 @@ class UpstreamSteps:
         return outcome.accepted
 
     def _relay(self, job: Job, outcome: Outcome, code: bytes | None) -> None:
+        if self.ledger is not None:
+            # A shared store keeps the State's data in the database: never a code there. The
+            # code is asked for again once the upstream accepts.
+            code = None
         data = {"state": (outcome.state or b"").hex(), "server": outcome.server,
                 "code": code.hex() if code is not None else None}
         # Without a Reply-Message of its own, not ours (which asks for the code): a neutral one.

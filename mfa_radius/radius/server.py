@@ -297,13 +297,6 @@ class RadiusServer(PasswordAndSmsSteps, UpstreamSteps):
         if job.client.groups and not passwords.needs_password \
                 and not self.verifier.accounts.groups(job.user) & job.client.groups:
             return self._reject(job, "not_in_group")  # a password backend's step checks it
-        # Before any step that changes something (a State taken, a password tried, an SMS
-        # sent): a retransmit another node answered gets that answer. A code alone is looked
-        # up with the others of its batch (_flush).
-        if self.ledger is not None and (request.state is not None or self.sms is not None
-                                        or passwords.needs_password) \
-                and not self._not_answered_elsewhere(self.ledger, [job]):
-            return
         hidden = request.password
         if hidden is not None:
             password = codec.decrypt_password(hidden, request.authenticator, job.client.secret)
@@ -314,6 +307,14 @@ class RadiusServer(PasswordAndSmsSteps, UpstreamSteps):
         else:
             return self._reject(job, self._no_password_reason(request))
         state = request.state
+        # Before any step that changes something (a State taken, a password tried, an SMS
+        # sent): a retransmit another node answered gets that answer. A code alone is looked
+        # up with the others of its batch (_flush).
+        if self.ledger is not None and (
+                state is not None or passwords.needs_password
+                or (self.sms is not None and is_sms_request(password))) \
+                and not self._not_answered_elsewhere(self.ledger, [job]):
+            return
         if state is None and self.sms is None and not passwords.needs_password:
             return self._verify(job, password)  # a code alone, the usual case
         if state is not None:
