@@ -54,15 +54,18 @@ def status_server(ident: int, secret: bytes) -> tuple[bytes, bytes]:
 
 
 def run(port: int, requests: list[tuple[str, str]], rate: float, secret: str = "testing123",
-        timeout: float = 3.0) -> dict:
+        timeout: float = 3.0, source: str = "") -> dict:
     """Send `requests` (user, password) at `rate` per second; latency percentiles and counts.
 
-    A request with user None is a Status-Server."""
+    A request with user None is a Status-Server. `source`: the address to send from (another
+    RADIUS client of the same server, e.g. 127.0.0.2)."""
     key = secret.encode()
     socks = []
     for _ in range(SOCKETS):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        if source:
+            sock.bind((source, 0))
         sock.connect(("127.0.0.1", port))
         sock.setblocking(False)
         socks.append(sock)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`make bench`: mfa-radius side by side with FreeRADIUS + rlm_totp and google-authenticator-libpam.
 
-    .venv/bin/python bench/run.py [--quick] [--users N] [--rounds R] [--only radius,pam,scale,password,postgresql]
+    .venv/bin/python bench/run.py [--quick] [--users N] [--rounds R] [--only radius,pam,scale,password,postgresql,isolation]
                                    [--pg-statements]
                                    [--large N] [--profile FILE.svg|FILE.json]
 
@@ -26,6 +26,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import isolation_bench  # noqa: E402
 import pam_bench  # noqa: E402
 import password_bench  # noqa: E402
 import pg_bench  # noqa: E402
@@ -35,7 +36,7 @@ import servers  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")
 STATUS_RATE = password_bench.STATUS_RATE
-PARTS = ("radius", "pam", "scale", "password", "postgresql")
+PARTS = ("radius", "pam", "scale", "password", "postgresql", "isolation")
 
 
 def log(message: str) -> None:
@@ -306,6 +307,8 @@ def tables(results: dict) -> str:
                       f"lost {busy['lost']}", ""]
     if results.get("postgresql"):
         lines += pg_bench.table(results["postgresql"])
+    if results.get("isolation"):
+        lines += ["", *isolation_bench.table(results["isolation"])]
     return "\n".join(lines)
 
 
@@ -324,7 +327,7 @@ def main() -> int:
     parser.add_argument("--sample", type=int, default=1000, help="users sampled at each scale size")
     parser.add_argument("--hardware", type=int, default=100_000, help="hardware tokens to import")
     parser.add_argument("--only", default=",".join(PARTS),
-                        help="parts: radius,pam,scale,password,postgresql")
+                        help="parts: radius,pam,scale,password,postgresql,isolation")
     parser.add_argument("--pg-statements", action="store_true",
                         help="postgresql part: load pg_stat_statements and list what the one-node "
                              "blast sends (its CPU figures then include the extension's)")
@@ -374,6 +377,9 @@ def main() -> int:
         if "password" in parts:
             results["password"] = password_bench.run(os.path.join(work, "password"),
                                                      args.password_users, salt, log)
+        if "isolation" in parts:
+            results["isolation"] = isolation_bench.run(os.path.join(work, "isolation"),
+                                                       args.password_users * 2, salt, log)
         if "postgresql" in parts:
             results["postgresql"] = pg_bench.run(os.path.join(work, "postgresql"),
                                                  *shuffled_users(args.users, salt), log,
