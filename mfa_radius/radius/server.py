@@ -87,6 +87,8 @@ class RadiusServer(PasswordAndSmsSteps):
     def __init__(self, config: Config, verifier: Verifier, passwords=None):
         self.verifier = verifier
         self.passwords = passwords if passwords is not None else backend(config)
+        if hasattr(self.passwords, "accounts"):  # a directory's groups for the users it checks
+            verifier.accounts = self.passwords.accounts(verifier.accounts)
         self.sockets: list[socket.socket] = []
         self.dedup = DuplicateCache(config.radius.duplicate_ttl)
         self.challenges: ChallengeStore | SharedChallenges
@@ -283,6 +285,8 @@ class RadiusServer(PasswordAndSmsSteps):
             canonical = self._canonical(user)
         except UserNameError:
             return self._reject(job, "malformed")
+        if hasattr(self.passwords, "alias"):  # the directory's name for it (ldap_passwords.py)
+            canonical = self.passwords.alias(canonical)
         if canonical != user:
             job.user, job.sent = canonical, user
         # Before any step that changes something (a State taken, a password tried, an SMS

@@ -84,8 +84,16 @@ class PasswordAndSmsSteps:
                 return self._reject(job, "locked")
             for split in sorted(splits):
                 if await self.passwords.check(job.user, split[0]):
+                    if (refused := self._directory_says(job)) is not None:
+                        return self._reject(job, refused)
                     return self._verify(job, split[1])
             if await self.passwords.check(job.user, typed):
+                if (refused := self._directory_says(job)) is not None:
+                    return self._reject(job, refused)
+                if hasattr(self.passwords, "name_of"):  # the directory's groups and name
+                    status = self.verifier.status(job.user)
+                    no_code_needed = status.exempt or (not status.enrolled
+                                                       and status.allowed_without_device)
                 if no_code_needed:
                     # The verifier records it and answers exempt / no_device_allowed.
                     return self._verify(job, b"-")
@@ -102,6 +110,18 @@ class PasswordAndSmsSteps:
         except Exception:  # fail closed
             log.exception("password check failed for client %s", job.client.name)
             self._reject(job, "error")
+
+    def _directory_says(self, job: Job) -> str | None:
+        """After a directory accepted the password (password_backend = "ldap"): its name for
+        the user becomes the one policy sees, and the reason to refuse them anyway
+        (`not_in_group`), or None. Other backends say nothing."""
+        name_of = getattr(self.passwords, "name_of", None)
+        if name_of is None:
+            return None
+        job.user, sent = name_of(job.user), job.sent or job.user
+        if sent != job.user:
+            job.sent = sent
+        return self.passwords.refusal(job.user)
 
     async def _sms_step(self, job: Job, answer: bytes, password_round: bool) -> None:
         try:
