@@ -65,7 +65,8 @@ def semantics(cfg: Config, path: str, text: str) -> None:
     _storage(cfg, path, text)
     found = ldap_settings.problem(cfg.ldap, cfg.radius.password_backend)
     if found:
-        raise ConfigError(_where(path, text, "ldap", found[0]) + found[1])
+        section, _, key = found[0].rpartition(".")
+        raise ConfigError(_where(path, text, section or "ldap", key) + found[1])
     for i, client in enumerate(cfg.radius.clients):
         try:
             parse_network(client.address)

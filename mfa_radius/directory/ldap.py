@@ -16,6 +16,7 @@ their groups. Blocking (ldap3, synchronous): the RADIUS front calls it on its pa
 
 from __future__ import annotations
 
+import math
 import queue
 import re
 import ssl
@@ -80,6 +81,8 @@ class Directory:
                                       connect_timeout=ldap.connect_timeout,
                                       get_info=ldap3.NONE)
                          for url in ldap.servers]
+        # Whole seconds: ldap3 packs it into SO_RCVTIMEO as an integer.
+        self._receive_timeout = max(1, math.ceil(ldap.timeout))
         self._idle: queue.LifoQueue = queue.LifoQueue(maxsize=ldap.pool_size)
         self._closed = threading.Event()
 
@@ -92,7 +95,7 @@ class Directory:
         for server in self._servers:
             conn = ldap3.Connection(server, user=dn, password=password,
                                     authentication=ldap3.SIMPLE if dn else ldap3.ANONYMOUS,
-                                    receive_timeout=self.settings.timeout, read_only=True,
+                                    receive_timeout=self._receive_timeout, read_only=True,
                                     auto_referrals=False, raise_exceptions=False)
             try:
                 conn.open()
@@ -132,7 +135,7 @@ class Directory:
     def _search(self, conn, base: str, flt: str, attributes: list[str], limit: int = 0):
         try:
             conn.search(base, flt, search_scope=ldap3.SUBTREE, attributes=attributes,
-                        size_limit=limit, time_limit=int(self.settings.timeout) or 1)
+                        size_limit=limit, time_limit=self._receive_timeout)
         except ldap_errors.LDAPException as exc:
             raise DirectoryError(f"LDAP search under {base} failed: {_one_line(exc)}") from None
         if conn.result and conn.result.get("result") not in (0, 4):  # 4: size limit exceeded

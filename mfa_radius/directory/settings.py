@@ -24,12 +24,13 @@ def plaintext_servers(ldap: Any) -> list[str]:
 
 
 def problem(ldap: Any, backend: str) -> Problem:
-    """What is wrong with `[ldap]` as `password_backend` uses it (None: nothing)."""
+    """What is wrong with `[ldap]` as `password_backend` uses it (None: nothing). The key may
+    name another section ("radius.password_backend")."""
     if backend != "ldap":
         return ("servers", "'[ldap]' is only used with [radius] password_backend = \"ldap\"") \
             if ldap.servers else None
     if not ldap.servers:
-        return ("servers", "password_backend = \"ldap\" needs 'ldap.servers' "
+        return ("radius.password_backend", "password_backend = \"ldap\" needs 'ldap.servers' "
                 "(\"ldaps://dc1.example.com\", ...)")
     for url in ldap.servers:
         scheme, sep, rest = url.partition("://")

@@ -20,7 +20,6 @@ from ..accounts import Accounts
 from ..config import Config
 from ..directory.ldap import Directory, DirectoryError, Found
 from ..errors import ConfigError
-from ..logsetup import RateLimitedLog
 from ..rules.names import UserNameError, policy_rule
 from ..secret_files import private_file_problem
 from .password_timing import Overloaded, Padding
@@ -47,7 +46,6 @@ class LdapPasswords:
         self._known: dict[str, tuple[float, Found]] = {}
         self._aliases: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
-        self._errors = RateLimitedLog(log)
 
     @classmethod
     def from_config(cls, cfg: Config) -> LdapPasswords:
@@ -72,8 +70,8 @@ class LdapPasswords:
                                                         text)
         finally:
             self._pending -= 1
-        if found is False:
-            return False  # the directory could not be asked (logged): says nothing of the user
+        if isinstance(found, DirectoryError):
+            raise found  # the directory could not be asked: an error, not a wrong password
         await self._padding.after(found is not None, elapsed)
         if found is None:
             return False
@@ -98,14 +96,14 @@ class LdapPasswords:
 
     # ---- what a bind found -----------------------------------------------------------------
 
-    def refusal(self, user: str) -> str | None:
-        """After a successful bind: the reason to refuse `user` anyway (not in
-        required_groups), or None."""
+    def admits(self, user: str) -> bool:
+        """After a successful bind: whether `user` is in one of required_groups (or none is
+        required)."""
         if not self.required:
-            return None
+            return True
         found = self._found(user)
-        groups = {g.lower() for g in found.groups} if found else set()
-        return None if groups & self.required else "not_in_group"
+        return found is not None and not self.required.isdisjoint(g.lower()
+                                                                   for g in found.groups)
 
     def name_of(self, user: str) -> str:
         """The directory's name for `user` (canonical form), after a successful bind."""
@@ -156,17 +154,15 @@ class LdapPasswords:
             return user
 
     def _authenticate(self, user: str, password: str):
-        """(Found, None for a refusal, or False when the directory failed; seconds taken), on
-        a worker thread."""
+        """(Found, None for a refusal, or the DirectoryError when the directory could not be
+        asked; seconds taken), on a worker thread."""
         started = time.monotonic()
         try:
             found = self.directory.authenticate(user, password)
         except DirectoryError as exc:
-            self._errors.error("directory", "LDAP: %s", exc)
-            return False, time.monotonic() - started
+            return exc, time.monotonic() - started
         except Exception as exc:  # noqa: BLE001 - a directory problem is a refusal, never a crash
-            self._errors.error("directory", "LDAP: %s", type(exc).__name__)
-            return False, time.monotonic() - started
+            return DirectoryError(f"LDAP: {type(exc).__name__}"), time.monotonic() - started
         return found, time.monotonic() - started
 
 

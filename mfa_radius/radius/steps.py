@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Config, RadiusConfig
 from ..errors import MfaError
+from ..logsetup import RateLimitedLog
 from ..rules.sms import should_send
 from ..verifier import Verifier
 from .dedup import DuplicateCache
@@ -50,6 +51,7 @@ class PasswordAndSmsSteps:
     sms: SmsDispatcher | None
     dedup: DuplicateCache
     drops: Any  # server.DropLog
+    _errors = RateLimitedLog(log)  # a dead directory fails every request alike: once a minute
 
     if TYPE_CHECKING:
         def _verify(self, job: Job, code: bytes) -> None: ...
@@ -84,12 +86,12 @@ class PasswordAndSmsSteps:
                 return self._reject(job, "locked")
             for split in sorted(splits):
                 if await self.passwords.check(job.user, split[0]):
-                    if (refused := self._directory_says(job)) is not None:
-                        return self._reject(job, refused)
+                    if not self._directory_admits(job):
+                        return self._reject(job, "not_in_group")
                     return self._verify(job, split[1])
             if await self.passwords.check(job.user, typed):
-                if (refused := self._directory_says(job)) is not None:
-                    return self._reject(job, refused)
+                if not self._directory_admits(job):
+                    return self._reject(job, "not_in_group")
                 if hasattr(self.passwords, "name_of"):  # the directory's groups and name
                     status = self.verifier.status(job.user)
                     no_code_needed = status.exempt or (not status.enrolled
@@ -107,21 +109,25 @@ class PasswordAndSmsSteps:
         except asyncio.CancelledError:
             self.dedup.abandon(job.key)
             raise
+        except MfaError as exc:  # a directory that could not be asked (ldap_passwords.py)
+            self._errors.error("password backend", "password check failed for client %s: %s",
+                               job.client.name, exc)
+            self._reject(job, "error")
         except Exception:  # fail closed
             log.exception("password check failed for client %s", job.client.name)
             self._reject(job, "error")
 
-    def _directory_says(self, job: Job) -> str | None:
+    def _directory_admits(self, job: Job) -> bool:
         """After a directory accepted the password (password_backend = "ldap"): its name for
-        the user becomes the one policy sees, and the reason to refuse them anyway
-        (`not_in_group`), or None. Other backends say nothing."""
+        the user becomes the one policy sees, and whether `[ldap] required_groups` lets them
+        on to the code. Other backends admit everyone whose password they accept."""
         name_of = getattr(self.passwords, "name_of", None)
         if name_of is None:
-            return None
+            return True
         job.user, sent = name_of(job.user), job.sent or job.user
         if sent != job.user:
             job.sent = sent
-        return self.passwords.refusal(job.user)
+        return self.passwords.admits(job.user)
 
     async def _sms_step(self, job: Job, answer: bytes, password_round: bool) -> None:
         try:

@@ -1,0 +1,199 @@
+"""Password backend `ldap` against a real OpenLDAP slapd (ldap_support.py, the session fixture
+`slapd`): the real `mfa-radius serve`, radclient as the appliance.
+
+The directory: alice (vpn-users), bob (vpn-admins, a group inside vpn-users), carol (no group),
+dave (vpn-users, vpn-wifi). Groups are read with a group search (group_filter) and nesting is
+followed (nested_groups): OpenLDAP has no memberOf without its overlay.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import ldap_support
+import pytest
+from ldap_support import GROUP_FILTER, USERS
+from mfa_helpers import assign
+from radius_helpers import MFA, Daemon, access_request, need, now_code, radclient, reply_attr
+
+from mfa_radius.radius import codec
+from mfa_radius.state import open_devices
+
+
+def pw(uid: str) -> str:
+    return USERS[uid][0]
+
+
+def ldap_section(slapd, tmp_path, servers: list[str] | None = None, ca_file=None,
+                 more: str = "") -> str:
+    servers = servers or [slapd.ldaps_url]
+    return ("[ldap]\n"
+            f"servers = [{', '.join(f'{s!r}'.replace(chr(39), chr(34)) for s in servers)}]\n"
+            f'ca_file = "{ca_file or slapd.ca_file}"\n'
+            f'bind_dn = "{slapd.search_dn}"\n'
+            f'bind_password_file = "{slapd.password_file(tmp_path)}"\n'
+            f'base_dn = "{slapd.base_dn}"\n'
+            'user_attribute = "uid"\n'
+            f'group_filter = "{GROUP_FILTER}"\n'
+            "nested_groups = true\n"
+            "connect_timeout = 2.0\n" + more)
+
+
+@pytest.fixture
+def make_daemon(tmp_path, slapd):
+    need("radclient")
+    started = []
+
+    def make(ldap: str = "", extra: str = "", devices: tuple = ("alice", "bob", "dave"),
+             servers=None, ca_file=None):
+        base = tmp_path / f"d{len(started)}"
+        base.mkdir()
+        d = Daemon(base, radius='password_backend = "ldap"\n',
+                   extra=ldap_section(slapd, base, servers, ca_file, ldap) + extra)
+        store = open_devices(d.cfg)
+        d.keys = {uid: assign(store, uid, f"{uid.upper()}-{len(started)}") for uid in devices}
+        store.store.close()
+        started.append(d.start())
+        return d
+
+    yield make
+    for d in started:
+        d.stop()
+
+
+def req(user, password, state=None):
+    lines = f'User-Name = "{user}"\nUser-Password = "{password}"\nMessage-Authenticator = 0x00\n'
+    if state:
+        lines += f"State = {state}\n"
+    return lines
+
+
+def test_ldap_password_and_code_accepted(make_daemon):
+    d = make_daemon()
+    result, out = radclient(d, req("alice", pw("alice") + now_code(d.keys["alice"])))
+    assert result == "Access-Accept", out + d.log()
+    assert "reason=ok" in d.decisions(1)[0]
+    assert pw("alice") not in d.log()
+
+
+def test_ldap_password_then_code_in_a_challenge(make_daemon):
+    d = make_daemon()
+    result, out = radclient(d, req("alice", pw("alice")))
+    assert result == "Access-Challenge", out
+    (state,) = reply_attr(out, "State")
+    result, out = radclient(d, req("alice", now_code(d.keys["alice"]), state))
+    assert result == "Access-Accept", out
+
+
+def test_ldap_wrong_password_refused_without_burning_the_code(make_daemon):
+    d = make_daemon()
+    code = now_code(d.keys["alice"])
+    result, _ = radclient(d, req("alice", "not-her-password" + code))
+    assert result == "Access-Reject"
+    assert "reason=bad_password" in d.decisions(1)[-1]
+    result, out = radclient(d, req("alice", pw("alice") + code))
+    assert result == "Access-Accept", out
+
+
+def test_ldap_empty_password_refused(make_daemon):
+    d = make_daemon()
+    packet, _ = access_request("alice", b"")
+    reply = d.raw(packet)
+    assert reply is not None and reply[0] == codec.ACCESS_REJECT
+    result, _ = radclient(d, req("alice", now_code(d.keys["alice"])))  # the code alone
+    assert result == "Access-Reject"
+    assert all("reason=bad_password" in line for line in d.decisions(2))
+
+
+def test_ldap_user_outside_required_groups_refused(make_daemon):
+    d = make_daemon('required_groups = ["vpn-users"]\n', devices=("alice", "bob", "carol"))
+    result, _ = radclient(d, req("carol", pw("carol") + now_code(d.keys["carol"])))
+    assert result == "Access-Reject"
+    assert "reason=not_in_group" in d.decisions(1)[-1]
+    # bob is in vpn-admins, a member of vpn-users: nested groups count.
+    result, out = radclient(d, req("bob", pw("bob") + now_code(d.keys["bob"])))
+    assert result == "Access-Accept", out
+    # carol's code was never asked: it still works where the group is not required.
+    assert "not_in_group" not in d.decisions(2)[-1]
+
+
+def test_ldap_group_reply_attribute(make_daemon):
+    d = make_daemon(extra='[[radius.replies]]\ngroup = "vpn-wifi"\n'
+                    'attributes = { Class = "wifi" }\n')
+    result, out = radclient(d, req("dave", pw("dave") + now_code(d.keys["dave"])))
+    assert result == "Access-Accept", out
+    assert reply_attr(out, "Class") == ["0x77696669"]  # "wifi"
+    result, out = radclient(d, req("alice", pw("alice") + now_code(d.keys["alice"])))
+    assert result == "Access-Accept", out
+    assert reply_attr(out, "Class") == []
+
+
+def test_ldap_privileged_group_needs_a_token_despite_nullok(make_daemon):
+    d = make_daemon(extra='[policy]\nnullok = true\nprivileged_groups = ["vpn-admins"]\n',
+                    devices=())
+    result, out = radclient(d, req("carol", pw("carol")))
+    assert result == "Access-Accept", out  # nullok: no device, not privileged
+    assert "reason=no_device_allowed" in d.decisions(1)[-1]
+    result, out = radclient(d, req("bob", pw("bob")))
+    assert result == "Access-Challenge", out  # vpn-admins in the directory: a code is asked
+    (state,) = reply_attr(out, "State")
+    result, _ = radclient(d, req("bob", "123456", state))
+    assert result == "Access-Reject"
+    assert "reason=no_device" in d.decisions(3)[-1]
+
+
+@pytest.mark.parametrize("name", ["*)(uid=*", "*", "al*", "alice)(uid=*"])
+def test_ldap_filter_injection_refused(make_daemon, name):
+    d = make_daemon()
+    result, _ = radclient(d, req(name, pw("alice") + now_code(d.keys["alice"])))
+    assert result == "Access-Reject"
+    assert "reason=bad_password" in d.decisions(1)[-1]
+
+
+def test_ldap_first_server_down_second_used(make_daemon, slapd):
+    dead = f"ldaps://127.0.0.1:{ldap_support.free_port()}"
+    d = make_daemon(servers=[dead, slapd.ldaps_url])
+    result, out = radclient(d, req("alice", pw("alice") + now_code(d.keys["alice"])))
+    assert result == "Access-Accept", out
+
+
+def test_ldap_starttls_on_ldap_url(make_daemon, slapd):
+    d = make_daemon("starttls = true\n", servers=[slapd.ldap_url])
+    result, out = radclient(d, req("alice", pw("alice") + now_code(d.keys["alice"])))
+    assert result == "Access-Accept", out
+
+
+def test_ldap_name_is_the_directorys(make_daemon):
+    # The user types their mail address; the filter finds them by it, and uid names them:
+    # alice's device answers, and the decision line says alice.
+    d = make_daemon('user_filter = "(&(objectClass=person)(|(uid={user})(mail={user})))"\n',
+                    extra="[policy]\nstrip_realm = false\n")
+    result, out = radclient(d, req("Alice@Example.com", pw("alice")))
+    assert result == "Access-Challenge", out
+    (state,) = reply_attr(out, "State")
+    result, out = radclient(d, req("Alice@Example.com", now_code(d.keys["alice"]), state))
+    assert result == "Access-Accept", out
+    assert re.search(r"user=alice\b", d.decisions(2)[-1])
+
+
+def test_ldap_wrong_ca_refused_in_one_line(make_daemon, slapd, tmp_path):
+    d = make_daemon(ca_file=slapd.wrong_ca_file)
+    result, _ = radclient(d, req("alice", pw("alice") + now_code(d.keys["alice"])))
+    assert result == "Access-Reject"
+    assert "reason=error" in d.decisions(1)[-1]
+    assert "certificate verify failed" in d.log()
+    assert "Traceback" not in d.log()
+    probe = subprocess.run([MFA, "--config", str(d.path), "check-config", "--probe"],
+                           capture_output=True, text=True, timeout=30)
+    assert probe.returncode != 0
+    lines = probe.stderr.strip().splitlines()
+    assert len(lines) == 1 and "certificate verify failed" in lines[0], probe.stderr
+
+
+def test_ldap_probe_binds_with_the_search_account(make_daemon, slapd):
+    d = make_daemon()
+    probe = subprocess.run([MFA, "--config", str(d.path), "check-config", "--probe"],
+                           capture_output=True, text=True, timeout=30)
+    assert probe.returncode == 0, probe.stderr
+    assert f"ldap: OK, bound as {slapd.search_dn}" in probe.stdout
