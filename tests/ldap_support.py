@@ -87,8 +87,9 @@ def make_ca(base: Path, name: str):
     return key, cert
 
 
-def make_server_cert(base: Path, ca_key, ca_cert) -> tuple[Path, Path]:
-    """A server certificate for 127.0.0.1 and localhost, signed by the CA."""
+def make_server_cert(base: Path, ca_key, ca_cert,
+                     names: tuple[str, ...] = ("localhost", "127.0.0.1")) -> tuple[Path, Path]:
+    """A server certificate for `names` (host names, IP addresses), signed by the CA."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -102,9 +103,8 @@ def make_server_cert(base: Path, ca_key, ca_cert) -> tuple[Path, Path]:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(days=1))
             .not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
+            .add_extension(x509.SubjectAlternativeName([_san(n) for n in names]),
+                           critical=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
                            critical=False)
             .sign(ca_key, hashes.SHA256()))
@@ -115,6 +115,15 @@ def make_server_cert(base: Path, ca_key, ca_cert) -> tuple[Path, Path]:
                                            serialization.NoEncryption()))
     os.chmod(key_path, 0o600)
     return cert_path, key_path
+
+
+def _san(name: str):
+    from cryptography import x509
+
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 def ldif() -> str:
@@ -143,7 +152,7 @@ class Slapd:
     base: Path
     ldap_port: int
     ldaps_port: int
-    proc: subprocess.Popen
+    proc: subprocess.Popen | None
     ca_file: Path
     wrong_ca_file: Path
 
@@ -166,10 +175,11 @@ class Slapd:
         return path
 
     @classmethod
-    def start(cls, base: Path) -> Slapd:
+    def start(cls, base: Path, cert_names: tuple[str, ...] = ("localhost", "127.0.0.1")) -> Slapd:
+        """`cert_names`: what the server certificate names (another host's: a mismatch)."""
         ca_key, ca_cert = make_ca(base, "ca")
         make_ca(base, "wrong-ca")
-        cert, key = make_server_cert(base, ca_key, ca_cert)
+        cert, key = make_server_cert(base, ca_key, ca_cert, cert_names)
         (base / "db").mkdir()
         conf = base / "slapd.conf"
         conf.write_text(
@@ -186,30 +196,39 @@ class Slapd:
         (base / "data.ldif").write_text(ldif())
         subprocess.run([SLAPADD, "-f", str(conf), "-l", str(base / "data.ldif")], check=True,
                        capture_output=True)
-        ldap_port, ldaps_port = free_port(), free_port()
-        urls = f"ldap://127.0.0.1:{ldap_port}/ ldaps://127.0.0.1:{ldaps_port}/"
-        log = open(base / "slapd.log", "wb")
-        # -d 0: in the foreground (killed with the suite), nothing logged but errors.
-        proc = subprocess.Popen([SLAPD, "-f", str(conf), "-h", urls, "-d", "0"],
-                                stdout=log, stderr=log)
-        directory = cls(base, ldap_port, ldaps_port, proc, base / "ca.pem",
+        directory = cls(base, free_port(), free_port(), None, base / "ca.pem",
                         base / "wrong-ca.pem")
+        directory._run()
+        return directory
+
+    def _run(self) -> None:
+        urls = f"{self.ldap_url}/ {self.ldaps_url}/"
+        log = open(self.base / "slapd.log", "ab")
+        # -d 0: in the foreground (killed with the suite), nothing logged but errors.
+        self.proc = subprocess.Popen([SLAPD, "-f", str(self.base / "slapd.conf"), "-h", urls,
+                                      "-d", "0"], stdout=log, stderr=log)
+        log.close()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"slapd exited {proc.returncode}: "
-                                   f"{(base / 'slapd.log').read_text(errors='replace')}")
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"slapd exited {self.proc.returncode}: "
+                                   f"{(self.base / 'slapd.log').read_text(errors='replace')}")
             try:
-                for port in (ldap_port, ldaps_port):
+                for port in (self.ldap_port, self.ldaps_port):
                     socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return directory
+                return
             except OSError:
                 time.sleep(0.05)
-        directory.stop()
+        self.stop()
         raise RuntimeError("slapd did not start listening")
 
+    def restart(self) -> None:
+        """Stop and start again on the same ports: every open connection is cut."""
+        self.stop()
+        self._run()
+
     def stop(self) -> None:
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(10)

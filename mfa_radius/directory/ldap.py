@@ -109,20 +109,44 @@ class Directory:
                 problems.append(f"{server.name}: {_one_line(exc)}")
         raise DirectoryError("no LDAP server answered: " + "; ".join(problems))
 
-    def _search_connection(self) -> ldap3.Connection:
-        try:
-            conn = self._idle.get_nowait()
+    def _search_connection(self, reuse: bool = True) -> tuple[ldap3.Connection, bool]:
+        """(a connection bound as the search account, whether it was idle in the pool)."""
+        while reuse:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                break
             if not conn.closed:
-                return conn
-        except queue.Empty:
-            pass
+                return conn, True
         conn = self._connect(self.settings.bind_dn, self._bind_password)
         if not conn.bound:
             result = conn.result or {}
             _close(conn)
             raise DirectoryError(f"the search account {self.settings.bind_dn} was refused: "
                                  f"{result.get('description', 'bind failed')}")
-        return conn
+        return conn, False
+
+    def _as_search_account(self, fn):
+        """`fn(connection)` on a pooled search connection. A directory closes idle connections
+        (Active Directory's MaxConnIdleTime): one that fails is replaced once by a new one."""
+        conn, reused = self._search_connection()
+        try:
+            result = fn(conn)
+        except DirectoryError:
+            _close(conn)
+            if not reused:
+                raise
+            conn, _ = self._search_connection(reuse=False)
+            try:
+                result = fn(conn)
+            except Exception:
+                _close(conn)
+                raise
+        except Exception:
+            _close(conn)
+            raise
+        self._give_back(conn)
+        return result
 
     def _give_back(self, conn: ldap3.Connection) -> None:
         if self._closed.is_set():
@@ -152,13 +176,7 @@ class Directory:
             return None  # never an unauthenticated bind
         s = self.settings
         if s.bind_dn:
-            conn = self._search_connection()
-            try:
-                entry = self._find(conn, user)
-            except Exception:
-                _close(conn)
-                raise
-            self._give_back(conn)
+            entry = self._as_search_account(lambda conn: self._find(conn, user))
             if entry is None:
                 return None
             dn = entry["dn"]
@@ -199,16 +217,12 @@ class Directory:
         return value if isinstance(value, str) and value else user
 
     def _groups(self, entry, conn) -> frozenset[str]:
-        owned = conn is None
-        conn = conn or self._search_connection()
-        try:
+        """The names of the user's groups, read on `conn` (the user's own, with bind_format)
+        or as the search account."""
+        if conn is not None:
             dns = self._group_dns(conn, entry)
-        except Exception:
-            if owned:
-                _close(conn)
-            raise
-        if owned:
-            self._give_back(conn)
+        else:
+            dns = self._as_search_account(lambda c: self._group_dns(c, entry))
         return frozenset(group_name(dn) for dn in dns)
 
     def _group_dns(self, conn, entry) -> set[str]:
@@ -239,7 +253,7 @@ class Directory:
         """Bind as the search account (or connect, without one): what worked, one line;
         DirectoryError otherwise."""
         if self.settings.bind_dn:
-            conn = self._search_connection()
+            conn, _ = self._search_connection(reuse=False)
             where = conn.server.name
             _close(conn)
             return f"bound as {self.settings.bind_dn} on {where}"
@@ -269,4 +283,8 @@ def _one_line(exc: Exception) -> str:
     text = str(exc)
     wrapped = re.fullmatch(r"""\("\('(.*)',\)",\)""", text, re.DOTALL)
     text = (wrapped.group(1) if wrapped else text) or type(exc).__name__
+    # ldap3 puts the whole certificate into a name mismatch: the names asked for say enough.
+    text = re.sub(r"certificate \{.*\} doesn't match any name in \[(.*?)\]",
+                  r"the certificate is not for \1 (doesn't match any name)", text,
+                  flags=re.DOTALL)
     return " ".join(text.split())[:300]

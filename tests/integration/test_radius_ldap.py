@@ -13,6 +13,7 @@ import subprocess
 
 import ldap_support
 import pytest
+from conftest import trusted_tmpdir
 from ldap_support import GROUP_FILTER, USERS
 from mfa_helpers import assign
 from radius_helpers import MFA, Daemon, access_request, need, now_code, radclient, reply_attr
@@ -158,6 +159,15 @@ def test_ldap_first_server_down_second_used(make_daemon, slapd):
     assert result == "Access-Accept", out
 
 
+def test_ldap_search_connection_cut_by_the_directory_is_replaced(make_daemon, slapd):
+    d = make_daemon()
+    result, out = radclient(d, req("alice", pw("alice") + now_code(d.keys["alice"])))
+    assert result == "Access-Accept", out
+    slapd.restart()  # the pooled search connection is now dead
+    result, out = radclient(d, req("dave", pw("dave") + now_code(d.keys["dave"])))
+    assert result == "Access-Accept", out + d.log()
+
+
 def test_ldap_starttls_on_ldap_url(make_daemon, slapd):
     d = make_daemon("starttls = true\n", servers=[slapd.ldap_url])
     result, out = radclient(d, req("alice", pw("alice") + now_code(d.keys["alice"])))
@@ -197,3 +207,24 @@ def test_ldap_probe_binds_with_the_search_account(make_daemon, slapd):
                            capture_output=True, text=True, timeout=30)
     assert probe.returncode == 0, probe.stderr
     assert f"ldap: OK, bound as {slapd.search_dn}" in probe.stdout
+
+
+def test_ldap_certificate_for_another_host_refused(tmp_path):
+    other = ldap_support.Slapd.start(trusted_tmpdir("slapd-other-"),
+                                     cert_names=("ldap.example.org",))
+    try:
+        d = Daemon(tmp_path, radius='password_backend = "ldap"\n',
+                   extra=ldap_section(other, tmp_path))
+        probe = subprocess.run([MFA, "--config", str(d.path), "check-config", "--probe"],
+                               capture_output=True, text=True, timeout=30)
+        assert probe.returncode != 0
+        lines = probe.stderr.strip().splitlines()
+        assert len(lines) == 1 and "doesn't match any name" in lines[0], probe.stderr
+        # The same CA and name over StartTLS: refused alike.
+        d.path.write_text(d.path.read_text().replace(other.ldaps_url, other.ldap_url)
+                          .replace("[ldap]\n", "[ldap]\nstarttls = true\n"))
+        probe = subprocess.run([MFA, "--config", str(d.path), "check-config", "--probe"],
+                               capture_output=True, text=True, timeout=30)
+        assert probe.returncode != 0 and "doesn't match any name" in probe.stderr, probe.stderr
+    finally:
+        other.destroy()
