@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import queue
 import re
+import socket
 import ssl
 import threading
 from dataclasses import dataclass
@@ -99,6 +100,9 @@ class Directory:
                                     auto_referrals=False, raise_exceptions=False)
             try:
                 conn.open()
+                # ldap3 writes a request in pieces: without this, TLS binds wait for the
+                # peer's delayed ACK on every request.
+                conn.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self.settings.starttls and not server.ssl and not conn.start_tls():
                     raise ldap_errors.LDAPStartTLSError(
                             f"StartTLS refused: {conn.result.get('description')}")

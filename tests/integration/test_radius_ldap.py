@@ -228,3 +228,68 @@ def test_ldap_certificate_for_another_host_refused(tmp_path):
         assert probe.returncode != 0 and "doesn't match any name" in probe.stderr, probe.stderr
     finally:
         other.destroy()
+
+
+ROUNDS = 40
+
+
+def test_ldap_wrong_password_unknown_user_and_locked_user_take_alike(tmp_path, slapd):
+    import socket
+    import statistics
+    import time
+
+    from radius_helpers import SECRET
+
+    from mfa_radius.verifier import Attempt, Verifier
+
+    need("radclient")
+    d = Daemon(tmp_path, radius='password_backend = "ldap"\n',
+               extra=ldap_section(slapd, tmp_path) + "[policy]\nlockout_failures = 1\n"
+               "lockout_delay = 86400\nlockout_max_delay = 86400\n")
+    store = open_devices(d.cfg)
+    for uid in ("alice", "dave"):
+        assign(store, uid, f"{uid.upper()}-1")
+    store.store.close()
+    verifier = Verifier.open(d.cfg)
+    for _ in range(2):
+        verifier.verify(Attempt("dave", "0000000"))  # 7 digits: never a code, a failure
+    assert verifier.status("dave").locked_for > 0
+    verifier.store.close()
+    d.start()
+    secret = codec.Secret(SECRET.encode())
+    cases = {"wrong_password": "alice", "unknown_user": "nobody-here", "locked_user": "dave"}
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(10)
+
+            def ask(user: str, ident: int, password: bytes = b"Wrong-Password-x") -> float:
+                packet, auth = access_request(user, password, ident=ident)
+                started = time.perf_counter()
+                sock.sendto(packet, ("127.0.0.1", d.port))
+                reply = sock.recv(4096)
+                elapsed = time.perf_counter() - started
+                assert codec.verify_reply(reply, auth, secret)
+                assert reply[0] == (codec.ACCESS_CHALLENGE if password == right
+                                    else codec.ACCESS_REJECT)
+                return elapsed
+
+            right = pw("alice").encode()
+            for i in range(5):  # the daemon times a few real binds first (good ones too)
+                ask("alice", i, right if i % 2 else b"Wrong-Password-x")
+            for i in range(ROUNDS):
+                for kind, user in cases.items():  # interleaved: same load, same moment
+                    times[kind].append(ask(user, (i * 3 + len(times[kind])) % 256))
+    finally:
+        d.stop()
+    quartiles = {k: statistics.quantiles(v, n=4) for k, v in times.items()}
+    print("\nldap backend reject timing, ms (p25 / median / p75): " +
+          ", ".join(f"{k} " + " / ".join(f"{q * 1000:.1f}" for q in quartiles[k])
+                    for k in cases))
+    base = quartiles["wrong_password"]
+    for kind in ("unknown_user", "locked_user"):
+        for q, (theirs, ours) in enumerate(zip(quartiles[kind], base)):
+            assert 0.4 < theirs / ours < 2.5, (kind, q, quartiles)
+    lines = d.decisions(5 + 3 * ROUNDS)
+    assert sum("reason=locked" in x for x in lines) == ROUNDS
+    assert sum("reason=bad_password" in x for x in lines) == 3 + 2 * ROUNDS
