@@ -5,9 +5,11 @@ database under dc=example,dc=com loaded with slapadd, and users, groups and a ne
     directory = Slapd.start(base)   # or the session fixture `slapd` (conftest.py)
     directory.ldap_url, directory.ldaps_url, directory.ca_file, directory.search_dn ...
 
-Groups are groupOfNames with `member` DNs; the backend reads them with a group search
-(`group_filter`), nested ones by walking up (`nested_groups`). Debian's own slapd service is
-never used: this one runs with its own config (slapd -f) and its own pid file.
+Groups are groupOfNames with `member` DNs, added once slapd runs so that the memberof overlay
+gives the members their memberOf (one level: the overlay does not follow nesting). The backend
+reads them either way: memberOf (the default) or a group search (`group_filter`), nested ones
+by walking up (`nested_groups`). Debian's own slapd service is never used: this one runs with
+its own config (slapd -f) and its own pid file.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
+LDAPADD = "/usr/bin/ldapadd"
 SUFFIX = "dc=example,dc=com"
 ROOT_DN = f"cn=admin,{SUFFIX}"
 ROOT_PW = "root-secret-pw"
@@ -45,7 +48,7 @@ GROUPS = {"vpn-users": [], "vpn-admins": ["vpn-users"], "vpn-wifi": []}
 
 
 def missing_reason() -> str | None:
-    for tool in (SLAPD, SLAPADD):
+    for tool in (SLAPD, SLAPADD, LDAPADD):
         if not os.path.exists(tool):
             return f"{tool} not installed (Debian packages slapd, ldap-utils)"
     return None
@@ -126,7 +129,10 @@ def _san(name: str):
         return x509.DNSName(name)
 
 
-def ldif() -> str:
+def ldif(groups: bool) -> str:
+    """The directory's entries: the tree, the search account and the users, or the groups."""
+    if groups:
+        return _group_ldif()
     entries = [f"dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\n"
                "dc: example\no: Example\n"]
     for ou in ("people", "groups", "system"):
@@ -138,7 +144,13 @@ def ldif() -> str:
         entries.append(f"dn: {user_dn(uid)}\nobjectClass: inetOrgPerson\nuid: {uid}\n"
                        f"cn: {uid.title()}\nsn: {uid.title()}\n"
                        f"mail: {uid}@example.com\nuserPassword: {password}\n")
-    for group in GROUPS:
+    return "\n".join(entries)
+
+
+def _group_ldif() -> str:
+    entries = []
+    # The inner groups first: the memberof overlay fills memberOf of members that exist.
+    for group in sorted(GROUPS, key=lambda g: not GROUPS[g]):
         members = [user_dn(u) for u, (_, gs) in USERS.items() if group in gs]
         members += [group_dn(g) for g, above in GROUPS.items() if group in above]
         members = members or [ROOT_DN]  # groupOfNames needs one member
@@ -185,20 +197,25 @@ class Slapd:
         conf.write_text(
             "".join(f"include /etc/ldap/schema/{s}.schema\n" for s in SCHEMAS) +
             f"pidfile {base}/slapd.pid\n"
-            "modulepath /usr/lib/ldap\nmoduleload back_mdb\n"
+            "modulepath /usr/lib/ldap\nmoduleload back_mdb\nmoduleload memberof\n"
             f"TLSCACertificateFile {base}/ca.pem\n"
             f"TLSCertificateFile {cert}\nTLSCertificateKeyFile {key}\n"
             "database mdb\nmaxsize 104857600\n"
             f'suffix "{SUFFIX}"\nrootdn "{ROOT_DN}"\nrootpw {ROOT_PW}\n'
             f"directory {base}/db\n"
+            "overlay memberof\n"
             "access to attrs=userPassword by anonymous auth by * none\n"
             "access to * by users read by * none\n")
-        (base / "data.ldif").write_text(ldif())
+        (base / "data.ldif").write_text(ldif(groups=False))
         subprocess.run([SLAPADD, "-f", str(conf), "-l", str(base / "data.ldif")], check=True,
                        capture_output=True)
+        (base / "groups.ldif").write_text(ldif(groups=True))
         directory = cls(base, free_port(), free_port(), None, base / "ca.pem",
                         base / "wrong-ca.pem")
         directory._run()
+        # Online, not with slapadd (which runs no overlay): memberof fills the members' memberOf.
+        subprocess.run([LDAPADD, "-x", "-H", directory.ldap_url, "-D", ROOT_DN, "-w", ROOT_PW,
+                        "-f", str(base / "groups.ldif")], check=True, capture_output=True)
         return directory
 
     def _run(self) -> None:

@@ -27,17 +27,21 @@ def pw(uid: str) -> str:
 
 
 def ldap_section(slapd, tmp_path, servers: list[str] | None = None, ca_file=None,
-                 more: str = "") -> str:
+                 more: str = "", account: bool = True, group_search: bool = True) -> str:
+    """[ldap] for the test directory: a search account (or bind_format), groups by a group
+    search walked up (or the memberof overlay's memberOf, one level)."""
     servers = servers or [slapd.ldaps_url]
+    if account:
+        bind = (f'bind_dn = "{slapd.search_dn}"\n'
+                f'bind_password_file = "{slapd.password_file(tmp_path)}"\n')
+    else:
+        bind = f'bind_format = "uid={{user}},ou=people,{slapd.base_dn}"\n'
+    groups = f'group_filter = "{GROUP_FILTER}"\nnested_groups = true\n' if group_search else ""
     return ("[ldap]\n"
             f"servers = [{', '.join(f'{s!r}'.replace(chr(39), chr(34)) for s in servers)}]\n"
-            f'ca_file = "{ca_file or slapd.ca_file}"\n'
-            f'bind_dn = "{slapd.search_dn}"\n'
-            f'bind_password_file = "{slapd.password_file(tmp_path)}"\n'
+            f'ca_file = "{ca_file or slapd.ca_file}"\n' + bind +
             f'base_dn = "{slapd.base_dn}"\n'
-            'user_attribute = "uid"\n'
-            f'group_filter = "{GROUP_FILTER}"\n'
-            "nested_groups = true\n"
+            'user_attribute = "uid"\n' + groups +
             "connect_timeout = 2.0\n" + more)
 
 
@@ -47,11 +51,11 @@ def make_daemon(tmp_path, slapd):
     started = []
 
     def make(ldap: str = "", extra: str = "", devices: tuple = ("alice", "bob", "dave"),
-             servers=None, ca_file=None):
+             servers=None, ca_file=None, **section):
         base = tmp_path / f"d{len(started)}"
         base.mkdir()
         d = Daemon(base, radius='password_backend = "ldap"\n',
-                   extra=ldap_section(slapd, base, servers, ca_file, ldap) + extra)
+                   extra=ldap_section(slapd, base, servers, ca_file, ldap, **section) + extra)
         store = open_devices(d.cfg)
         d.keys = {uid: assign(store, uid, f"{uid.upper()}-{len(started)}") for uid in devices}
         store.store.close()
@@ -117,6 +121,32 @@ def test_ldap_user_outside_required_groups_refused(make_daemon):
     assert result == "Access-Accept", out
     # carol's code was never asked: it still works where the group is not required.
     assert "not_in_group" not in d.decisions(2)[-1]
+
+
+def test_ldap_groups_from_member_of(make_daemon):
+    # The memberof overlay's memberOf, one level: bob is in vpn-admins only, not vpn-users.
+    d = make_daemon('required_groups = ["vpn-admins"]\n', group_search=False)
+    result, out = radclient(d, req("bob", pw("bob") + now_code(d.keys["bob"])))
+    assert result == "Access-Accept", out
+    result, _ = radclient(d, req("alice", pw("alice") + now_code(d.keys["alice"])))
+    assert result == "Access-Reject"
+    assert "reason=not_in_group" in d.decisions(2)[-1]
+
+
+def test_ldap_bind_format_without_a_search_account(make_daemon):
+    d = make_daemon('required_groups = ["vpn-users"]\n', account=False, group_search=False,
+                    devices=("alice", "carol"))
+    result, out = radclient(d, req("ALICE", pw("alice") + now_code(d.keys["alice"])))
+    assert result == "Access-Accept", out
+    result, _ = radclient(d, req("alice", "wrong" + now_code(d.keys["alice"], 1)))
+    assert result == "Access-Reject"
+    assert "reason=bad_password" in d.decisions(2)[-1]
+    result, _ = radclient(d, req("carol", pw("carol") + now_code(d.keys["carol"])))
+    assert result == "Access-Reject"
+    assert "reason=not_in_group" in d.decisions(3)[-1]
+    # A name that would change the bind DN is escaped (RFC 4514): nobody.
+    result, _ = radclient(d, req("alice,ou=people", pw("alice")))
+    assert result == "Access-Reject"
 
 
 def test_ldap_group_reply_attribute(make_daemon):
