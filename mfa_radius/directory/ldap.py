@@ -3,7 +3,7 @@ their groups. Blocking (ldap3, synchronous): the RADIUS front calls it on its pa
 (radius/ldap_passwords.py), never on the packet loop.
 
 - Servers are tried in order; a connect error or timeout moves on to the next, a refused bind
-  does not (the directory answered).
+  does not (the directory answered). One that failed is tried last for DOWN_FOR seconds.
 - TLS always verifies the certificate and the host name (ldaps://, or StartTLS on ldap://);
   plain ldap:// only with `allow_plaintext` (directory/settings.py refuses it otherwise).
 - A user's name goes into the filter escaped per RFC 4515, so `*)(uid=*` matches nobody; into
@@ -22,6 +22,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 
 import ldap3
@@ -34,7 +35,7 @@ from ..errors import MfaError
 # Active Directory's LDAP_MATCHING_RULE_IN_CHAIN: member of a member of ... in one search.
 IN_CHAIN = "1.2.840.113556.1.4.1941"
 MAX_NESTING = 10  # group levels followed by the group_filter walk
-INVALID_CREDENTIALS = 49
+DOWN_FOR = 30.0  # seconds a server that failed to connect is tried after the others
 
 
 class DirectoryError(MfaError):
@@ -86,6 +87,7 @@ class Directory:
         self._receive_timeout = max(1, math.ceil(ldap.timeout))
         self._idle: queue.LifoQueue = queue.LifoQueue(maxsize=ldap.pool_size)
         self._closed = threading.Event()
+        self._down_until: dict[str, float] = {}  # server URL -> until when it is tried last
 
     # ---- connections -----------------------------------------------------------------------
 
@@ -93,7 +95,11 @@ class Directory:
         """A connection bound as `dn` on the first server that answers; a refused bind is
         DirectoryError only for the search account (a user's is the caller's False)."""
         problems = []
-        for server in self._servers:
+        now = time.monotonic()
+        # Those that failed lately last: a dead first server costs connect_timeout once per
+        # DOWN_FOR seconds, not on every bind; tried again after, so service moves back.
+        order = sorted(self._servers, key=lambda srv: self._down_until.get(srv.name, 0) > now)
+        for server in order:
             conn = ldap3.Connection(server, user=dn, password=password,
                                     authentication=ldap3.SIMPLE if dn else ldap3.ANONYMOUS,
                                     receive_timeout=self._receive_timeout, read_only=True,
@@ -107,9 +113,11 @@ class Directory:
                     raise ldap_errors.LDAPStartTLSError(
                             f"StartTLS refused: {conn.result.get('description')}")
                 conn.bind()
+                self._down_until.pop(server.name, None)
                 return conn
             except ldap_errors.LDAPException as exc:
                 _close(conn)
+                self._down_until[server.name] = time.monotonic() + DOWN_FOR
                 problems.append(f"{server.name}: {_one_line(exc)}")
         raise DirectoryError("no LDAP server answered: " + "; ".join(problems))
 

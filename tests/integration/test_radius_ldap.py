@@ -323,3 +323,42 @@ def test_ldap_wrong_password_unknown_user_and_locked_user_take_alike(tmp_path, s
     lines = d.decisions(5 + 3 * ROUNDS)
     assert sum("reason=locked" in x for x in lines) == ROUNDS
     assert sum("reason=bad_password" in x for x in lines) == 3 + 2 * ROUNDS
+
+
+def test_ldap_a_failed_server_is_tried_last_for_a_while(slapd, tmp_path):
+    import socket
+    import threading
+    from types import SimpleNamespace
+
+    from mfa_radius.config.schema import LdapConfig
+    from mfa_radius.directory.ldap import Directory
+
+    accepted = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def hang_up():  # a server that takes the connection and closes it: not LDAP
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    broken = f"ldap://127.0.0.1:{listener.getsockname()[1]}"
+    settings = SimpleNamespace(**{**vars(LdapConfig()), "servers": [broken, slapd.ldap_url],
+                                  "starttls": True, "ca_file": str(slapd.ca_file),
+                                  "bind_dn": slapd.search_dn, "base_dn": slapd.base_dn})
+    directory = Directory(settings, ldap_support.SEARCH_PW)
+    try:
+        # The search account's connection tries the broken server, then the live one; alice's
+        # bind (a connection of its own) and the next ones go to the live one first.
+        for _ in range(3):
+            assert directory.authenticate("alice", pw("alice")) is not None
+        assert len(accepted) == 1
+    finally:
+        directory.close()
+        listener.close()
