@@ -362,3 +362,36 @@ def test_ldap_a_failed_server_is_tried_last_for_a_while(slapd, tmp_path):
     finally:
         directory.close()
         listener.close()
+
+
+def test_ldap_a_directory_that_never_answers_does_not_stall_the_packet_loop(tmp_path, slapd):
+    import socket
+    import time
+
+    need("radclient")
+    silent = socket.socket()  # the kernel completes the handshake; nothing ever answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    try:
+        url = f"ldap://127.0.0.1:{silent.getsockname()[1]}"
+        d = Daemon(tmp_path, radius='password_backend = "ldap"\n',
+                   extra=ldap_section(slapd, tmp_path, servers=[url], more="starttls = true\n"
+                                      "timeout = 2.0\n"))
+        d.start()
+        try:
+            packet, _ = access_request("alice", pw("alice").encode())
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(10)
+                started = time.monotonic()
+                sock.sendto(packet, ("127.0.0.1", d.port))
+                result, out = radclient(d, "Message-Authenticator = 0x00\n", code="status")
+                assert result == "Access-Accept", out  # answered while the bind waits
+                assert time.monotonic() - started < 1.5
+                reply = sock.recv(4096)  # then the stuck request fails closed
+                assert time.monotonic() - started >= 1.5
+                assert reply[0] == codec.ACCESS_REJECT
+            assert "reason=error" in d.decisions(1)[-1]
+        finally:
+            d.stop()
+    finally:
+        silent.close()
