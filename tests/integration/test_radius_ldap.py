@@ -395,3 +395,15 @@ def test_ldap_a_directory_that_never_answers_does_not_stall_the_packet_loop(tmp_
             d.stop()
     finally:
         silent.close()
+
+
+def test_ldap_settings_change_on_restart_not_on_reload(make_daemon):
+    import signal
+
+    d = make_daemon(devices=("alice",))
+    d.path.write_text(d.path.read_text().replace("[ldap]\n",
+                                                 '[ldap]\nrequired_groups = ["nobody"]\n'))
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait_log(r"\[ldap\] changed: takes effect after a restart")
+    result, out = radclient(d, req("alice", pw("alice") + now_code(d.keys["alice"])))
+    assert result == "Access-Accept", out  # the running directory settings
