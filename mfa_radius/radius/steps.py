@@ -94,6 +94,8 @@ class PasswordAndSmsSteps:
                     return self._reject(job, "not_in_group")
                 if hasattr(self.passwords, "name_of"):  # the directory's groups and name
                     status = self.verifier.status(job.user)
+                    if status.locked_for > 0:  # under the directory's name (a first alias)
+                        return self._reject(job, "locked")
                     no_code_needed = status.exempt or (not status.enrolled
                                                        and status.allowed_without_device)
                 if no_code_needed:

@@ -407,3 +407,31 @@ def test_ldap_settings_change_on_restart_not_on_reload(make_daemon):
     d.wait_log(r"\[ldap\] changed: takes effect after a restart")
     result, out = radclient(d, req("alice", pw("alice") + now_code(d.keys["alice"])))
     assert result == "Access-Accept", out  # the running directory settings
+
+
+def test_ldap_locked_user_is_locked_under_any_name_the_directory_knows(tmp_path, slapd):
+    from mfa_radius.verifier import Attempt, Verifier
+
+    need("radclient")
+    d = Daemon(tmp_path, radius='password_backend = "ldap"\n',
+               extra=ldap_section(slapd, tmp_path, more='user_filter = "(&(objectClass=person)'
+                                  '(|(uid={user})(mail={user})))"\n')
+               + "[policy]\nstrip_realm = false\nlockout_failures = 1\nlockout_delay = 86400\n"
+               "lockout_max_delay = 86400\n")
+    store = open_devices(d.cfg)
+    key = assign(store, "alice", "ALICE-1")
+    store.store.close()
+    verifier = Verifier.open(d.cfg)
+    for _ in range(2):
+        verifier.verify(Attempt("alice", "0000000"))
+    verifier.store.close()
+    d.start()
+    try:
+        result, _ = radclient(d, req("alice@example.com", pw("alice")))
+        assert result == "Access-Reject"
+        assert re.search(r"user=alice .*reason=locked", d.decisions(1)[-1])
+        result, _ = radclient(d, req("alice@example.com", pw("alice") + now_code(key)))
+        assert result == "Access-Reject"
+        assert "reason=locked" in d.decisions(2)[-1]
+    finally:
+        d.stop()
