@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 
 # Debian packages: to build the venv, and the real peers the tests drive.
 BASE_PKGS := python3-venv
-TEST_PKGS := $(BASE_PKGS) oathtool freeradius freeradius-utils pamtester libpam-python openssh-server \
+TEST_PKGS := $(BASE_PKGS) slapd ldap-utils oathtool freeradius freeradius-utils pamtester libpam-python openssh-server \
 	openssh-client libpam-radius-auth libpam-google-authenticator zbar-tools postgresql
 # The demo's UDP port: `make run PORT=18120` when 1812 is taken (by FreeRADIUS, say).
 PORT ?= 1812

@@ -170,6 +170,7 @@ def _do_reload(config_path: str, verifier: Verifier, server, pam, metrics=None) 
     for what, before, after in (("[radius] listen", old.radius.listen, cfg.radius.listen),
                                 ("[radius] password_backend", old.radius.password_backend,
                                  cfg.radius.password_backend),
+                                ("[ldap]", old.ldap, cfg.ldap),
                                 ("[metrics] listen", old.metrics.listen, cfg.metrics.listen)):
         if before != after:
             log.warning("%s changed: takes effect after a restart", what)

@@ -87,8 +87,9 @@ def check_trusted(path: str, what: str, error: type[MfaError] = ConfigError) -> 
 
 def root_files(cfg, *, database: bool) -> list[tuple[str, str]]:
     """(path, what) of every file a root process reads because `cfg` names it: the config itself,
-    the key file, RADIUS client and SMS gateway secret files, and with `database` the database
-    and its directory (the PAM fallback opens it as root; `serve` may run as another user)."""
+    the key file, RADIUS client, SMS gateway and [ldap] secret files (and its CA file), and with
+    `database` the database and its directory (the PAM fallback opens it as root; `serve` may
+    run as another user)."""
     files = [(cfg.path, "config file"), (cfg.storage.key_file, "key file")]
     if cfg.storage.password_file:
         files.append((cfg.storage.password_file, "password_file of [storage]"))
@@ -97,6 +98,10 @@ def root_files(cfg, *, database: bool) -> list[tuple[str, str]]:
         files.append((os.path.dirname(db) or ".", "database directory"))
         if os.path.lexists(db):
             files.append((db, "database file"))
+    if cfg.radius.password_backend == "ldap":
+        # The CA too: whoever may write it chooses which directory the passwords are sent to.
+        files += [(getattr(cfg.ldap, k), f"{k} of [ldap]")
+                  for k in ("bind_password_file", "ca_file") if getattr(cfg.ldap, k)]
     files += [(c.secret_file, f"secret_file of RADIUS client '{c.name}'")
               for c in cfg.radius.clients if c.secret_file]
     files += [(u.secret_file, f"secret_file of upstream RADIUS server {u.address}")

@@ -134,3 +134,18 @@ def run_cli(cfg_path, *args, input=None, env=None):
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([MFA, "--config", str(cfg_path), *args], capture_output=True,
                           text=True, input=input, env=full_env, timeout=60)
+
+
+# ---- OpenLDAP: one throw-away slapd for the session (ldap_support.py) -------------------------
+
+@pytest.fixture(scope="session")
+def slapd():
+    """The session's OpenLDAP directory (ldap_support.Slapd); skips when slapd is missing."""
+    import ldap_support
+
+    reason = ldap_support.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    directory = ldap_support.Slapd.start(trusted_tmpdir("slapd-"))
+    yield directory
+    directory.destroy()

@@ -187,7 +187,7 @@ def test_wrong_type_of_a_reply_table(write):
 
 @pytest.mark.parametrize("section,line,message", [
     ("storage", 'synchronous = "off"', "'storage.synchronous' must be one of full, normal"),
-    ("radius", 'password_backend = "ldap"', "must be one of pam, none"),
+    ("radius", 'password_backend = "kerberos"', "must be one of pam, none"),
     ("radius", 'password_split = "prefix"', "must be one of suffix, delimiter"),
     ("pam", 'unprivileged_callers = "all"', "must be one of self, none"),
     ("otp", "totp_window = -1", "'otp.totp_window' must be at least 0"),

@@ -23,7 +23,8 @@ PKG = Path(__file__).resolve().parents[1] / "mfa_radius"
 LAYERS = [
     # The parts that own a settings schema, which the config loader calls to check their entries.
     ("settings", ("mfa_radius.sms.gateways", "mfa_radius.radius.clients",
-                  "mfa_radius.radius.replies", "mfa_radius.radius.upstream")),
+                  "mfa_radius.radius.replies", "mfa_radius.radius.upstream",
+                  "mfa_radius.directory.settings")),
     # The RADIUS wire format: bytes in, bytes out; the client table and the reply encoder use it.
     ("base", ("mfa_radius.radius.codec",)),
     ("front", ("mfa_radius.radius", "mfa_radius.pam_server", "mfa_radius.pam_local",
@@ -35,7 +36,7 @@ LAYERS = [
     ("service", ("mfa_radius.verifier", "mfa_radius.usercache", "mfa_radius.explain",
                  "mfa_radius.devices", "mfa_radius.importers", "mfa_radius.state",
                  "mfa_radius.keycheck", "mfa_radius.checkpoints", "mfa_radius.housekeeping",
-                 "mfa_radius.metrics", "mfa_radius.sms")),
+                 "mfa_radius.metrics", "mfa_radius.sms", "mfa_radius.directory")),
     ("base", ("mfa_radius.errors", "mfa_radius.logsetup", "mfa_radius.otp",
               "mfa_radius.hmacprep", "mfa_radius.sealing", "mfa_radius.recovery",
               "mfa_radius.accounts", "mfa_radius.private_files", "mfa_radius.trusted_paths",

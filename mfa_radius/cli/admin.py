@@ -33,8 +33,10 @@ def init(ctx: Context) -> None:
 
 @click.command("check-config")
 @click.option("--json", "as_json", is_flag=True, help="Print the effective settings as JSON.")
+@click.option("--probe", is_flag=True,
+              help="Also bind to the LDAP directory with the search account ([ldap]).")
 @pass_ctx
-def check_config(ctx: Context, as_json: bool) -> None:
+def check_config(ctx: Context, as_json: bool, probe: bool) -> None:
     """Validate the config as `serve` does; print the settings.
 
     Exit 0 with the effective settings (secrets masked), or 2 with the first problem, naming
@@ -42,6 +44,10 @@ def check_config(ctx: Context, as_json: bool) -> None:
     stderr.
     """
     cfg = config_mod.load(ctx.path, serving=True)
+    if probe:
+        from ..radius.ldap_passwords import probe as ldap_probe
+
+        click.echo(ldap_probe(cfg), err=as_json)
     settings = config_mod.describe(cfg)
     warnings = config_mod.warnings(cfg)
     if as_json:

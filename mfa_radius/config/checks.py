@@ -11,6 +11,7 @@ import dataclasses
 import os
 
 from .. import hostport
+from ..directory import settings as ldap_settings
 from ..errors import ConfigError, SettingError
 from ..radius.clients import client_entry, parse_network
 from ..radius.replies import encode_entry
@@ -64,6 +65,10 @@ def semantics(cfg: Config, path: str, text: str) -> None:
                           "'radius.challenge_message' must be 1-253 octets (one Reply-Message)")
     _storage(cfg, path, text)
     _upstream(cfg, path, text)
+    found = ldap_settings.problem(cfg.ldap, cfg.radius.password_backend)
+    if found:
+        section, _, key = found[0].rpartition(".")
+        raise ConfigError(_where(path, text, section or "ldap", key) + found[1])
     for i, client in enumerate(cfg.radius.clients):
         try:
             parse_network(client.address)
@@ -140,6 +145,10 @@ def serving(cfg: Config, path: str, text: str) -> None:
         except SettingError as exc:
             raise ConfigError(_where(path, text, f"radius.upstream[{i}]", exc.key) +
                               f"upstream RADIUS server '{up.address}': {exc}") from None
+    if cfg.radius.password_backend == "ldap":
+        found = ldap_settings.serving_problem(cfg.ldap)
+        if found:
+            raise ConfigError(_where(path, text, "ldap", found[0]) + found[1])
     for i, reply in enumerate(cfg.radius.replies):
         try:
             encode_entry(reply)

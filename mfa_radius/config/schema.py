@@ -105,7 +105,7 @@ class RadiusClient:
     # password_backend; `groups` (when set) are the only groups let through; `nullok` (None:
     # inherit [policy] nullok) lets users without a device through here; `code_required =
     # false` accepts on the primary password alone.
-    password_backend: str = field(default="", metadata=_choice("", "pam", "none", "radius"))
+    password_backend: str = field(default="", metadata=_choice("", "pam", "none", "radius", "ldap"))
     groups: list[str] = field(default_factory=list)
     nullok: bool | None = None
     code_required: bool = True
@@ -135,7 +135,7 @@ class RadiusReply:
 @dataclass(frozen=True)
 class RadiusConfig:
     listen: list[str] = field(default_factory=lambda: ["127.0.0.1:1812"])
-    password_backend: str = field(default="pam", metadata=_choice("pam", "none", "radius"))
+    password_backend: str = field(default="pam", metadata=_choice("pam", "none", "radius", "ldap"))
     pam_service: str = "mfa-radius"
     pam_workers: int = field(default=4, metadata=_min(1))
     require_message_authenticator: bool = True
@@ -191,6 +191,38 @@ class SmsConfig:
         return socket.gethostname()
 
 
+DEFAULT_USER_FILTER = ("(&(objectClass=person)(|(uid={user})(sAMAccountName={user})"
+                       "(userPrincipalName={user})))")
+
+
+@dataclass(frozen=True)
+class LdapConfig:
+    """`password_backend = "ldap"`: the directory the passwords are bound against
+    (directory/ldap.py; checks in directory/settings.py)."""
+
+    servers: list[str] = field(default_factory=list)  # ldaps:// or ldap://, tried in order
+    starttls: bool = False  # StartTLS on ldap:// servers
+    ca_file: str = ""  # "": the system's CAs; certificates are always verified
+    allow_plaintext: bool = False  # ldap:// without starttls (warned about)
+    bind_dn: str = ""  # the search account; or bind_format without one
+    bind_password_file: str = ""
+    base_dn: str = ""
+    user_filter: str = DEFAULT_USER_FILTER
+    # The attribute whose value is the user's name ("uid", "sAMAccountName"); "" keeps the name
+    # as sent.
+    user_attribute: str = ""
+    bind_format: str = ""  # "{user}@example.com", "EXAMPLE\\{user}"
+    # "": the user entry's memberOf; else a search under group_base_dn (default base_dn), e.g.
+    # "(&(objectClass=groupOfNames)(member={dn}))".
+    group_filter: str = ""
+    group_base_dn: str = ""
+    nested_groups: bool = False
+    required_groups: list[str] = field(default_factory=list)
+    connect_timeout: float = field(default=5.0, metadata=_min(0.1, 120))
+    timeout: float = field(default=10.0, metadata=_min(0.1, 600))
+    pool_size: int = field(default=4, metadata=_min(1, 64))
+
+
 @dataclass(frozen=True)
 class MetricsConfig:
     # "HOST:PORT" ("[::1]:9812" for IPv6) serving Prometheus text at /metrics; "" = disabled.
@@ -207,11 +239,12 @@ class Config:
     pam: PamConfig = field(default_factory=PamConfig)
     sms: SmsConfig = field(default_factory=SmsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    ldap: LdapConfig = field(default_factory=LdapConfig)
 
 
 SECTIONS = {"storage": StorageConfig, "otp": OtpConfig, "policy": PolicyConfig,
              "radius": RadiusConfig, "pam": PamConfig, "sms": SmsConfig,
-             "metrics": MetricsConfig}
+             "metrics": MetricsConfig, "ldap": LdapConfig}
 
 
 def resolve_path(explicit: str | None) -> str:

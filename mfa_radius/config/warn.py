@@ -9,6 +9,7 @@ import os
 
 from .. import hostport
 from ..accounts import Accounts
+from ..directory.settings import plaintext_servers
 from ..errors import ConfigError
 from ..private_files import read_private_file
 from .lines import where as _where
@@ -85,6 +86,12 @@ def warnings(cfg: Config, text: str | None = None) -> list[str]:
              f"'metrics.listen' = {listen!r} is reachable from other hosts: /metrics tells "
              "anyone who asks how many users are locked out and which clients are used; "
              "listen on 127.0.0.1 or [::1] behind a proxy")
+    plain = plaintext_servers(cfg.ldap) if radius.password_backend == "ldap" else []
+    if plain:
+        warn("ldap", "allow_plaintext",
+             f"'ldap.allow_plaintext': {', '.join(plain)} without TLS: the search account's "
+             "and every user's password cross the network in clear; use ldaps:// or "
+             "starttls = true")
     if not os.path.isabs(cfg.pam.socket):
         warn("pam", "socket",
              f"'pam.socket' = {cfg.pam.socket!r} is a relative path: it depends on the working "

@@ -5,33 +5,24 @@ run) and `run(fn, *args)` (blocking look-ups off the loop), so that an LDAP bind
 RADIUS server can be added later as another small class.
 
 No enumeration by timing: pam_unix answers an unknown user, or an account without a password
-hash, at once, and a wrong password for a real account only after hashing it. So a reject that
-came back much faster than the checks that did hash (successes, and rejects as slow as they) is
-held on the loop (asyncio.sleep, never a thread) until it has taken as long as one of those,
-drawn at random from the recent ones: its time follows theirs.
+hash, at once, and a wrong password for a real account only after hashing it; password_timing.py
+pads such fast rejects.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-import statistics
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from ..config import Config
+from .password_timing import COLD_PAD, TIMINGS_KEPT, Overloaded, Padding
+
+__all__ = ["COLD_PAD", "TIMINGS_KEPT", "NoPasswords", "Overloaded", "Padding", "PamPasswords",
+           "backend"]
 
 log = logging.getLogger("mfa_radius.radius")
-
-# Seconds a fast reject is padded to until a check that hashed has been timed.
-COLD_PAD = 0.05
-TIMINGS_KEPT = 64  # recent durations of checks that hashed: the padding follows their spread
-
-
-class Overloaded(Exception):
-    """Too many password checks are queued: drop the request, the client will retransmit."""
 
 
 class NoPasswords:
@@ -70,7 +61,7 @@ class PamPasswords:
         self.max_queued = max_queued if max_queued is not None else workers * 64
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pam")
         self._pending = 0
-        self._timings: deque[float] = deque(maxlen=TIMINGS_KEPT)
+        self._padding = Padding()
 
     async def check(self, user: str, password: bytes) -> bool:
         """Whether `password` is `user`'s; a reject takes as long as a check that hashed."""
@@ -89,17 +80,12 @@ class PamPasswords:
                                                      text)
         finally:
             self._pending -= 1
-        timings = self._timings
-        typical = statistics.median(timings) if timings else COLD_PAD
-        if ok or elapsed >= typical / 2:
-            timings.append(elapsed)  # it hashed: what the others must look like
-        else:
-            await asyncio.sleep(self._target() - elapsed)
+        await self._padding.after(ok, elapsed)
         return ok
 
     async def pad(self) -> None:
         """As long as a check, without one (a locked account: its password is not tried)."""
-        await asyncio.sleep(self._target())
+        await self._padding.pad()
 
     async def run(self, fn, *args):
         """`fn(*args)` on the pool's threads: NSS look-ups (getpwnam, getgrouplist) may ask a
@@ -112,9 +98,6 @@ class PamPasswords:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         finally:
             self._pending -= 1
-
-    def _target(self) -> float:
-        return secrets.choice(self._timings) if self._timings else COLD_PAD
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -146,4 +129,8 @@ def backend(cfg: Config, name: str | None = None):
         return RadiusPasswords.from_config(cfg)
     if name == "none":
         return NoPasswords()
+    if cfg.radius.password_backend == "ldap":
+        from .ldap_passwords import LdapPasswords
+
+        return LdapPasswords.from_config(cfg)
     return PamPasswords(cfg.radius.pam_service, cfg.radius.pam_workers)

@@ -91,6 +91,7 @@ class RadiusServer(PasswordAndSmsSteps, UpstreamSteps):
         self.passwords = passwords if passwords is not None else backend(config)
         # One backend per distinct setting, shared by the clients that name it.
         self._backends = {config.radius.password_backend: self.passwords}
+        self._grouped: set[str] = set()  # backends whose directory groups the verifier sees
         self.sockets: list[socket.socket] = []
         self.dedup = DuplicateCache(config.radius.duplicate_ttl)
         self.challenges: ChallengeStore | SharedChallenges
@@ -125,6 +126,11 @@ class RadiusServer(PasswordAndSmsSteps, UpstreamSteps):
         for name in {c.password_backend or r.password_backend for c in r.clients}:
             if name not in self._backends:  # a client's own: built once, kept across reloads
                 self._backends[name] = backend(config, name)
+        for name, passwords in self._backends.items():
+            if hasattr(passwords, "accounts") and name not in self._grouped:
+                # A directory's groups for the users it checks (ldap_passwords.py).
+                self.verifier.accounts = passwords.accounts(self.verifier.accounts)
+                self._grouped.add(name)
         message = r.challenge_message.encode("utf-8")
         if not message or len(message) > 253:
             raise ConfigError(f"{config.path}: [radius] challenge_message must be 1-253 octets")
@@ -291,9 +297,11 @@ class RadiusServer(PasswordAndSmsSteps, UpstreamSteps):
             canonical = self._canonical(user)
         except UserNameError:
             return self._reject(job, "malformed")
+        passwords = self._backends[job.client.password_backend]
+        if hasattr(passwords, "alias"):  # the directory's name for it (ldap_passwords.py)
+            canonical = passwords.alias(canonical)
         if canonical != user:
             job.user, job.sent = canonical, user
-        passwords = self._backends[job.client.password_backend]
         if job.client.groups and not passwords.needs_password \
                 and not self.verifier.accounts.groups(job.user) & job.client.groups:
             return self._reject(job, "not_in_group")  # a password backend's step checks it

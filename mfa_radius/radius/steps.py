@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Config, RadiusConfig
 from ..errors import MfaError
+from ..logsetup import RateLimitedLog
 from ..rules.sms import should_send
 from ..verifier import Verifier
 from .dedup import DuplicateCache
@@ -52,6 +53,7 @@ class PasswordAndSmsSteps:
     sms: SmsDispatcher | None
     dedup: DuplicateCache
     drops: Any  # server.DropLog
+    _errors = RateLimitedLog(log)  # a dead directory fails every request alike: once a minute
 
     if TYPE_CHECKING:
         def _verify(self, job: Job, code: bytes) -> None: ...
@@ -99,11 +101,19 @@ class PasswordAndSmsSteps:
                 if ok is None:
                     return  # the upstream's challenge was relayed
                 if ok:
+                    if not self._directory_admits(passwords, job):
+                        return self._reject(job, "not_in_group")
                     return self._verify(job, split[1])
             ok = await self._check_password(passwords, job, typed, None)
             if ok is None:
                 return
             if ok:
+                if not self._directory_admits(passwords, job):
+                    return self._reject(job, "not_in_group")
+                if hasattr(passwords, "name_of"):  # the directory's groups and name
+                    status = self.verifier.status(job.user)
+                    if status.locked_for > 0:  # under the directory's name (a first alias)
+                        return self._reject(job, "locked")
                 return await self._password_right(job, status)
             return self._reject(job, "bad_password")
         except (Overloaded, UpstreamBusy) as exc:
@@ -114,6 +124,10 @@ class PasswordAndSmsSteps:
         except asyncio.CancelledError:
             self.dedup.abandon(job.key)
             raise
+        except MfaError as exc:  # a directory that could not be asked (ldap_passwords.py)
+            self._errors.error("password backend", "password check failed for client %s: %s",
+                               job.client.name, exc)
+            self._reject(job, "error")
         except Exception:  # fail closed
             log.exception("password check failed for client %s", job.client.name)
             self._reject(job, "error")
@@ -131,6 +145,18 @@ class PasswordAndSmsSteps:
             return await self._send_sms(job, True)  # SMS is this user's only method
         data = {"upstream": job.extra.hex()} if job.extra else None
         return self._challenge(job, self._sms_hint(status), data=data)
+
+    def _directory_admits(self, passwords, job: Job) -> bool:
+        """After a directory accepted the password (password_backend = "ldap"): its name for
+        the user becomes the one policy sees, and whether `[ldap] required_groups` lets them
+        on to the code. Other backends admit everyone whose password they accept."""
+        name_of = getattr(passwords, "name_of", None)
+        if name_of is None:
+            return True
+        job.user, sent = name_of(job.user), job.sent or job.user
+        if sent != job.user:
+            job.sent = sent
+        return passwords.admits(job.user)
 
     async def _sms_step(self, job: Job, answer: bytes, password_round: bool) -> None:
         try:

@@ -1,0 +1,1 @@
+"""Directories the primary password is checked against (LDAP, Active Directory)."""
