@@ -308,17 +308,20 @@ def _plain_client(name: str) -> bool:
 
 
 def decision_line(client: str, user: str, result: str, reason: str, ms: float,
-                  sent: str = "") -> str:
+                  sent: str = "", policy: str = "") -> str:
     """The RADIUS front's decision line, `fields(client=, user=, result=, reason=, ms=[,
-    name_sent=])`: one per request, so plain values (the usual case) skip fields()' per-value
-    checks and go straight into the line. `sent`: the User-Name as sent when it is not the
-    canonical `user` (then a trailing name_sent= field)."""
+    name_sent=][, policy=])`: one per request, so plain values (the usual case) skip fields()'
+    per-value checks and go straight into the line. `sent`: the User-Name as sent when it is not
+    the canonical `user` (then a trailing name_sent= field); `policy`: what the client sets of
+    its own (clients.policy_tag), when anything."""
     ms_text = f"{ms:.1f}".rstrip("0").rstrip(".") or "0"
     # isascii() and isalnum(): the commonest plain names, cheaper than the regex.
-    if not sent and _plain_client(client) and (
+    if not sent and not policy and _plain_client(client) and (
             (user.isascii() and user.isalnum()) or _PLAIN(user)):
         return f"client={client} user={user} result={result} reason={reason} ms={ms_text}"
     extra = {"name_sent": sent} if sent else {}
+    if policy:
+        extra["policy"] = policy
     return fields(client=client, user=user, result=result, reason=reason, ms=round(ms, 1),
                   **extra)
 

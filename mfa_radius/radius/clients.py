@@ -31,6 +31,9 @@ class Client:
     groups: frozenset[str] = frozenset()  # empty: every group
     nullok: bool | None = None  # None: [policy] decides
     code_required: bool = True
+    # What this client sets of its own, for its decision lines: e.g. "password=ldap,groups,nullok"
+    # ("" when it takes [radius]'s and [policy]'s settings as they are).
+    policy: str = ""
 
 
 class ClientTable:
@@ -111,7 +114,19 @@ def client_entry(entry: RadiusClient, cfg: Config) -> Client:
         require_ma = cfg.radius.require_message_authenticator
     return Client(entry.name, network, Secret(secret), require_ma,
                   entry.password_backend or cfg.radius.password_backend, frozenset(entry.groups),
-                  entry.nullok, entry.code_required)
+                  entry.nullok, entry.code_required, policy_tag(entry))
+
+
+def policy_tag(entry: RadiusClient) -> str:
+    """The client's own policy settings in a word list, for the decision line."""
+    parts = [f"password={entry.password_backend}"] if entry.password_backend else []
+    if entry.groups:
+        parts.append("groups")
+    if entry.nullok is not None:
+        parts.append("nullok" if entry.nullok else "no_nullok")
+    if not entry.code_required:
+        parts.append("password_only")
+    return ",".join(parts)
 
 
 def read_secret_file(path: str, where: str) -> bytes:

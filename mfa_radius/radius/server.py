@@ -528,7 +528,8 @@ class RadiusServer(PasswordAndSmsSteps, UpstreamSteps):
         if self._metrics is not None:
             self._metrics.observe("radius", job.client.name, result, reason, elapsed)
         if self._lines.add(decision_line(job.client.name, job.user[:256] or "-", result,
-                                           reason, elapsed * 1000, job.sent[:256])):
+                                           reason, elapsed * 1000, job.sent[:256],
+                                           job.client.policy)):
             # One write for all the lines of the next LOG_FLUSH_DELAY seconds (BulkLines
             # writes at once past its cap): a write per loop tick costs a syscall for a few
             # lines.

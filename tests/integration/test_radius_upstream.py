@@ -308,6 +308,9 @@ def test_two_clients_with_different_backends_on_one_server(stack):
     code, _ = ask(d, "alice", PASSWORDS["alice"] + now_code(key, 1), client="vpn")
     assert code == codec.ACCESS_ACCEPT, d.log()
     assert reasons(d, 3) == ["ok", "bad_password", "ok"]
+    # Each line says what the client sets of its own (nothing for the VPN: [radius]'s backend).
+    lines = d.decisions(3)
+    assert lines[0].endswith('policy="password=none"') and "policy=" not in lines[2]
 
 
 def test_password_only_client(stack):
@@ -319,6 +322,7 @@ def test_password_only_client(stack):
     assert code == codec.ACCESS_REJECT
     lines = d.decisions(2)
     assert "client=wifi user=alice result=accept reason=password_only" in lines[0]
+    assert lines[0].endswith("policy=password_only")
     assert "reason=bad_password" in lines[1]
 
 
@@ -335,6 +339,7 @@ def test_nullok_on_one_client_only(stack):
     code, _ = ask(d, "root", PASSWORDS["root"] + "123456", client="rollout")
     assert code == codec.ACCESS_REJECT
     assert reasons(d, 4) == ["nullok_client", "no_device", "password_ok", "no_device"]
+    assert d.decisions(4)[0].endswith("policy=nullok")
 
 
 def test_groups_per_client(tmp_path, local_user):
