@@ -97,18 +97,7 @@ def parse_network(address: str) -> IPNetwork:
 def client_entry(entry: RadiusClient, cfg: Config) -> Client:
     """The client of one `[[radius.clients]]` entry, its secret_file read; SettingError if bad."""
     network = parse_network(entry.address)
-    key = "secret_file" if entry.secret_file else "secret"
-    if entry.secret_file:
-        try:
-            secret = read_secret_file(entry.secret_file, "")
-        except ConfigError as exc:
-            raise SettingError(key, str(exc)) from None
-    else:
-        secret = entry.secret.encode("utf-8")
-    if not secret:
-        raise SettingError(key, "the shared secret is empty")
-    if len(secret) > 128:
-        raise SettingError(key, "the shared secret is longer than 128 octets")
+    secret = entry_secret(entry.secret, entry.secret_file)
     require_ma = entry.require_message_authenticator
     if require_ma is None:
         require_ma = cfg.radius.require_message_authenticator
@@ -127,6 +116,24 @@ def policy_tag(entry: RadiusClient) -> str:
     if not entry.code_required:
         parts.append("password_only")
     return ",".join(parts)
+
+
+def entry_secret(secret: str, secret_file: str) -> bytes:
+    """The shared secret of a client or upstream entry (`secret`, or `secret_file` read);
+    SettingError naming the key when it is unusable."""
+    key = "secret_file" if secret_file else "secret"
+    if secret_file:
+        try:
+            value = read_secret_file(secret_file, "")
+        except ConfigError as exc:
+            raise SettingError(key, str(exc)) from None
+    else:
+        value = secret.encode("utf-8")
+    if not value:
+        raise SettingError(key, "the shared secret is empty")
+    if len(value) > 128:
+        raise SettingError(key, "the shared secret is longer than 128 octets")
+    return value
 
 
 def read_secret_file(path: str, where: str) -> bytes:

@@ -22,15 +22,16 @@ from ..directory.ldap import Directory, DirectoryError, Found
 from ..errors import ConfigError
 from ..rules.names import UserNameError, policy_rule
 from ..secret_files import private_file_problem
-from .password_timing import Overloaded, Padding
+from .password_timing import Overloaded, Padding, ThreadedChecks
 
 log = logging.getLogger("mfa_radius.radius")
 
 MAX_KNOWN = 10000  # users whose groups are kept
 
 
-class LdapPasswords:
+class LdapPasswords(ThreadedChecks):
     needs_password = True
+    queued = "directory checks"
 
     def __init__(self, directory: Directory, cfg: Config):
         ldap = cfg.ldap
@@ -80,15 +81,6 @@ class LdapPasswords:
 
     async def pad(self) -> None:
         await self._padding.pad()
-
-    async def run(self, fn, *args):
-        if self._pending >= self.max_queued:
-            raise Overloaded(f"{self._pending} directory checks queued")
-        self._pending += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        finally:
-            self._pending -= 1
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -14,6 +14,7 @@ import asyncio
 import secrets
 import statistics
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 # Seconds a fast reject is padded to until a check that did the work has been timed.
 COLD_PAD = 0.05
@@ -22,6 +23,27 @@ TIMINGS_KEPT = 64  # recent durations of checks that did the work: the padding f
 
 class Overloaded(Exception):
     """Too many password checks are queued: drop the request, the client will retransmit."""
+
+
+class ThreadedChecks:
+    """`run` of a backend whose blocking work (a PAM conversation, a bind, an NSS look-up) runs
+    on its thread pool `_pool`, with at most `max_queued` waiting (Overloaded beyond)."""
+
+    _pool: ThreadPoolExecutor
+    _pending: int
+    max_queued: int
+    queued = "password checks"  # what the Overloaded message says is queued
+
+    async def run(self, fn, *args):
+        """`fn(*args)` on the pool's threads: NSS look-ups (getpwnam, getgrouplist) may ask a
+        directory server, and an unknown name must not hold the packet loop."""
+        if self._pending >= self.max_queued:
+            raise Overloaded(f"{self._pending} {self.queued} queued")
+        self._pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        finally:
+            self._pending -= 1
 
 
 class Padding:

@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..config import Config
-from .password_timing import COLD_PAD, TIMINGS_KEPT, Overloaded, Padding
+from .password_timing import COLD_PAD, TIMINGS_KEPT, Overloaded, Padding, ThreadedChecks
 
 __all__ = ["COLD_PAD", "TIMINGS_KEPT", "NoPasswords", "Overloaded", "Padding", "PamPasswords",
            "backend"]
@@ -44,7 +44,7 @@ class NoPasswords:
         pass
 
 
-class PamPasswords:
+class PamPasswords(ThreadedChecks):
     """Check passwords with python-pam against `service`, in a bounded thread pool.
 
     pam_authenticate blocks (a password hash on success, and pam_unix's fail delay of about two
@@ -86,18 +86,6 @@ class PamPasswords:
     async def pad(self) -> None:
         """As long as a check, without one (a locked account: its password is not tried)."""
         await self._padding.pad()
-
-    async def run(self, fn, *args):
-        """`fn(*args)` on the pool's threads: NSS look-ups (getpwnam, getgrouplist) may ask a
-        directory server, and an unknown name must not hold the packet loop. Bounded like
-        `check` (Overloaded)."""
-        if self._pending >= self.max_queued:
-            raise Overloaded(f"{self._pending} password checks queued")
-        self._pending += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        finally:
-            self._pending -= 1
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -33,7 +33,7 @@ from ..errors import ConfigError, SettingError
 from ..hmacprep import md5
 from ..logsetup import RateLimitedLog
 from . import codec
-from .clients import read_secret_file
+from .clients import entry_secret
 
 if TYPE_CHECKING:  # annotations only: the config loader imports this module
     from ..config import Config, RadiusUpstream
@@ -95,18 +95,7 @@ def upstream_entry(entry: RadiusUpstream) -> Upstream:
         where = hostport.parse(entry.address)
     except ValueError as exc:
         raise SettingError("address", str(exc)) from None
-    key = "secret_file" if entry.secret_file else "secret"
-    if entry.secret_file:
-        try:
-            secret = read_secret_file(entry.secret_file, "")
-        except ConfigError as exc:
-            raise SettingError(key, str(exc)) from None
-    else:
-        secret = entry.secret.encode("utf-8")
-    if not secret:
-        raise SettingError(key, "the shared secret is empty")
-    if len(secret) > 128:
-        raise SettingError(key, "the shared secret is longer than 128 octets")
+    secret = entry_secret(entry.secret, entry.secret_file)
     return Upstream(entry.address, where, codec.Secret(secret), entry.timeout, entry.retries)
 
 
