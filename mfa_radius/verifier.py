@@ -66,12 +66,15 @@ class Attempt(NamedTuple):
     source: str = "cli"
     now: float | None = None
     nullok: bool | None = None  # the RADIUS client's own nullok; None: the policy's
+    # The primary password was checked and the RADIUS client needs no code (code_required =
+    # false): recorded as an accept unless the user is locked.
+    password_only: bool = False
 
 
 class Decision(NamedTuple):
     accepted: bool
-    # ok, exempt, no_device_allowed, bad_code, replay, reused_code, locked, no_device,
-    # malformed, ambiguous_user, error
+    # ok, exempt, no_device_allowed, nullok_client, password_only, bad_code, replay,
+    # reused_code, locked, no_device, malformed, ambiguous_user, error
     reason: str
     method: str | None = None  # totp, hotp, recovery, sms
     serial: str | None = None
@@ -362,7 +365,12 @@ class Verifier:
         except names.UserNameError:
             user, decision = attempt.user, Decision(False, "malformed")
         else:
-            decision = self._check(user, attempt.code.strip(), now, attempt.nullok)
+            if attempt.password_only:
+                locked_until = self._user(user).locked_until
+                decision = (Decision(False, "locked", retry_after=locked_until - now)
+                            if locked_until > now else Decision(True, "password_only"))
+            else:
+                decision = self._check(user, attempt.code.strip(), now, attempt.nullok)
         audit.append((now, user[:MAX_USER_LEN], decision.method, decision.serial,
                       attempt.source[:512], decision.result, decision.reason)
                      + (decision.consumed or _NOT_USED))

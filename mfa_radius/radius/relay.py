@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import MfaError
 from ..verifier import Verifier
-from . import codec
 from .challenge import Challenge
 from .dedup import DuplicateCache
 from .job import Job
@@ -39,7 +38,7 @@ class UpstreamSteps:
     ledger: Any  # shared.ReplyLedger when the store is shared by several nodes, else None
 
     if TYPE_CHECKING:
-        def _verify(self, job: Job, code: bytes) -> None: ...
+        def _verify(self, job: Job, code: bytes, password_only: bool = False) -> None: ...
 
         def _reject(self, job: Job, reason: str) -> None: ...
 
@@ -116,6 +115,7 @@ class UpstreamSteps:
             self._reject(job, "error")
 
     def _password_only(self, job: Job) -> None:
-        """Accept on the password alone: the client is set `code_required = false`."""
-        attrs = job.extra + self.replies.for_user(job.user, self.verifier.accounts)
-        self._reply(job, codec.ACCESS_ACCEPT, attrs, "accept", "password_only")
+        """Accept on the password alone (the client is set `code_required = false`): through
+        the verifier's batch, which records it in the audit log (and refuses a user locked
+        meanwhile)."""
+        self._verify(job, b"-", password_only=True)

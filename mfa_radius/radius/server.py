@@ -360,14 +360,15 @@ class RadiusServer(PasswordAndSmsSteps, UpstreamSteps):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _verify(self, job: Job, code: bytes) -> None:
+    def _verify(self, job: Job, code: bytes, password_only: bool = False) -> None:
         try:
             text = code.decode("utf-8")
         except UnicodeDecodeError:
             return self._reject(job, "malformed")
         source = f"radius:{job.client.name} nas={job.addr[0]}"
         self._queue.append(job)
-        self._attempts.append(Attempt(job.user, text, source, nullok=job.client.nullok))
+        self._attempts.append(Attempt(job.user, text, source, nullok=job.client.nullok,
+                                      password_only=password_only))
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:

@@ -15,6 +15,7 @@ Needs root: a local user and group for the group rules (useradd/groupadd, remove
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -26,7 +27,7 @@ import time
 import pytest
 from freeradius_helpers import FreeRadius, freeradius_binary
 from mfa_helpers import assign
-from radius_helpers import SECRET, Daemon, access_request, free_port, now_code
+from radius_helpers import MFA, SECRET, Daemon, access_request, free_port, now_code
 
 from mfa_radius.radius import codec
 from mfa_radius.state import open_devices
@@ -323,6 +324,12 @@ def test_password_only_client(stack):
     lines = d.decisions(2)
     assert "client=wifi user=alice result=accept reason=password_only" in lines[0]
     assert lines[0].endswith("policy=password_only")
+    # Recorded like any accept (the verifier's batch): the audit log has it.
+    out = subprocess.run([MFA, "--config", str(d.path), "audit", "--user", "alice", "--json"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert [(e["result"], e["reason"]) for e in json.loads(out.stdout)][-1:] == [
+        ("accept", "password_only")]
     assert "reason=bad_password" in lines[1]
 
 
