@@ -246,31 +246,37 @@ class Verifier:
         """One transaction for the whole batch. Without `isolate` a failure while deciding one
         attempt of several raises _AttemptFailed (and rolls the batch back); with it, each
         attempt is decided in a savepoint (_decide_alone)."""
-        steps = self.store.steps
         with self.store.errors("verification"), self.store.transaction():
             self._refresh()
             self._locked_tries = {}
             audit: list[tuple] = []
-            try:
-                if len(attempts) == 1:
-                    decisions = [self._decide(attempts[0], audit)]
-                elif isolate:
-                    decisions = [self._decide_alone(a, audit) for a in attempts]
-                else:
-                    if steps.batched:
-                        attempts = self._reserve(attempts)
-                    decisions = [self._decide_or_fail(a, audit) for a in attempts]
-                    if steps.release():
-                        # A reserved step no decision asked for is used without an accept:
-                        # never committed; the batch is decided again, without reserving.
-                        raise _AttemptFailed()
-            finally:
-                steps.release()
+            if len(attempts) == 1:
+                decisions = [self._decide(attempts[0], audit)]
+            elif isolate:
+                decisions = [self._decide_alone(a, audit) for a in attempts]
+            elif self.store.steps.batched:
+                decisions = self._decide_reserved(attempts, audit)
+            else:
+                decisions = [self._decide_or_fail(a, audit) for a in attempts]
             self.store.add_audit(audit)
         if isinstance(self.last_error, StoreError):
             self._outage.flush()
             log.warning("verification works again: the database answers")
         self.last_error = None
+        return decisions
+
+    def _decide_reserved(self, attempts: list[Attempt], audit: list[tuple]) -> list[Decision]:
+        """The batch's decisions after reserving the steps they will consume (_reserve)."""
+        steps = self.store.steps
+        try:
+            decisions = [self._decide_or_fail(a, audit) for a in self._reserve(attempts)]
+        except BaseException:
+            steps.release()
+            raise
+        if steps.release():
+            # A reserved step no decision asked for is used without an accept: never
+            # committed; the batch is decided again, without reserving.
+            raise _AttemptFailed()
         return decisions
 
     def _reserve(self, attempts: list[Attempt]) -> list[Attempt]:

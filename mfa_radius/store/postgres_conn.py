@@ -15,6 +15,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -77,7 +78,10 @@ class PgConnection:
         self._pool_size = storage.pool_size
         self._pool: ConnectionPool | None = None
         self._down_until = 0.0  # monotonic time before which the database is not tried again
-        self._used: dict[int, float] = {}  # id of a pooled connection -> when it was last used
+        # Pooled connection -> when it was last used; weak, so a connection the pool replaced
+        # leaves by itself.
+        self._used: weakref.WeakKeyDictionary[psycopg.Connection, float] = \
+            weakref.WeakKeyDictionary()
         self._local = threading.local()
         self.steps = PgStepLog(self)
 
@@ -242,9 +246,7 @@ class PgConnection:
                 try:
                     yield conn
                 finally:
-                    if len(self._used) > 4 * self._pool_size:
-                        self._used.clear()  # ids of connections the pool has replaced
-                    self._used[id(conn)] = time.monotonic()
+                    self._used[conn] = time.monotonic()
         except PoolTimeout:  # no connection could be had: down or unreachable
             self._down_until = time.monotonic() + RETRY_AFTER
             raise
@@ -252,7 +254,7 @@ class PgConnection:
     def _check_idle(self, conn: psycopg.Connection) -> None:
         """The pool's check of a connection before handing it out, skipped when it was in use
         a moment ago (CHECK_IDLE)."""
-        if time.monotonic() - self._used.get(id(conn), 0.0) >= CHECK_IDLE:
+        if time.monotonic() - self._used.get(conn, 0.0) >= CHECK_IDLE:
             ConnectionPool.check_connection(conn)
 
     def _all(self, sql: str, args: Iterable = ()) -> list[tuple]:
