@@ -5,20 +5,20 @@ sent back to it; and the accept of a client that needs the password alone.
 A part of RadiusServer (mixed into it), like steps.py. An upstream challenge is relayed with a
 State of ours (the ChallengeStore's: random, single use, bound to user and client, expiring)
 that maps to the upstream's State and server; the code typed with the first password, if any,
-travels with it, so that the upstream's accept is followed by the code step as usual.
+travels with it (not on a shared store, which would keep it in the database: the code is then
+asked for), so that the upstream's accept is followed by the code step as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import MfaError
-from ..verifier import Verifier
 from .challenge import Challenge
-from .dedup import DuplicateCache
 from .job import Job
+from .parts import ServerParts
 from .passwords import Overloaded
 from .upstream import Outcome, UpstreamBusy, UpstreamUnavailable
 
@@ -27,28 +27,10 @@ log = logging.getLogger("mfa_radius.radius")
 RELAY_PROMPT = "Enter the response: "
 
 
-class UpstreamSteps:
+class UpstreamSteps(ServerParts):
     """The upstream-password steps of RadiusServer, which provides what is declared here."""
 
-    verifier: Verifier
-    dedup: DuplicateCache
-    drops: Any  # server.DropLog
-    replies: Any  # replies.ReplyTable
-    _backends: dict[str, Any]
-    ledger: Any  # shared.ReplyLedger when the store is shared by several nodes, else None
-
     if TYPE_CHECKING:
-        def _verify(self, job: Job, code: bytes, password_only: bool = False) -> None: ...
-
-        def _reject(self, job: Job, reason: str) -> None: ...
-
-        def _challenge(self, job: Job, message: str | None = None, kind: str = "code",
-                       reason: str = "password_ok", with_state: bool = True,
-                       data: dict | None = None) -> None: ...
-
-        def _reply(self, job: Job, code: int, attrs: bytes, result: str, reason: str) -> None:
-            ...
-
         async def _password_right(self, job: Job, status) -> None: ...
 
     async def _check_password(self, passwords, job: Job, password: bytes,

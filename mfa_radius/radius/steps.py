@@ -16,9 +16,8 @@ from ..config import Config, RadiusConfig
 from ..errors import MfaError
 from ..logsetup import RateLimitedLog
 from ..rules.sms import should_send
-from ..verifier import Verifier
-from .dedup import DuplicateCache
 from .job import Job
+from .parts import ServerParts
 from .passwords import Overloaded
 from .upstream import UpstreamBusy, UpstreamUnavailable
 
@@ -43,27 +42,15 @@ def split_password(typed: bytes, radius: RadiusConfig,
     return typed[:-digits], typed[-digits:]
 
 
-class PasswordAndSmsSteps:
+class PasswordAndSmsSteps(ServerParts):
     """The password and SMS steps of RadiusServer, which provides what is declared here."""
 
     config: Config
-    verifier: Verifier
-    passwords: Any  # passwords.NoPasswords or passwords.PamPasswords
-    _backends: dict[str, Any]  # the backends by name, of [radius] and of the clients
+    passwords: Any  # the [radius] password backend (passwords.backend)
     sms: SmsDispatcher | None
-    dedup: DuplicateCache
-    drops: Any  # server.DropLog
     _errors = RateLimitedLog(log)  # a dead directory fails every request alike: once a minute
 
     if TYPE_CHECKING:
-        def _verify(self, job: Job, code: bytes, password_only: bool = False) -> None: ...
-
-        def _reject(self, job: Job, reason: str) -> None: ...
-
-        def _challenge(self, job: Job, message: str | None = None, kind: str = "code",
-                       reason: str = "password_ok", with_state: bool = True,
-                       data: dict | None = None) -> None: ...
-
         async def _check_password(self, passwords, job: Job, password: bytes,
                                   code: bytes | None) -> bool | None: ...
 
