@@ -158,6 +158,21 @@ def plan(stored: Iterable[str], canonical: Callable[[str], str]) -> NamePlan:
     return NamePlan(renames, dict(sorted(clashes.items())), sorted(refused))
 
 
+def follower_renames(others: Iterable[str], canonical: Callable[[str], str],
+                     result: NamePlan) -> dict[str, str]:
+    """Renames for names that hold nothing (only in the SMS send log): each follows its user's
+    canonical name, unless that name is a clash of `result` or the name is refused."""
+    out = {}
+    for old in others:
+        try:
+            new = canonical(old)
+        except UserNameError:
+            continue
+        if new != old and new not in result.clashes:
+            out[old] = new
+    return out
+
+
 def plan_lines(result: NamePlan) -> list[str]:
     """One line for the admin per clash and per refused stored name: what it is, what to do."""
     lines = []

@@ -41,14 +41,9 @@ class PgUserQueries(PgConnection):
             plan = names.plan(holders, canonical)
             for old, new in plan.renames.items():
                 self._rename_rows(old, new)
-            for old in self.stored_names() - holders:
-                try:
-                    new = canonical(old)
-                except names.UserNameError:
-                    continue
-                if new != old and new not in plan.clashes:
-                    self._run("UPDATE sms_sends SET user_name = %s WHERE user_name = %s",
-                              (new, old))
+            for old, new in names.follower_renames(self.stored_names() - holders, canonical,
+                                                   plan).items():
+                self._run("UPDATE sms_sends SET user_name = %s WHERE user_name = %s", (new, old))
             self._run("DELETE FROM name_clashes")
             self._many("INSERT INTO name_clashes (name, stored) VALUES (%s, %s)",
                        [(canon, s) for canon, members in plan.clashes.items() for s in members])

@@ -54,13 +54,9 @@ class UserQueries(SqliteConnection):
             plan = names.plan(holders, canonical)
             for old, new in plan.renames.items():
                 self._rename_rows(old, new)
-            for old in self.stored_names() - holders:
-                try:
-                    new = canonical(old)
-                except names.UserNameError:
-                    continue
-                if new != old and new not in plan.clashes:
-                    self.conn.execute("UPDATE sms_sends SET user = ? WHERE user = ?", (new, old))
+            for old, new in names.follower_renames(self.stored_names() - holders, canonical,
+                                                   plan).items():
+                self.conn.execute("UPDATE sms_sends SET user = ? WHERE user = ?", (new, old))
             self.conn.execute("DELETE FROM name_clashes")
             self.conn.executemany("INSERT INTO name_clashes (name, stored) VALUES (?, ?)",
                                   [(canon, s) for canon, members in plan.clashes.items()
